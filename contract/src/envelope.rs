@@ -1,0 +1,140 @@
+//! The message published to the work queue: a JSON envelope and its NATS headers.
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::{IdempotencyKey, OperationId, spec::OperationSpec};
+
+/// The envelope schema this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+/// `Content-Type` header of an envelope.
+pub const CONTENT_TYPE: &str = "application/vnd.longshore.operation+json";
+/// Header carrying the envelope's schema version.
+pub const SCHEMA_HEADER: &str = "Longshore-Schema";
+/// W3C trace context headers, carried so an operation's trace crosses the queue.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+pub const TRACESTATE_HEADER: &str = "tracestate";
+
+/// One operation as it travels through the work queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    pub schema_version: u32,
+    pub id: OperationId,
+    pub idempotency_key: IdempotencyKey,
+    /// Who submitted it: `api`, a token's name, or a webhook source.
+    pub source: String,
+    /// [`crate::id::fingerprint`] of the spec, so a worker that must recreate a lost record
+    /// keeps the dispatcher's 422-on-different-body check intact.
+    pub fingerprint: String,
+    pub submitted_at: jiff::Timestamp,
+    #[serde(flatten)]
+    pub spec: OperationSpec,
+}
+
+/// Why a message could not be read as an envelope. Such a message can never succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("unsupported envelope schema version {0} (this build reads {SCHEMA_VERSION})")]
+    Schema(String),
+    #[error("malformed envelope: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Envelope {
+    /// The subject, headers and payload to publish. The operation id is the `Nats-Msg-Id`,
+    /// so JetStream drops a second publish of the same operation inside its dedup window.
+    pub fn to_message(&self) -> Result<(String, HeaderMap, Bytes), serde_json::Error> {
+        let payload = serde_json::to_vec(self)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, self.id.as_str());
+        headers.insert("Content-Type", CONTENT_TYPE);
+        headers.insert(SCHEMA_HEADER, SCHEMA_VERSION.to_string().as_str());
+        Ok((self.spec.cluster.subject(), headers, Bytes::from(payload)))
+    }
+
+    /// Reads an envelope from a message, refusing schema versions this build does not know.
+    pub fn from_message(
+        headers: Option<&HeaderMap>,
+        payload: &[u8],
+    ) -> Result<Self, EnvelopeError> {
+        if let Some(version) = headers.and_then(|h| h.get(SCHEMA_HEADER)) {
+            if version.as_str() != SCHEMA_VERSION.to_string() {
+                return Err(EnvelopeError::Schema(version.to_string()));
+            }
+        }
+        let envelope: Self = serde_json::from_slice(payload)?;
+        if envelope.schema_version != SCHEMA_VERSION {
+            return Err(EnvelopeError::Schema(envelope.schema_version.to_string()));
+        }
+        Ok(envelope)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+    use crate::spec::{Action, Options};
+    use serde_json::json;
+
+    pub(crate) fn sample() -> Envelope {
+        let key = IdempotencyKey::new("deploy-web-42").unwrap();
+        Envelope {
+            schema_version: SCHEMA_VERSION,
+            id: OperationId::derive("api", &key),
+            idempotency_key: key,
+            source: "api".into(),
+            fingerprint: "0123".into(),
+            submitted_at: "2026-11-27T12:00:00Z".parse().unwrap(),
+            spec: OperationSpec {
+                cluster: crate::ClusterName::new("prod").unwrap(),
+                action: Action::Apply,
+                manifests: vec![
+                    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}),
+                ],
+                targets: vec![],
+                patch: None,
+                options: Options::default(),
+                pipeline: None,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::sample;
+    use super::*;
+
+    #[test]
+    fn round_trips_through_a_message() {
+        let env = sample();
+        let (subject, headers, payload) = env.to_message().unwrap();
+        assert_eq!(subject, "longshore.ops.prod");
+        assert_eq!(
+            headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .unwrap()
+                .as_str(),
+            env.id.as_str()
+        );
+        assert_eq!(
+            Envelope::from_message(Some(&headers), &payload).unwrap(),
+            env
+        );
+    }
+
+    #[test]
+    fn refuses_unknown_schema_versions() {
+        let (_, mut headers, payload) = sample().to_message().unwrap();
+        headers.insert(SCHEMA_HEADER, "2");
+        assert!(
+            matches!(Envelope::from_message(Some(&headers), &payload), Err(EnvelopeError::Schema(v)) if v == "2")
+        );
+        assert!(matches!(
+            Envelope::from_message(None, b"{"),
+            Err(EnvelopeError::Json(_))
+        ));
+    }
+}

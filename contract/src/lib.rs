@@ -1,0 +1,28 @@
+//! The wire contract shared by the longshore dispatcher and worker.
+//!
+//! Everything both halves must agree on lives here, and nothing else:
+//!
+//! - [`cluster`]: cluster names (DNS labels) and the subject each cluster's work goes to;
+//! - [`spec`]: what a pipeline asks for (action, manifests, targets, options), with the
+//!   validation both sides apply;
+//! - [`id`]: idempotency keys, the operation ids derived from them, and request fingerprints;
+//! - [`envelope`]: the message published to the work queue and its NATS headers;
+//! - [`record`]: the status record kept in the `LONGSHORE_OPERATIONS` bucket;
+//! - [`jetstream`]: stream, consumer and bucket definitions, created idempotently at start;
+//! - [`duration`]: human-friendly durations (`"30s"`, `"2m"`) for configuration.
+//!
+//! `docs/contract.md` shows a JSON example of each message and record.
+
+pub mod cluster;
+pub mod duration;
+pub mod envelope;
+pub mod id;
+pub mod jetstream;
+pub mod record;
+pub mod spec;
+
+pub use cluster::ClusterName;
+pub use envelope::Envelope;
+pub use id::{IdempotencyKey, OperationId};
+pub use record::{OperationRecord, State};
+pub use spec::{Action, OperationSpec};

@@ -1,0 +1,197 @@
+//! The status record of an operation, kept in the `LONGSHORE_OPERATIONS` bucket under the
+//! operation id. It never holds manifests: they may carry Secret data.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Envelope, IdempotencyKey, OperationId, spec::Action};
+
+/// Where an operation is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Accepted: in the work queue, not yet claimed by a worker.
+    Queued,
+    /// Claimed by a worker, which is applying it.
+    Running,
+    Succeeded,
+    Failed,
+    /// Not applied: a later operation had already been applied to its objects.
+    Superseded,
+    /// Failed after exhausting its deliveries; a copy is in the dead-letter stream.
+    DeadLettered,
+}
+
+impl State {
+    /// A terminal operation is never applied again.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, State::Queued | State::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Running => "running",
+            State::Succeeded => "succeeded",
+            State::Failed => "failed",
+            State::Superseded => "superseded",
+            State::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// What an operation did to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Created,
+    Configured,
+    Unchanged,
+    Deleted,
+    NotFound,
+    Superseded,
+}
+
+/// The result for one object of an operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectResult {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+}
+
+/// A fixed set of error classes, for records, metrics labels and retry decisions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The request or a manifest is invalid (the API server said 400 or 422).
+    Invalid,
+    /// Not allowed (401 or 403).
+    Forbidden,
+    /// The target (or its kind, or its namespace) does not exist.
+    NotFound,
+    /// A conflict the operation cannot resolve by retrying (e.g. a field manager conflict).
+    Conflict,
+    /// The worker does not know the cluster.
+    UnknownCluster,
+    /// The message itself is unreadable.
+    Malformed,
+    /// Retries were exhausted on transient failures (throttling, 5xx, timeouts, resets).
+    Transient,
+}
+
+/// Why an operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+/// The status of an operation as pipelines read it (`GET /v1/operations/{id}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationRecord {
+    pub id: OperationId,
+    pub idempotency_key: IdempotencyKey,
+    pub source: String,
+    pub fingerprint: String,
+    pub cluster: String,
+    pub action: Action,
+    pub state: State,
+    /// The work-queue stream sequence of the message, once a worker has seen it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_sequence: Option<u64>,
+    /// How many times a worker has started this operation.
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    pub submitted_at: jiff::Timestamp,
+    pub updated_at: jiff::Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<jiff::Timestamp>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<ObjectResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<crate::spec::PipelineContext>,
+}
+
+impl OperationRecord {
+    /// The `queued` record of an accepted envelope.
+    pub fn queued(envelope: &Envelope) -> Self {
+        Self {
+            id: envelope.id.clone(),
+            idempotency_key: envelope.idempotency_key.clone(),
+            source: envelope.source.clone(),
+            fingerprint: envelope.fingerprint.clone(),
+            cluster: envelope.spec.cluster.to_string(),
+            action: envelope.spec.action,
+            state: State::Queued,
+            stream_sequence: None,
+            attempts: 0,
+            worker: None,
+            submitted_at: envelope.submitted_at,
+            updated_at: envelope.submitted_at,
+            started_at: None,
+            finished_at: None,
+            results: Vec::new(),
+            error: None,
+            trace_id: None,
+            pipeline: envelope.spec.pipeline.clone(),
+        }
+    }
+
+    pub fn to_bytes(&self) -> bytes::Bytes {
+        // A record is plain data with string keys: serialising it cannot fail.
+        bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_queued_and_running_are_open() {
+        assert!(!State::Queued.is_terminal());
+        assert!(!State::Running.is_terminal());
+        for s in [
+            State::Succeeded,
+            State::Failed,
+            State::Superseded,
+            State::DeadLettered,
+        ] {
+            assert!(s.is_terminal(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn a_queued_record_names_the_operation_but_holds_no_manifest() {
+        let env = crate::envelope::tests_support::sample();
+        let rec = OperationRecord::queued(&env);
+        let json = String::from_utf8(rec.to_bytes().to_vec()).unwrap();
+        assert!(json.contains(env.id.as_str()));
+        assert!(json.contains("\"state\":\"queued\""));
+        assert!(
+            !json.contains("ConfigMap"),
+            "record must not carry manifests: {json}"
+        );
+        assert_eq!(OperationRecord::from_bytes(json.as_bytes()).unwrap(), rec);
+    }
+}
