@@ -9,6 +9,8 @@
 //! - [`envelope`]: the message published to the work queue and its NATS headers;
 //! - [`record`]: the status record kept in the `LONGSHORE_OPERATIONS` bucket;
 //! - [`jetstream`]: stream, consumer and bucket definitions, created idempotently at start;
+//! - [`nats`]: how both binaries connect to NATS;
+//! - [`settings`]: loading a binary's configuration (defaults < file < environment);
 //! - [`duration`]: human-friendly durations (`"30s"`, `"2m"`) for configuration.
 //!
 //! `docs/contract.md` shows a JSON example of each message and record.
@@ -18,7 +20,9 @@ pub mod duration;
 pub mod envelope;
 pub mod id;
 pub mod jetstream;
+pub mod nats;
 pub mod record;
+pub mod settings;
 pub mod spec;
 
 pub use cluster::ClusterName;
