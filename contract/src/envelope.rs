@@ -59,10 +59,10 @@ impl Envelope {
         headers: Option<&HeaderMap>,
         payload: &[u8],
     ) -> Result<Self, EnvelopeError> {
-        if let Some(version) = headers.and_then(|h| h.get(SCHEMA_HEADER)) {
-            if version.as_str() != SCHEMA_VERSION.to_string() {
-                return Err(EnvelopeError::Schema(version.to_string()));
-            }
+        if let Some(version) = headers.and_then(|h| h.get(SCHEMA_HEADER))
+            && version.as_str() != SCHEMA_VERSION.to_string()
+        {
+            return Err(EnvelopeError::Schema(version.to_string()));
         }
         let envelope: Self = serde_json::from_slice(payload)?;
         if envelope.schema_version != SCHEMA_VERSION {

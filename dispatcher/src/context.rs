@@ -1,0 +1,89 @@
+//! What every request handler shares: configuration, the NATS connection, and the
+//! JetStream resources once they are provisioned.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use async_nats::{connection::State as ConnState, jetstream};
+use longshore_contract::{ClusterName, jetstream as js_defs};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::Config,
+    error::{Error, Result},
+};
+
+pub struct Context {
+    pub config: Config,
+    pub clusters: BTreeSet<ClusterName>,
+    pub nats: async_nats::Client,
+    pub js: jetstream::Context,
+    /// The status bucket, set once the stream and buckets exist.
+    operations: OnceCell<jetstream::kv::Store>,
+}
+
+impl Context {
+    pub fn new(
+        config: Config,
+        clusters: BTreeSet<ClusterName>,
+        nats: async_nats::Client,
+        js: jetstream::Context,
+    ) -> Self {
+        Self {
+            config,
+            clusters,
+            nats,
+            js,
+            operations: OnceCell::new(),
+        }
+    }
+
+    /// The status bucket, or 503 while NATS is unreachable or not yet provisioned. Checking
+    /// the connection first makes an outage answer at once instead of after a timeout.
+    pub fn operations(&self) -> Result<&jetstream::kv::Store> {
+        if self.nats.connection_state() != ConnState::Connected {
+            return Err(Error::Unavailable("not connected to NATS".into()));
+        }
+        self.operations.get().ok_or_else(|| {
+            Error::Unavailable("JetStream stream and buckets are not provisioned yet".into())
+        })
+    }
+
+    /// Ready when connected, provisioned, and the work-queue stream answers.
+    pub async fn readiness(&self) -> Result<()> {
+        self.operations()?;
+        tokio::time::timeout(Duration::from_secs(2), self.js.get_stream(js_defs::STREAM))
+            .await
+            .map_err(|_| Error::Unavailable("work-queue stream did not answer within 2s".into()))?
+            .map_err(|e| Error::Unavailable(format!("work-queue stream unreachable: {e}")))?;
+        Ok(())
+    }
+
+    /// Creates the stream and buckets if missing, retrying until it works or `stop` fires.
+    /// Idempotent and safe with many replicas starting at once.
+    pub async fn provision(&self, stop: CancellationToken) {
+        let settings = &self.config.nats.jetstream;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let attempt = async {
+                js_defs::ensure_stream(&self.js, settings.stream()).await?;
+                js_defs::ensure_stream(&self.js, settings.dead_letter_stream()).await?;
+                js_defs::ensure_bucket(&self.js, settings.objects_bucket()).await?;
+                js_defs::ensure_bucket(&self.js, settings.operations_bucket()).await
+            };
+            match attempt.await {
+                Ok(store) => {
+                    let _ = self.operations.set(store);
+                    tracing::info!("JetStream stream and buckets ready");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "provisioning JetStream"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The longshore dispatcher: a stateless HTTP front door that turns pipeline requests into
+//! operations on the JetStream work queue. Run any number of replicas.
+//!
+//! A request goes [`api`] (routes, HTTP in and out) → [`request`] (parse and validate the
+//! body, name the field at fault) → [`submit`] (idempotency: record, then publish, then 202)
+//! → JetStream. [`context`] holds what handlers share and provisions the stream and buckets;
+//! [`error`] is the one place an error becomes an HTTP response; [`config`] is the typed
+//! configuration.
+
+pub mod api;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod request;
+pub mod submit;
+
+use std::{future::Future, sync::Arc};
+
+pub use config::Config;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Why the dispatcher could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] longshore_contract::settings::ConfigError),
+    #[error("connecting to NATS: {0}")]
+    Nats(#[from] async_nats::ConnectError),
+    #[error("serving HTTP: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then stops accepting and gives
+/// in-flight requests `http.drain_grace` to finish.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let clusters = config.cluster_names()?;
+    let (nats, js) = config.nats.connect("longshore-dispatcher").await?;
+    let grace = config.http.drain_grace;
+    let ctx = Arc::new(context::Context::new(config, clusters, nats, js));
+
+    let stop = CancellationToken::new();
+    let provisioning = tokio::spawn({
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        async move { ctx.provision(stop).await }
+    });
+    tracing::info!(addr = %listener.local_addr()?, "dispatcher listening");
+    let serve = axum::serve(listener, api::router(ctx.clone()))
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future();
+    let mut serve = tokio::spawn(serve);
+
+    tokio::select! {
+        result = &mut serve => {
+            stop.cancel();
+            return result.map_err(std::io::Error::other)?.map_err(RunError::from);
+        }
+        () = shutdown => {}
+    }
+    tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
+    stop.cancel();
+    provisioning.abort();
+    match tokio::time::timeout(grace, serve).await {
+        Ok(result) => result
+            .map_err(std::io::Error::other)?
+            .map_err(RunError::from),
+        Err(_) => {
+            tracing::warn!("drain grace elapsed with requests still in flight");
+            Ok(())
+        }
+    }
+}

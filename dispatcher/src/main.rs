@@ -1,0 +1,49 @@
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// longshore's dispatcher: accepts pipeline operations over HTTP and queues them in JetStream.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// TOML configuration file; LONGSHORE_* environment variables override it.
+    #[arg(long, env = "LONGSHORE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LONGSHORE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    // Validate everything before binding a port.
+    let config = longshore_dispatcher::Config::load(args.config.as_deref())?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding listen address {}", config.listen))?;
+    longshore_dispatcher::run(config, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

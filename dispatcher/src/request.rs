@@ -1,0 +1,296 @@
+//! Reading a submission: the JSON body of `POST /v1/operations`, turned into a validated
+//! [`OperationSpec`] and the idempotency key the client gave, if any.
+//!
+//! Manifests may be JSON objects or one YAML string holding several documents (as
+//! `kubectl apply -f` reads them); `kind: List` documents are expanded into their items.
+
+use std::collections::BTreeSet;
+
+use longshore_contract::{ClusterName, IdempotencyKey, OperationSpec, spec::FieldError};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// The top-level fields a submission may carry.
+const FIELDS: &[&str] = &[
+    "cluster",
+    "action",
+    "manifests",
+    "targets",
+    "patch",
+    "options",
+    "pipeline",
+    "idempotencyKey",
+];
+
+/// A parsed, validated submission.
+#[derive(Debug)]
+pub struct Submission {
+    pub spec: OperationSpec,
+    /// The key from the `Idempotency-Key` header or the body's `idempotencyKey`.
+    pub key: Option<IdempotencyKey>,
+}
+
+/// Parses and validates a submission body against the known clusters.
+pub fn parse(
+    body: &[u8],
+    header_key: Option<&str>,
+    clusters: &BTreeSet<ClusterName>,
+) -> Result<Submission> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| Error::MalformedJson(e.to_string()))?;
+    let Value::Object(mut obj) = value else {
+        return Err(Error::field("", "the body must be a JSON object"));
+    };
+    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(Error::field(
+            unknown.clone(),
+            format!("unknown field; expected one of {}", FIELDS.join(", ")),
+        ));
+    }
+    let key = idempotency_key(obj.remove("idempotencyKey"), header_key)?;
+    check_cluster(&obj, clusters)?;
+    if let Some(manifests) = obj.remove("manifests") {
+        obj.insert("manifests".into(), Value::Array(manifests_from(manifests)?));
+    }
+    let spec: OperationSpec =
+        serde_path_to_error::deserialize(Value::Object(obj)).map_err(|e| {
+            let path = e.path().to_string();
+            Error::field(
+                if path == "." { String::new() } else { path },
+                e.inner().to_string(),
+            )
+        })?;
+    spec.validate().map_err(Error::Invalid)?;
+    Ok(Submission { spec, key })
+}
+
+fn idempotency_key(
+    body_key: Option<Value>,
+    header_key: Option<&str>,
+) -> Result<Option<IdempotencyKey>> {
+    let body_key = match body_key {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(Error::field("idempotencyKey", "must be a string")),
+    };
+    let key = match (header_key, body_key) {
+        (Some(h), Some(b)) if h != b => {
+            return Err(Error::field(
+                "idempotencyKey",
+                "differs from the Idempotency-Key header",
+            ));
+        }
+        (Some(h), _) => Some(h.to_owned()),
+        (None, b) => b,
+    };
+    key.map(|k| IdempotencyKey::new(k).map_err(|reason| Error::field("idempotencyKey", reason)))
+        .transpose()
+}
+
+fn check_cluster(obj: &Map<String, Value>, clusters: &BTreeSet<ClusterName>) -> Result<()> {
+    let Some(Value::String(name)) = obj.get("cluster") else {
+        return Ok(()); // missing or mistyped: deserialisation names it
+    };
+    let known = ClusterName::new(name.clone()).is_ok_and(|c| clusters.contains(&c));
+    if known {
+        return Ok(());
+    }
+    let list: Vec<&str> = clusters.iter().map(ClusterName::as_str).collect();
+    Err(Error::field(
+        "cluster",
+        format!(
+            "unknown cluster {name:?}; known clusters: {}",
+            list.join(", ")
+        ),
+    ))
+}
+
+/// Manifests as given: an array of objects, or a YAML (or JSON) multi-document string.
+fn manifests_from(value: Value) -> Result<Vec<Value>> {
+    let docs = match value {
+        Value::Array(items) => items,
+        Value::String(text) => serde_saphyr::from_multiple::<Value>(&text)
+            .map_err(|e| Error::field("manifests", format!("invalid YAML: {e}")))?
+            .into_iter()
+            .filter(|doc| !doc.is_null())
+            .collect(),
+        _ => {
+            return Err(Error::field(
+                "manifests",
+                "must be an array of objects or a YAML string",
+            ));
+        }
+    };
+    let mut out = Vec::with_capacity(docs.len());
+    for doc in docs {
+        match list_items(&doc) {
+            Some(items) => out.extend(items.iter().cloned()),
+            None => out.push(doc),
+        }
+    }
+    Ok(out)
+}
+
+/// The items of a `kind: List` (or `*List`) document.
+fn list_items(doc: &Value) -> Option<&Vec<Value>> {
+    let kind = doc.get("kind")?.as_str()?;
+    if kind.ends_with("List") && doc.get("metadata").and_then(|m| m.get("name")).is_none() {
+        doc.get("items")?.as_array()
+    } else {
+        None
+    }
+}
+
+/// Field errors as the client should see them.
+pub fn fields(err: &Error) -> Vec<FieldError> {
+    match err {
+        Error::Invalid(errors) => errors.clone(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use longshore_contract::Action;
+    use serde_json::json;
+
+    fn clusters() -> BTreeSet<ClusterName> {
+        ["prod", "staging"]
+            .into_iter()
+            .map(|c| ClusterName::new(c).unwrap())
+            .collect()
+    }
+
+    fn parse_json(v: Value, header: Option<&str>) -> Result<Submission> {
+        parse(v.to_string().as_bytes(), header, &clusters())
+    }
+
+    fn field_of(r: Result<Submission>) -> String {
+        fields(&r.unwrap_err())
+            .first()
+            .map(|e| e.field.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn yaml_manifests_are_split_into_documents() {
+        let yaml = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: shop\ndata:\n  a: \"1\"\n---\n";
+        let s = parse_json(
+            json!({"cluster": "prod", "action": "apply", "manifests": yaml}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.spec.action, Action::Apply);
+        assert_eq!(s.spec.manifests.len(), 2);
+        assert_eq!(s.spec.manifests[1]["data"]["a"], "1");
+    }
+
+    #[test]
+    fn list_documents_are_expanded() {
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}}]});
+        let s = parse_json(
+            json!({"cluster": "prod", "action": "apply", "manifests": [list]}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.spec.manifests.len(), 2);
+    }
+
+    #[test]
+    fn unknown_cluster_is_named_with_the_known_ones() {
+        let err = parse_json(
+            json!({"cluster": "prdo", "action": "apply", "manifests": []}),
+            None,
+        )
+        .unwrap_err();
+        let e = &fields(&err)[0];
+        assert_eq!(e.field, "cluster");
+        assert!(e.reason.contains("prod, staging"), "{}", e.reason);
+    }
+
+    #[test]
+    fn each_kind_of_bad_input_names_its_field() {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}});
+        assert_eq!(
+            field_of(parse_json(
+                json!({"cluster": "prod", "action": "aply", "manifests": [cm]}),
+                None
+            )),
+            "action"
+        );
+        assert_eq!(
+            field_of(parse_json(
+                json!({"cluster": "prod", "action": "apply", "manifests": [cm], "extra": 1}),
+                None
+            )),
+            "extra"
+        );
+        assert_eq!(
+            field_of(parse_json(
+                json!({"cluster": "prod", "action": "apply", "manifests": [{"kind": "X"}]}),
+                None
+            )),
+            "manifests[0].apiVersion"
+        );
+        assert_eq!(
+            field_of(parse_json(
+                json!({"cluster": "prod", "action": "apply", "manifests": "a: [unclosed"}),
+                None
+            )),
+            "manifests"
+        );
+        assert_eq!(
+            field_of(parse_json(
+                json!({"cluster": "prod", "action": "apply", "manifests": [cm], "options": {"dryRun": "yes"}}),
+                None
+            )),
+            "options.dryRun"
+        );
+        assert_eq!(
+            field_of(parse_json(
+                json!({"cluster": "prod", "action": "apply", "manifests": [cm], "idempotencyKey": "a"}),
+                Some("b")
+            )),
+            "idempotencyKey"
+        );
+        assert!(matches!(
+            parse(b"{not json", None, &clusters()),
+            Err(Error::MalformedJson(_))
+        ));
+        assert!(matches!(
+            parse(b"[]", None, &clusters()),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn the_key_comes_from_the_header_or_the_body() {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}});
+        let s = parse_json(
+            json!({"cluster": "prod", "action": "apply", "manifests": [cm]}),
+            Some("k1"),
+        )
+        .unwrap();
+        assert_eq!(s.key.unwrap().as_str(), "k1");
+        let s = parse_json(json!({"cluster": "prod", "action": "apply", "manifests": [cm], "idempotencyKey": "k2"}), None).unwrap();
+        assert_eq!(s.key.unwrap().as_str(), "k2");
+    }
+
+    #[test]
+    fn an_anchor_bomb_is_refused_not_expanded() {
+        let mut yaml = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        let mut prev = 'a';
+        for name in 'b'..='j' {
+            yaml.push_str(&format!("{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+            prev = name;
+        }
+        let body = json!({"cluster": "prod", "action": "apply", "manifests": yaml});
+        assert_eq!(field_of(parse_json(body, None)), "manifests");
+    }
+}

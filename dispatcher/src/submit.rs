@@ -1,0 +1,181 @@
+//! Accepting an operation: one operation per idempotency key, and 202 only once JetStream
+//! holds it.
+//!
+//! 1. The operation id is derived from (source, key), so every replica computes the same one.
+//! 2. An existing record under that id answers the retry: 422 if the request differs,
+//!    otherwise the same operation (a `queued` one is published again, which the stream's
+//!    `Nats-Msg-Id` dedup or the worker's claim on the record makes harmless).
+//! 3. Otherwise the `queued` record is created first (`create` fails if another replica won
+//!    the race, whose record then answers), and the envelope is published, retried with
+//!    the same `Nats-Msg-Id` through stream leader elections.
+//! 4. If the publish fails, the record is withdrawn, so the client's retry starts afresh,
+//!    and the answer is 503: nothing was accepted.
+
+use async_nats::jetstream::{self, context::PublishErrorKind, kv};
+use longshore_contract::{
+    Envelope, IdempotencyKey, OperationId, OperationRecord, State, envelope::SCHEMA_VERSION,
+    id::fingerprint, spec::OperationSpec,
+};
+
+use crate::{
+    context::Context,
+    error::{Error, Result},
+};
+
+/// An accepted operation, as the client is told of it.
+#[derive(Debug)]
+pub struct Accepted {
+    pub id: OperationId,
+    pub key: IdempotencyKey,
+    pub state: State,
+    /// True when an earlier request with this key had already been accepted.
+    pub replayed: bool,
+}
+
+/// Accepts `spec` under `key` for `source`.
+pub async fn submit(
+    ctx: &Context,
+    source: &str,
+    spec: OperationSpec,
+    key: IdempotencyKey,
+) -> Result<Accepted> {
+    let store = ctx.operations()?;
+    let id = OperationId::derive(source, &key);
+    let envelope = Envelope {
+        schema_version: SCHEMA_VERSION,
+        id: id.clone(),
+        idempotency_key: key.clone(),
+        source: source.to_owned(),
+        fingerprint: intent_fingerprint(&spec),
+        submitted_at: jiff::Timestamp::now(),
+        spec,
+    };
+
+    // Two passes at most: a lost create race is answered from the winner's record.
+    for _ in 0..2 {
+        if let Some(existing) = read(store, &id).await? {
+            return replay(ctx, &envelope, existing).await;
+        }
+        let record = OperationRecord::queued(&envelope);
+        let revision = match store.create(id.as_str(), record.to_bytes()).await {
+            Ok(revision) => revision,
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::Unavailable(format!("recording the operation: {e}"))),
+        };
+        if let Err(e) = publish(ctx, &envelope).await {
+            if let Err(withdraw) = store
+                .delete_expect_revision(id.as_str(), Some(revision))
+                .await
+            {
+                tracing::warn!(op_id = %id, error = %withdraw, "could not withdraw the record of an unpublished operation");
+            }
+            return Err(e);
+        }
+        tracing::info!(op_id = %id, cluster = %envelope.spec.cluster, action = envelope.spec.action.as_str(), "accepted");
+        return Ok(Accepted {
+            id,
+            key,
+            state: State::Queued,
+            replayed: false,
+        });
+    }
+    Err(Error::Unavailable(
+        "the operation's record changed concurrently; retry".into(),
+    ))
+}
+
+/// The fingerprint of what an operation does. Pipeline context is left out: a pipeline that
+/// retries a stage sends the same key with the next attempt number, and that is the same
+/// request, not a different one.
+fn intent_fingerprint(spec: &OperationSpec) -> String {
+    let mut value = serde_json::to_value(spec).unwrap_or_default();
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("pipeline");
+    }
+    fingerprint(&value)
+}
+
+async fn replay(ctx: &Context, envelope: &Envelope, existing: OperationRecord) -> Result<Accepted> {
+    if existing.fingerprint != envelope.fingerprint {
+        return Err(Error::KeyReused {
+            key: envelope.idempotency_key.as_str().to_owned(),
+            id: existing.id.to_string(),
+        });
+    }
+    if existing.state == State::Queued {
+        // The first publish may have been lost with its dispatcher: publish again. Within the
+        // dedup window this is dropped by the stream; beyond it, the worker's claim on the
+        // record makes a second copy a no-op.
+        publish(ctx, envelope).await?;
+    }
+    Ok(Accepted {
+        id: existing.id,
+        key: existing.idempotency_key,
+        state: existing.state,
+        replayed: true,
+    })
+}
+
+/// Reads a record; a deleted or purged key reads as none.
+pub async fn read(store: &kv::Store, id: &OperationId) -> Result<Option<OperationRecord>> {
+    let entry = store
+        .entry(id.as_str())
+        .await
+        .map_err(|e| Error::Unavailable(format!("reading the operation record: {e}")))?;
+    match entry {
+        Some(entry) if entry.operation == kv::Operation::Put => {
+            OperationRecord::from_bytes(&entry.value)
+                .map(Some)
+                .map_err(|e| Error::Unavailable(format!("unreadable record for {id}: {e}")))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Publishes the envelope, retrying with the same `Nats-Msg-Id` on errors a stream leader
+/// election or a brief disconnect produce. async-nats does not retry these itself.
+async fn publish(ctx: &Context, envelope: &Envelope) -> Result<jetstream::publish::PublishAck> {
+    let (subject, headers, payload) = envelope
+        .to_message()
+        .map_err(|e| Error::Unavailable(format!("encoding the envelope: {e}")))?;
+    let policy = &ctx.config.publish;
+    let mut attempt = 1;
+    loop {
+        if ctx.nats.connection_state() != async_nats::connection::State::Connected {
+            return Err(Error::Unavailable("not connected to NATS".into()));
+        }
+        let result = async {
+            ctx.js
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await?
+                .await
+        }
+        .await;
+        let err = match result {
+            Ok(ack) => return Ok(ack),
+            Err(err) => err,
+        };
+        let retryable = matches!(
+            err.kind(),
+            PublishErrorKind::StreamNotFound
+                | PublishErrorKind::TimedOut
+                | PublishErrorKind::BrokenPipe
+                | PublishErrorKind::Other
+        );
+        if err.kind() == PublishErrorKind::MaxPayloadExceeded {
+            return Err(Error::field(
+                "manifests",
+                format!("the operation is larger than the NATS server's max_payload: {err}"),
+            ));
+        }
+        if !retryable || attempt >= policy.attempts {
+            return Err(Error::Unavailable(format!(
+                "publishing to the work queue after {attempt} attempt(s): {err}"
+            )));
+        }
+        tracing::debug!(op_id = %envelope.id, attempt, error = %err, "publish failed, retrying with the same Nats-Msg-Id");
+        attempt += 1;
+        // A pause between attempts, not a synchronisation: the election takes what it takes.
+        tokio::time::sleep(policy.retry_pause).await;
+    }
+}
