@@ -1,0 +1,195 @@
+//! The real dispatcher against a real nats-server: what pipelines see when they submit.
+
+use std::time::{Duration, Instant};
+
+use longshore_integration::{dispatcher::Dispatcher, nats::NatsServer, wait::eventually};
+use serde_json::{Value, json};
+
+fn configmap(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}, "data": {"k": "v"}})
+}
+
+fn apply(cluster: &str, name: &str) -> Value {
+    json!({"cluster": cluster, "action": "apply", "manifests": [configmap(name)]})
+}
+
+async fn post(
+    d: &Dispatcher,
+    body: &Value,
+    key: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/v1/operations", d.url))
+        .json(body);
+    if let Some(key) = key {
+        req = req.header("Idempotency-Key", key);
+    }
+    let resp = req.send().await.expect("dispatcher reachable");
+    let (status, headers) = (resp.status().as_u16(), resp.headers().clone());
+    (status, headers, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn stream_messages(nats_url: &str) -> u64 {
+    let client = async_nats::connect(nats_url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(longshore_contract::jetstream::STREAM)
+        .await
+        .unwrap();
+    stream.info().await.unwrap().state.messages
+}
+
+#[tokio::test]
+async fn unknown_cluster_is_refused_with_400_naming_it() {
+    let nats = NatsServer::start().await.unwrap();
+    let d = Dispatcher::start(&nats.url(), &["prod", "staging"])
+        .await
+        .unwrap();
+    let (status, headers, body) = post(&d, &apply("prdo", "a"), None).await;
+    assert_eq!(status, 400);
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert_eq!(body["errors"][0]["field"], "cluster");
+    assert!(
+        body["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("prdo")
+    );
+    assert_eq!(
+        stream_messages(&nats.url()).await,
+        0,
+        "nothing may be queued for an unknown cluster"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_key_gives_the_same_operation_and_one_message() {
+    let nats = NatsServer::start().await.unwrap();
+    let d1 = Dispatcher::start(&nats.url(), &["prod"]).await.unwrap();
+    let d2 = Dispatcher::start(&nats.url(), &["prod"]).await.unwrap();
+    let body = apply("prod", "a");
+
+    let (s1, h1, b1) = post(&d1, &body, Some("deploy-42")).await;
+    assert_eq!(s1, 202, "{b1}");
+    assert!(h1.get("idempotent-replayed").is_none());
+    // The same key on another replica, with the keys of the JSON in another order.
+    let reordered: Value = serde_json::from_str(&format!(
+        r#"{{"manifests": {}, "action": "apply", "cluster": "prod"}}"#,
+        body["manifests"]
+    ))
+    .unwrap();
+    let (s2, h2, b2) = post(&d2, &reordered, Some("deploy-42")).await;
+    assert_eq!(s2, 202, "{b2}");
+    assert_eq!(b1["id"], b2["id"]);
+    assert_eq!(h2["idempotent-replayed"], "true");
+    assert_eq!(stream_messages(&nats.url()).await, 1);
+
+    // The record is readable from either replica.
+    let status: Value = reqwest::get(format!("{}{}", d2.url, b1["statusUrl"].as_str().unwrap()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["state"], "queued");
+    assert_eq!(status["idempotencyKey"], "deploy-42");
+    assert!(
+        status.get("manifests").is_none(),
+        "records never carry manifests"
+    );
+}
+
+#[tokio::test]
+async fn a_reused_key_with_another_body_is_422() {
+    let nats = NatsServer::start().await.unwrap();
+    let d = Dispatcher::start(&nats.url(), &["prod"]).await.unwrap();
+    let (s1, _, _) = post(&d, &apply("prod", "a"), Some("k")).await;
+    assert_eq!(s1, 202);
+    let (s2, _, b2) = post(&d, &apply("prod", "b"), Some("k")).await;
+    assert_eq!(s2, 422, "{b2}");
+    assert_eq!(b2["type"], "urn:longshore:problem:idempotency-key-reused");
+    assert_eq!(stream_messages(&nats.url()).await, 1);
+}
+
+#[tokio::test]
+async fn a_missing_key_is_generated_and_returned() {
+    let nats = NatsServer::start().await.unwrap();
+    let d = Dispatcher::start(&nats.url(), &["prod"]).await.unwrap();
+    let (s, headers, body) = post(&d, &apply("prod", "a"), None).await;
+    assert_eq!(s, 202);
+    let key = headers["idempotency-key"].to_str().unwrap().to_owned();
+    assert_eq!(body["idempotencyKey"], key.as_str());
+    // Retrying with the returned key is a replay, not a second operation.
+    let (_, _, again) = post(&d, &apply("prod", "a"), Some(&key)).await;
+    assert_eq!(again["id"], body["id"]);
+    assert_eq!(stream_messages(&nats.url()).await, 1);
+}
+
+#[tokio::test]
+async fn status_lookups_answer_404_and_400_clearly() {
+    let nats = NatsServer::start().await.unwrap();
+    let d = Dispatcher::start(&nats.url(), &["prod"]).await.unwrap();
+    let missing = format!("{}/v1/operations/op-{}", d.url, "a".repeat(32));
+    assert_eq!(reqwest::get(missing).await.unwrap().status(), 404);
+    let bad = reqwest::get(format!("{}/v1/operations/..%2Fetc", d.url))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn nats_down_gives_503_within_a_second_and_recovers_by_itself() {
+    let mut nats = NatsServer::start().await.unwrap();
+    let d = Dispatcher::start(&nats.url(), &["prod"]).await.unwrap();
+    let (s, _, _) = post(&d, &apply("prod", "before"), None).await;
+    assert_eq!(s, 202);
+
+    nats.kill();
+    // Wait (bounded) until the dispatcher has noticed; from then on every answer is a fast 503.
+    let readyz = format!("{}/readyz", d.url);
+    eventually(Duration::from_secs(5), "readyz to report NATS down", || {
+        let r = reqwest::get(readyz.clone());
+        async move { r.await.ok().filter(|r| r.status() == 503).map(|_| ()) }
+    })
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let (s, headers, body) = post(&d, &apply("prod", "during"), None).await;
+    let took = started.elapsed();
+    assert_eq!(s, 503, "{body}");
+    assert_eq!(headers["retry-after"], "1");
+    assert!(took < Duration::from_secs(1), "503 took {took:?}");
+
+    nats.restart().await.unwrap();
+    let accepted = eventually(
+        Duration::from_secs(15),
+        "a 202 after NATS restarted",
+        || {
+            let d = &d;
+            async move {
+                let (s, _, body) = post(d, &apply("prod", "after"), Some("after-restart")).await;
+                (s == 202).then_some(body)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(accepted["state"], "queued");
+    assert_eq!(
+        stream_messages(&nats.url()).await,
+        2,
+        "the operation from before the outage survived it"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_finishes_and_stops_accepting() {
+    let nats = NatsServer::start().await.unwrap();
+    let d = Dispatcher::start(&nats.url(), &["prod"]).await.unwrap();
+    let url = d.url.clone();
+    d.stop().await.unwrap();
+    assert!(
+        reqwest::get(format!("{url}/healthz")).await.is_err(),
+        "a stopped dispatcher must not accept"
+    );
+}
