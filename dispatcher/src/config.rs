@@ -63,7 +63,8 @@ impl Default for Config {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
-            body_limit: 4 * 1024 * 1024,
+            // Below the NATS server's default max_payload (1 MiB), leaving room for the envelope.
+            body_limit: 960 * 1024,
             request_timeout: Duration::from_secs(30),
             drain_grace: Duration::from_secs(20),
         }

