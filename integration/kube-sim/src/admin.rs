@@ -1,0 +1,122 @@
+//! `/_sim/…`: debug and admin endpoints (never faulted).
+//!
+//! - `GET /_sim/clusters`: names and server URLs
+//! - `GET /_sim/kubeconfig`: the kubeconfig (YAML)
+//! - `GET|DELETE /_sim/clusters/{name}/writes`: the write log / clear it
+//! - `GET|PUT|DELETE /_sim/clusters/{name}/faults`: read / replace / clear faults (JSON)
+//! - `POST /_sim/clusters/{name}/compact`: forget watch history (older versions get 410)
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+
+use crate::cluster::Cluster;
+use crate::faults::Faults;
+use crate::kubeconfig;
+use crate::server::Shared;
+use crate::status::{self, Error};
+
+pub(crate) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/_sim/clusters", get(clusters))
+        .route("/_sim/kubeconfig", get(kubeconfig_yaml))
+        .route(
+            "/_sim/clusters/{name}/writes",
+            get(writes).delete(clear_writes),
+        )
+        .route(
+            "/_sim/clusters/{name}/faults",
+            get(faults).put(set_faults).delete(clear_faults),
+        )
+        .route("/_sim/clusters/{name}/compact", post(compact))
+}
+
+fn cluster(shared: &Shared, name: &str) -> Result<Arc<Cluster>, Response> {
+    shared
+        .clusters
+        .get(name)
+        .cloned()
+        .ok_or_else(|| Error::not_found("", "clusters", name).into_response())
+}
+
+async fn clusters(State(shared): State<Arc<Shared>>) -> Response {
+    let list: Vec<_> = shared
+        .clusters
+        .keys()
+        .map(|n| json!({"name": n, "server": format!("{}/clusters/{n}", shared.base_url)}))
+        .collect();
+    status::json_body(&json!({"clusters": list}))
+}
+
+async fn kubeconfig_yaml(State(shared): State<Arc<Shared>>) -> Response {
+    let names: Vec<String> = shared.clusters.keys().cloned().collect();
+    kubeconfig::to_yaml(&kubeconfig::build(&shared.base_url, &names)).into_response()
+}
+
+async fn writes(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match cluster(&shared, &name) {
+        Ok(c) => status::json_body(&json!(c.lock().writes.records())),
+        Err(r) => r,
+    }
+}
+
+async fn clear_writes(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match cluster(&shared, &name) {
+        Ok(c) => {
+            c.lock().writes.clear();
+            status::json_body(&json!({}))
+        }
+        Err(r) => r,
+    }
+}
+
+async fn faults(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match cluster(&shared, &name) {
+        Ok(c) => status::json_body(&json!(c.faults())),
+        Err(r) => r,
+    }
+}
+
+async fn set_faults(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: bytes::Bytes,
+) -> Response {
+    let c = match cluster(&shared, &name) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let faults: Faults = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => return Error::BadRequest(format!("invalid faults JSON: {e}")).into_response(),
+    };
+    if let Err(e) = faults.validate() {
+        return Error::Unprocessable(e).into_response();
+    }
+    c.set_faults(faults);
+    status::json_body(&json!(c.faults()))
+}
+
+async fn clear_faults(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match cluster(&shared, &name) {
+        Ok(c) => {
+            c.set_faults(Faults::default());
+            status::json_body(&json!(c.faults()))
+        }
+        Err(r) => r,
+    }
+}
+
+async fn compact(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match cluster(&shared, &name) {
+        Ok(c) => {
+            c.lock().store.compact();
+            status::json_body(&json!({}))
+        }
+        Err(r) => r,
+    }
+}

@@ -1,0 +1,310 @@
+//! The HTTP side of a cluster request: fault injection, body reading, the write log, and
+//! turning answers and errors into responses.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, Method, header};
+use serde_json::Value;
+
+use crate::cluster::Cluster;
+use crate::discovery;
+use crate::faults::Decision;
+use crate::object;
+use crate::openapi;
+use crate::patch::PatchType;
+use crate::request::{self, Query, ResourcePath, Target};
+use crate::server::{ConnAbort, Shared};
+use crate::status::{self, Error, Result};
+use crate::verbs::{self, Ctx};
+use crate::watch;
+use crate::writelog::{self, WriteRecord, WriteVerb};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 32 * 1024 * 1024;
+
+fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// Everything about a write request the log needs, known before it is handled.
+struct WriteInfo {
+    verb: WriteVerb,
+    path: ResourcePath,
+    patch_type: Option<String>,
+    field_manager: Option<String>,
+    user_agent: Option<String>,
+    dry_run: bool,
+}
+
+impl WriteInfo {
+    fn record(&self, cluster: &Cluster, body: Option<&Value>) -> WriteRecord {
+        let state = cluster.lock();
+        let rt = state
+            .registry
+            .find(&self.path.group, &self.path.version, &self.path.plural);
+        WriteRecord {
+            seq: 0,
+            time: object::now(),
+            cluster: cluster.name.clone(),
+            verb: self.verb,
+            patch_type: self.patch_type.clone(),
+            api_version: if self.path.group.is_empty() {
+                self.path.version.clone()
+            } else {
+                format!("{}/{}", self.path.group, self.path.version)
+            },
+            kind: rt.map(|t| t.kind.clone()).unwrap_or_default(),
+            resource: self.path.plural.clone(),
+            namespace: self.path.namespace.clone(),
+            name: self.path.name.clone(),
+            field_manager: self.field_manager.clone(),
+            user_agent: self.user_agent.clone(),
+            labels: writelog::string_map(body, "labels"),
+            annotations: writelog::string_map(body, "annotations"),
+            changed: false,
+            resource_version: None,
+            code: 0,
+            dry_run: self.dry_run,
+            fault: None,
+        }
+    }
+}
+
+fn log_fault(cluster: &Cluster, info: Option<&WriteInfo>, fault: &str, code: u16) {
+    if let Some(info) = info {
+        let mut r = info.record(cluster, None);
+        r.fault = Some(fault.to_string());
+        r.code = code;
+        cluster.lock().writes.push(r);
+    }
+}
+
+/// Resets the client's connection (TCP RST) instead of answering.
+async fn reset(abort: Option<ConnAbort>) -> Response {
+    match abort {
+        Some(a) => {
+            a.reset();
+            // The connection task drops this request with the connection.
+            std::future::pending::<Response>().await
+        }
+        None => Error::Injected {
+            code: 503,
+            retry_after: None,
+        }
+        .into_response(),
+    }
+}
+
+fn json_response(v: &Value, code: u16) -> Response {
+    let mut r = status::json_body(v);
+    *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::OK);
+    r
+}
+
+/// `/clusters/{name}/…`
+pub(crate) async fn cluster_request(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let abort = req.extensions().get::<ConnAbort>().cloned();
+    let full = req.uri().path().to_string();
+    let rest = full.strip_prefix("/clusters/").unwrap_or_default();
+    let (name, sub_path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Some(cluster) = shared.clusters.get(name).cloned() else {
+        return Error::not_found("", "clusters", name).into_response();
+    };
+    let target = match request::parse_path(sub_path) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let query = match Query::parse(req.uri().query()) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let method = req.method().clone();
+    let content_type = header_str(req.headers(), header::CONTENT_TYPE).to_string();
+    let accept = header_str(req.headers(), header::ACCEPT).to_string();
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+
+    let info = match &target {
+        Target::Resource(p) => verbs::write_verb(&method, p, &content_type).map(|verb| WriteInfo {
+            verb,
+            path: p.clone(),
+            patch_type: (verb == WriteVerb::Patch)
+                .then(|| PatchType::from_content_type(&content_type).map(|t| t.name().to_string()))
+                .flatten(),
+            field_manager: query.get("fieldManager").map(String::from),
+            user_agent: user_agent.clone(),
+            dry_run: query.get("dryRun") == Some("All"),
+        }),
+        _ => None,
+    };
+    let decision: Decision = cluster.decide_faults(info.is_some());
+    if decision.unavailable {
+        log_fault(&cluster, info.as_ref(), "unavailable", 0);
+        return reset(abort).await;
+    }
+    if let Some(latency) = decision.latency {
+        tokio::time::sleep(latency).await;
+    }
+    if decision.reset_before_write {
+        log_fault(&cluster, info.as_ref(), "reset_before_write", 0);
+        return reset(abort).await;
+    }
+    if let Some((code, retry_after)) = decision.error {
+        log_fault(&cluster, info.as_ref(), &format!("status_{code}"), code);
+        return Error::Injected { code, retry_after }.into_response();
+    }
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => {
+            return Error::BadRequest(format!("could not read the request body: {e}"))
+                .into_response();
+        }
+    };
+
+    let path = match target {
+        Target::Resource(p) => p,
+        other => return serve_meta(&cluster, other, &method, &accept),
+    };
+    if method == Method::GET && query.flag("watch") {
+        return match watch::start(&cluster, &path, &query, shared.bookmark_interval) {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+    }
+
+    let result = handle_resource(
+        &cluster,
+        &path,
+        &query,
+        &method,
+        &content_type,
+        &body,
+        user_agent.as_deref(),
+        info.as_ref(),
+    );
+    let deleted_namespace =
+        path.group.is_empty() && path.plural == "namespaces" && method == Method::DELETE;
+    if deleted_namespace && result.as_ref().is_ok_and(|a| a.changed) {
+        if let Some(ns) = path.name.clone() {
+            let (cluster, delay) = (cluster.clone(), shared.namespace_deletion_delay);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                verbs::finalize_namespace(&mut cluster.lock(), &ns, &object::now());
+            });
+        }
+    }
+    if decision.reset_after_commit && info.is_some() {
+        return reset(abort).await;
+    }
+    match result {
+        Ok(answer) => json_response(&answer.body, answer.code),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Runs a resource request under the cluster lock and logs it if it is a write.
+#[allow(clippy::too_many_arguments)]
+fn handle_resource(
+    cluster: &Cluster,
+    path: &ResourcePath,
+    query: &Query,
+    method: &Method,
+    content_type: &str,
+    body: &[u8],
+    user_agent: Option<&str>,
+    info: Option<&WriteInfo>,
+) -> Result<verbs::Answer> {
+    let sent: Option<Value> = info.and_then(|i| match i.verb {
+        WriteVerb::Apply => request::yaml_object(body).ok(),
+        _ => serde_json::from_slice(body).ok(),
+    });
+    let mut record = info.map(|i| i.record(cluster, sent.as_ref()));
+    let result = (|| {
+        let dry_run = query.dry_run()?;
+        let mut state = cluster.lock();
+        let rt = state
+            .registry
+            .find(&path.group, &path.version, &path.plural)
+            .ok_or(Error::NoSuchResource)?;
+        let ctx = Ctx {
+            rt,
+            path,
+            query,
+            user_agent,
+            dry_run,
+            now: object::now(),
+        };
+        if let Some(r) = record.as_mut() {
+            r.field_manager = Some(ctx.manager());
+        }
+        verbs::dispatch(&mut state, &ctx, method, content_type, body)
+    })();
+    if let Some(mut r) = record {
+        match &result {
+            Ok(a) => {
+                r.code = a.code;
+                r.changed = a.changed;
+                r.resource_version = a.resource_version.clone();
+                if r.name.is_none() && r.verb == WriteVerb::Create {
+                    r.name = a.name.clone();
+                }
+            }
+            Err(e) => r.code = e.code(),
+        }
+        cluster.lock().writes.push(r);
+    }
+    result
+}
+
+/// Version, health, discovery and openapi.
+fn serve_meta(cluster: &Cluster, target: Target, method: &Method, accept: &str) -> Response {
+    if *method != Method::GET {
+        return Error::MethodNotAllowed.into_response();
+    }
+    let state = cluster.lock();
+    let reg = &state.registry;
+    let aggregated = discovery::wants_aggregated(accept);
+    let doc = match target {
+        Target::Version => discovery::version(),
+        Target::Health => return Response::new(Body::from("ok")),
+        Target::OpenApi | Target::Resource(_) => return Error::NoSuchResource.into_response(),
+        Target::OpenApiRoot => openapi::root(reg, &format!("/clusters/{}", cluster.name)),
+        Target::OpenApiGroupVersion(gv) => match openapi::group_version(reg, &gv) {
+            Some(d) => d,
+            None => return Error::NoSuchResource.into_response(),
+        },
+        Target::CoreVersions if aggregated => {
+            return aggregated_response(discovery::aggregated(reg, true));
+        }
+        Target::Groups if aggregated => {
+            return aggregated_response(discovery::aggregated(reg, false));
+        }
+        Target::CoreVersions => discovery::core_versions(),
+        Target::Groups => discovery::groups(reg),
+        Target::CoreResources => discovery::resources(reg, "", "v1").unwrap_or_default(),
+        Target::Group(g) => match discovery::group(reg, &g) {
+            Some(d) => d,
+            None => return Error::NoSuchResource.into_response(),
+        },
+        Target::GroupResources(g, v) => match discovery::resources(reg, &g, &v) {
+            Some(d) => d,
+            None => return Error::NoSuchResource.into_response(),
+        },
+    };
+    status::json_body(&doc)
+}
+
+fn aggregated_response(doc: Value) -> Response {
+    let mut r = status::json_body(&doc);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE),
+    );
+    r
+}

@@ -1,0 +1,287 @@
+//! kube-sim: a Kubernetes API stand-in for tests and local try-outs.
+//!
+//! One process serves several named clusters, each with its own objects, over plain HTTP on
+//! one port; a cluster is selected by the path prefix of its server URL
+//! (`http://127.0.0.1:PORT/clusters/prod`). It speaks the REST dialect kube-rs and kubectl
+//! use: discovery (legacy and aggregated), CRUD, patches, server-side apply with managed
+//! fields and conflicts, resourceVersion concurrency, watch, `/scale`, `/status`, dry run,
+//! CRDs, and `Status` errors. Every write is logged (so tests can count effects), and faults
+//! (latency, error statuses, connection resets before or after a commit, unavailability)
+//! can be injected per cluster at start or at runtime.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use longshore_kube_sim::{KubeSim, SimOptions};
+//! let sim = KubeSim::start(SimOptions {
+//!     listen: "127.0.0.1:0".parse()?,
+//!     clusters: vec!["prod".into(), "staging".into()],
+//!     ..Default::default()
+//! })
+//! .await?;
+//! let kubeconfig = tempfile_path();
+//! sim.write_kubeconfig(&kubeconfig)?; // contexts "prod" and "staging"
+//! let prod = sim.cluster("prod").expect("started with prod");
+//! assert!(prod.writes().is_empty());
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! # fn tempfile_path() -> std::path::PathBuf { "/tmp/kubeconfig".into() }
+//! ```
+//!
+//! Modules: `server` (listener, routing, connection resets) hands cluster requests to
+//! `handler` (faults, write log), which calls `verbs` (get/list/create/replace/patch/apply/
+//! delete, `/scale`, `/status`) or `watch`; those work on a cluster's `store` (objects, one
+//! resourceVersion counter, event history) and `registry` (kinds, CRDs). `ssa` and `fieldset`
+//! implement server-side apply; `patch` the other patch types; `status` is the one place
+//! errors become `Status` responses; `discovery`, `kubeconfig`, `admin` (`/_sim` endpoints),
+//! `faults` and `writelog` are what their names say.
+
+mod admin;
+mod cluster;
+mod discovery;
+mod faults;
+mod fieldset;
+mod handler;
+mod kubeconfig;
+mod object;
+mod openapi;
+mod patch;
+mod registry;
+mod request;
+mod selector;
+mod server;
+mod ssa;
+mod status;
+mod store;
+mod verbs;
+mod watch;
+mod writelog;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use cluster::ClusterHandle;
+pub use faults::{ErrorFault, FaultScope, Faults, Latency, Trigger};
+pub use writelog::{WriteRecord, WriteVerb};
+
+use cluster::Cluster;
+use server::Shared;
+
+/// Errors starting the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "clusters[{index}]: {name:?} is not a valid cluster name (a DNS label: lowercase letters, digits and '-')"
+    )]
+    InvalidClusterName { index: usize, name: String },
+    #[error("clusters: {0:?} is listed twice")]
+    DuplicateCluster(String),
+    #[error("clusters: at least one cluster is required")]
+    NoClusters,
+    #[error("faults: no cluster named {0:?}")]
+    UnknownFaultCluster(String),
+    #[error("faults for {cluster:?}: {reason}")]
+    InvalidFaults { cluster: String, reason: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot write the kubeconfig to {path}: {source}")]
+    WriteKubeconfig {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// How to start a [`KubeSim`].
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Cluster names (DNS labels); each becomes a kubeconfig context.
+    pub clusters: Vec<String>,
+    /// Faults per cluster at start.
+    pub faults: BTreeMap<String, Faults>,
+    /// How many events each cluster keeps for watches to resume from.
+    pub watch_history: usize,
+    /// How often a watch with `allowWatchBookmarks` gets a BOOKMARK.
+    pub bookmark_interval: Duration,
+    /// How long a deleted namespace stays Terminating before its contents are deleted
+    /// (so `kubectl delete -f` can still delete what it lists after the namespace).
+    pub namespace_deletion_delay: Duration,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            clusters: vec!["default".into()],
+            faults: BTreeMap::new(),
+            watch_history: 1000,
+            bookmark_interval: Duration::from_secs(5),
+            namespace_deletion_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+impl SimOptions {
+    /// Checks the options before anything is bound, naming the offending field.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.clusters.is_empty() {
+            return Err(Error::NoClusters);
+        }
+        for (index, name) in self.clusters.iter().enumerate() {
+            if !is_dns_label(name) {
+                return Err(Error::InvalidClusterName {
+                    index,
+                    name: name.clone(),
+                });
+            }
+            if self.clusters[..index].contains(name) {
+                return Err(Error::DuplicateCluster(name.clone()));
+            }
+        }
+        for (cluster, f) in &self.faults {
+            if !self.clusters.contains(cluster) {
+                return Err(Error::UnknownFaultCluster(cluster.clone()));
+            }
+            f.validate().map_err(|reason| Error::InvalidFaults {
+                cluster: cluster.clone(),
+                reason,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A running simulator. Dropping it stops it too; [`KubeSim::shutdown`] also waits.
+#[derive(Debug)]
+pub struct KubeSim {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl KubeSim {
+    /// Binds the listener and starts serving on the current tokio runtime.
+    pub async fn start(options: SimOptions) -> Result<KubeSim, Error> {
+        options.validate()?;
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: options.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind {
+            addr: options.listen,
+            source,
+        })?;
+        let clusters = options
+            .clusters
+            .iter()
+            .map(|name| {
+                let faults = options.faults.get(name).cloned().unwrap_or_default();
+                (
+                    name.clone(),
+                    Arc::new(Cluster::new(name, options.watch_history.max(1), faults)),
+                )
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            clusters,
+            base_url: format!("http://{addr}"),
+            bookmark_interval: options.bookmark_interval,
+            namespace_deletion_delay: options.namespace_deletion_delay,
+        });
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let accept = tokio::spawn(server::serve(
+            listener,
+            server::router(shared.clone()),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+        tracing::info!(%addr, clusters = ?options.clusters, "kube-sim listening");
+        Ok(KubeSim {
+            addr,
+            shared,
+            shutdown,
+            tracker,
+            accept: Some(accept),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server URL of a cluster, e.g. `http://127.0.0.1:PORT/clusters/prod`.
+    pub fn server_url(&self, cluster: &str) -> String {
+        format!("{}/clusters/{cluster}", self.shared.base_url)
+    }
+
+    /// Cluster names, in order.
+    pub fn cluster_names(&self) -> Vec<String> {
+        self.shared.clusters.keys().cloned().collect()
+    }
+
+    /// A handle on one cluster's state, write log and faults.
+    pub fn cluster(&self, name: &str) -> Option<ClusterHandle> {
+        self.shared.clusters.get(name).cloned().map(ClusterHandle)
+    }
+
+    /// The kubeconfig (one context per cluster, named after it) as JSON.
+    pub fn kubeconfig(&self) -> serde_json::Value {
+        kubeconfig::build(&self.shared.base_url, &self.cluster_names())
+    }
+
+    /// The kubeconfig as YAML.
+    pub fn kubeconfig_yaml(&self) -> String {
+        kubeconfig::to_yaml(&self.kubeconfig())
+    }
+
+    /// Writes the kubeconfig file.
+    pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        let path = path.as_ref();
+        std::fs::write(path, self.kubeconfig_yaml()).map_err(|source| Error::WriteKubeconfig {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Stops accepting, closes every connection (watches included) and waits for that.
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Some(accept) = self.accept.take() {
+            let _ = accept.await;
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+impl Drop for KubeSim {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
