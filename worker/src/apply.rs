@@ -1,0 +1,439 @@
+//! Carrying out an operation's action on each of its objects, in the order given, and
+//! reporting what happened to each.
+//!
+//! Every action is idempotent, so a redelivered operation (its worker died before
+//! acknowledging) does no harm: server-side apply converges, `create` recognises an object
+//! it created itself by the [`OPERATION_ID_ANNOTATION`], `delete` counts a missing object as
+//! done. Writes stamp that annotation, which also lets tests count effects per operation.
+
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::discovery::Scope;
+use longshore_contract::Envelope;
+use longshore_contract::record::{ObjectResult, Outcome};
+use longshore_contract::spec::{Action, ObjectRef, PatchSpec, PatchType, PropagationPolicy};
+use serde_json::{Value, json};
+
+use crate::clusters::Cluster;
+use crate::error::{OpError, Verb};
+
+/// Annotation the worker stamps on every object it writes, holding the operation id.
+pub const OPERATION_ID_ANNOTATION: &str = "longshore.io/operation-id";
+
+/// What an operation did before it finished or stopped.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// One result per object handled, in order.
+    pub results: Vec<ObjectResult>,
+    /// Why the operation stopped before its last object, if it did.
+    pub error: Option<OpError>,
+}
+
+/// One object to act on, its kind resolved and its namespace settled.
+struct Target {
+    object: ObjectRef,
+    api: Api<DynamicObject>,
+}
+
+/// Carries out `envelope`'s action on `cluster`, stopping at the first error.
+pub async fn carry_out(cluster: &Cluster, envelope: &Envelope) -> Report {
+    let spec = &envelope.spec;
+    let mut report = Report::default();
+    // Objects are addressed either by manifest (apply, create, replace, delete) or by
+    // reference (patch, delete).
+    let work: Vec<(ObjectRef, Option<&Value>)> = match spec.action {
+        Action::Patch => spec.targets.iter().map(|t| (t.clone(), None)).collect(),
+        _ => spec
+            .manifests
+            .iter()
+            .filter_map(|m| ObjectRef::of_manifest(m).map(|r| (r, Some(m))))
+            .chain(spec.targets.iter().map(|t| (t.clone(), None)))
+            .collect(),
+    };
+    let mut defines_kinds = false;
+    for (object, manifest) in work {
+        tracing::debug!(object = %object, "acting on object");
+        let result = match target(cluster, &object, defines_kinds).await {
+            Ok(target) => act(cluster, envelope, &target, manifest).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(result) => report.results.push(result),
+            Err(e) => {
+                report.error = Some(e);
+                return report;
+            }
+        }
+        defines_kinds |= object.kind == "CustomResourceDefinition";
+    }
+    report
+}
+
+async fn target(
+    cluster: &Cluster,
+    object: &ObjectRef,
+    defines_kinds: bool,
+) -> Result<Target, OpError> {
+    let (resource, caps) = cluster.resolve(object).await.map_err(|e| match e {
+        OpError::UnknownKind { object, kind, .. } => OpError::UnknownKind {
+            object,
+            kind,
+            expected_soon: defines_kinds,
+        },
+        other => other,
+    })?;
+    let mut object = object.clone();
+    let api = if caps.scope == Scope::Namespaced {
+        let namespace = object.namespace.get_or_insert_with(|| "default".into());
+        Api::namespaced_with(cluster.client.clone(), namespace, &resource)
+    } else {
+        object.namespace = None;
+        Api::all_with(cluster.client.clone(), &resource)
+    };
+    Ok(Target { object, api })
+}
+
+async fn act(
+    cluster: &Cluster,
+    envelope: &Envelope,
+    target: &Target,
+    manifest: Option<&Value>,
+) -> Result<ObjectResult, OpError> {
+    let id = envelope.id.as_str();
+    let options = &envelope.spec.options;
+    let body = || {
+        let mut body = manifest.cloned().unwrap_or(Value::Null);
+        prepare(&mut body, &target.object, id);
+        body
+    };
+    match envelope.spec.action {
+        Action::Apply => {
+            let mut params = PatchParams::apply(&options.field_manager);
+            params.force = options.force;
+            params.dry_run = options.dry_run;
+            apply(cluster, target, &body(), &params).await
+        }
+        Action::Create => create(cluster, target, body(), id, post_params(envelope)).await,
+        Action::Replace => replace(cluster, target, body(), post_params(envelope)).await,
+        Action::Patch => {
+            let Some(patch) = &envelope.spec.patch else {
+                return Err(OpError::Manifest {
+                    object: target.object.to_string(),
+                    reason: "a patch operation needs a patch".into(),
+                });
+            };
+            let params = PatchParams {
+                dry_run: options.dry_run,
+                field_manager: Some(options.field_manager.clone()),
+                ..Default::default()
+            };
+            patch_object(cluster, target, patch, id, &params).await
+        }
+        Action::Delete => {
+            let params = DeleteParams {
+                dry_run: options.dry_run,
+                propagation_policy: options.propagation_policy.map(|p| match p {
+                    PropagationPolicy::Foreground => kube::api::PropagationPolicy::Foreground,
+                    PropagationPolicy::Background => kube::api::PropagationPolicy::Background,
+                    PropagationPolicy::Orphan => kube::api::PropagationPolicy::Orphan,
+                }),
+                ..Default::default()
+            };
+            delete(cluster, target, &params).await
+        }
+    }
+}
+
+fn post_params(envelope: &Envelope) -> PostParams {
+    PostParams {
+        dry_run: envelope.spec.options.dry_run,
+        field_manager: Some(envelope.spec.options.field_manager.clone()),
+    }
+}
+
+/// Stamps the operation id and settles the namespace of a manifest about to be written.
+fn prepare(body: &mut Value, object: &ObjectRef, id: &str) {
+    let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    match &object.namespace {
+        Some(ns) => meta.insert("namespace".into(), json!(ns)),
+        None => meta.remove("namespace"),
+    };
+    let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+    if let Some(map) = annotations.as_object_mut() {
+        map.insert(OPERATION_ID_ANNOTATION.into(), json!(id));
+    }
+}
+
+/// The outcome of a write, from the object's resourceVersion before and after it.
+pub fn write_outcome(before: Option<&str>, after: Option<&str>) -> Outcome {
+    match before {
+        None => Outcome::Created,
+        Some(b) if Some(b) == after => Outcome::Unchanged,
+        Some(_) => Outcome::Configured,
+    }
+}
+
+fn result(object: &ObjectRef, outcome: Outcome, written: Option<&DynamicObject>) -> ObjectResult {
+    let meta = written.map(|o| &o.metadata);
+    ObjectResult {
+        api_version: object.api_version.clone(),
+        kind: object.kind.clone(),
+        namespace: object.namespace.clone(),
+        name: object.name.clone(),
+        outcome,
+        resource_version: meta.and_then(|m| m.resource_version.clone()),
+        uid: meta.and_then(|m| m.uid.clone()),
+    }
+}
+
+fn version(object: &Option<DynamicObject>) -> Option<&str> {
+    object.as_ref()?.metadata.resource_version.as_deref()
+}
+
+async fn get(cluster: &Cluster, t: &Target, verb: Verb) -> Result<Option<DynamicObject>, OpError> {
+    cluster
+        .call(verb, &t.object, t.api.get_opt(&t.object.name))
+        .await
+}
+
+async fn apply(
+    cluster: &Cluster,
+    t: &Target,
+    body: &Value,
+    params: &PatchParams,
+) -> Result<ObjectResult, OpError> {
+    let before = get(cluster, t, Verb::Get).await?;
+    let patch = Patch::Apply(body);
+    let call = t.api.patch(&t.object.name, params, &patch);
+    let after = match cluster.call(Verb::Apply, &t.object, call).await {
+        Ok(after) => after,
+        Err(e) => {
+            if is_status(&e, 404) {
+                // The kind may have gone away since it was discovered.
+                cluster.forget(&t.object).await;
+            }
+            return Err(e);
+        }
+    };
+    let outcome = write_outcome(version(&before), after.metadata.resource_version.as_deref());
+    Ok(result(&t.object, outcome, Some(&after)))
+}
+
+async fn create(
+    cluster: &Cluster,
+    t: &Target,
+    body: Value,
+    id: &str,
+    params: PostParams,
+) -> Result<ObjectResult, OpError> {
+    let object = typed(t, body)?;
+    match cluster
+        .call(Verb::Create, &t.object, t.api.create(&params, &object))
+        .await
+    {
+        Ok(created) => Ok(result(&t.object, Outcome::Created, Some(&created))),
+        Err(e) if is_status(&e, 409) => {
+            // Ours from an earlier delivery (the worker died before acknowledging), or
+            // someone else's?
+            let existing = get(cluster, t, Verb::Get).await?;
+            let ours = existing
+                .as_ref()
+                .and_then(|o| o.metadata.annotations.as_ref())
+                .and_then(|a| a.get(OPERATION_ID_ANNOTATION))
+                .is_some_and(|v| v == id);
+            if ours {
+                Ok(result(&t.object, Outcome::Created, existing.as_ref()))
+            } else {
+                Err(OpError::AlreadyExists {
+                    object: t.object.to_string(),
+                })
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn replace(
+    cluster: &Cluster,
+    t: &Target,
+    body: Value,
+    params: PostParams,
+) -> Result<ObjectResult, OpError> {
+    let mut object = typed(t, body)?;
+    let current = get(cluster, t, Verb::Replace).await?;
+    let Some(current) = current else {
+        return Err(not_found(Verb::Replace, &t.object));
+    };
+    // Replace what is there now; if it changes before the PUT lands, the 409 is retried.
+    object.metadata.resource_version = current.metadata.resource_version.clone();
+    let replaced = cluster
+        .call(
+            Verb::Replace,
+            &t.object,
+            t.api.replace(&t.object.name, &params, &object),
+        )
+        .await?;
+    let outcome = write_outcome(
+        current.metadata.resource_version.as_deref(),
+        replaced.metadata.resource_version.as_deref(),
+    );
+    Ok(result(&t.object, outcome, Some(&replaced)))
+}
+
+async fn patch_object(
+    cluster: &Cluster,
+    t: &Target,
+    spec: &PatchSpec,
+    id: &str,
+    params: &PatchParams,
+) -> Result<ObjectResult, OpError> {
+    let Some(current) = get(cluster, t, Verb::Patch).await? else {
+        return Err(not_found(Verb::Patch, &t.object));
+    };
+    let mut body = spec.body.clone();
+    let patched = match spec.patch_type {
+        PatchType::Merge | PatchType::Strategic => {
+            prepare_patch(&mut body, id);
+            let patch = if spec.patch_type == PatchType::Merge {
+                Patch::Merge(&body)
+            } else {
+                Patch::Strategic(&body)
+            };
+            let call = t.api.patch(&t.object.name, params, &patch);
+            cluster.call(Verb::Patch, &t.object, call).await?
+        }
+        PatchType::Json => {
+            // A JSON patch says exactly where each change goes, so the stamp must address
+            // the annotations as they are now.
+            let has_annotations = current.metadata.annotations.is_some();
+            if let Some(ops) = body.as_array_mut() {
+                ops.push(if has_annotations {
+                    json!({"op": "add", "path": format!("/metadata/annotations/{}", OPERATION_ID_ANNOTATION.replace('/', "~1")), "value": id})
+                } else {
+                    json!({"op": "add", "path": "/metadata/annotations", "value": {OPERATION_ID_ANNOTATION: id}})
+                });
+            }
+            let ops: json_patch::Patch =
+                serde_json::from_value(body).map_err(|e| OpError::Manifest {
+                    object: t.object.to_string(),
+                    reason: format!("invalid JSON patch: {e}"),
+                })?;
+            let patch = Patch::Json::<()>(ops);
+            let call = t.api.patch(&t.object.name, params, &patch);
+            cluster.call(Verb::Patch, &t.object, call).await?
+        }
+    };
+    let outcome = write_outcome(
+        current.metadata.resource_version.as_deref(),
+        patched.metadata.resource_version.as_deref(),
+    );
+    Ok(result(&t.object, outcome, Some(&patched)))
+}
+
+/// Adds the operation stamp to a merge or strategic-merge patch body.
+fn prepare_patch(body: &mut Value, id: &str) {
+    let Some(root) = body.as_object_mut() else {
+        return;
+    };
+    let meta = root.entry("metadata").or_insert_with(|| json!({}));
+    if let Some(meta) = meta.as_object_mut() {
+        let annotations = meta.entry("annotations").or_insert_with(|| json!({}));
+        if let Some(map) = annotations.as_object_mut() {
+            map.insert(OPERATION_ID_ANNOTATION.into(), json!(id));
+        }
+    }
+}
+
+async fn delete(
+    cluster: &Cluster,
+    t: &Target,
+    params: &DeleteParams,
+) -> Result<ObjectResult, OpError> {
+    match cluster
+        .call(
+            Verb::Delete,
+            &t.object,
+            t.api.delete(&t.object.name, params),
+        )
+        .await
+    {
+        // Left: deletion started (finalizers pending); Right: gone.
+        Ok(either) => Ok(result(&t.object, Outcome::Deleted, either.left().as_ref())),
+        Err(e) if is_status(&e, 404) => Ok(result(&t.object, Outcome::NotFound, None)),
+        Err(e) => Err(e),
+    }
+}
+
+fn typed(t: &Target, body: Value) -> Result<DynamicObject, OpError> {
+    serde_json::from_value(body).map_err(|e| OpError::Manifest {
+        object: t.object.to_string(),
+        reason: format!("not a Kubernetes object: {e}"),
+    })
+}
+
+fn is_status(err: &OpError, code: u16) -> bool {
+    matches!(err, OpError::Kube { source: kube::Error::Api(s), .. } if s.code == code)
+}
+
+fn not_found(verb: Verb, object: &ObjectRef) -> OpError {
+    let status = kube::core::Status::failure(&format!("{object} not found"), "NotFound")
+        .with_code(404)
+        .boxed();
+    OpError::Kube {
+        verb,
+        object: object.to_string(),
+        source: kube::Error::Api(status),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(namespace: Option<&str>) -> ObjectRef {
+        ObjectRef {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: namespace.map(Into::into),
+            name: "web".into(),
+        }
+    }
+
+    #[test]
+    fn outcome_follows_the_resource_version() {
+        assert_eq!(write_outcome(None, Some("5")), Outcome::Created);
+        assert_eq!(write_outcome(Some("5"), Some("5")), Outcome::Unchanged);
+        assert_eq!(write_outcome(Some("5"), Some("6")), Outcome::Configured);
+    }
+
+    #[test]
+    fn written_manifests_carry_the_operation_id_and_a_settled_namespace() {
+        let mut m = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "web", "annotations": {"team": "a"}}, "data": {"k": "v"}});
+        prepare(&mut m, &object(Some("default")), "op-1");
+        assert_eq!(m["metadata"]["namespace"], "default");
+        assert_eq!(
+            m["metadata"]["annotations"][OPERATION_ID_ANNOTATION],
+            "op-1"
+        );
+        assert_eq!(m["metadata"]["annotations"]["team"], "a", "kept");
+        assert_eq!(m["data"]["k"], "v");
+
+        let mut ns = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "x", "namespace": "ignored"}});
+        prepare(&mut ns, &object(None), "op-1");
+        assert!(ns["metadata"].get("namespace").is_none());
+    }
+
+    #[test]
+    fn merge_patches_carry_the_operation_id() {
+        let mut p = json!({"data": {"k": "v"}});
+        prepare_patch(&mut p, "op-1");
+        assert_eq!(
+            p["metadata"]["annotations"][OPERATION_ID_ANNOTATION],
+            "op-1"
+        );
+        assert_eq!(p["data"]["k"], "v");
+    }
+}

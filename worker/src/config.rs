@@ -1,0 +1,354 @@
+//! The worker's configuration: one typed struct, loaded by `main` (defaults < TOML file <
+//! `LONGSHORE_...` environment) or built in-process by tests with `..Default::default()`,
+//! and checked by [`Config::validate`] before anything connects.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use longshore_contract::cluster::dns_label_problem;
+use longshore_contract::jetstream::{DEFAULT_POOL, PoolConsumer};
+use longshore_contract::nats::NatsConfig;
+use serde::{Deserialize, Serialize};
+
+/// Everything a worker replica needs to know.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// How to reach NATS, and the stream and bucket settings shared with the dispatcher.
+    pub nats: NatsConfig,
+    /// This replica's name in status records and logs. Defaults to the `HOSTNAME`
+    /// environment variable (the pod name in Kubernetes), else a random `worker-…` id.
+    pub worker_id: String,
+    /// The worker pool (durable JetStream consumer) this replica pulls from.
+    pub pool: PoolConfig,
+    /// The Kubernetes clusters this replica can act on.
+    pub clusters: ClustersConfig,
+    /// Delays before a transiently failed operation is delivered again.
+    pub retry: RetryConfig,
+    /// On shutdown, how long operations already started may run before they are handed
+    /// back to the queue. Keep it below the pod's `terminationGracePeriodSeconds`.
+    #[serde(with = "longshore_contract::duration")]
+    pub drain_grace: Duration,
+    /// Bound on a single Kubernetes API call (connect, send, and wait for the answer).
+    #[serde(with = "longshore_contract::duration")]
+    pub request_timeout: Duration,
+}
+
+/// The worker pool: one durable pull consumer shared by every replica of the pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// The durable consumer's name. Replicas with the same name share the work.
+    pub name: String,
+    /// The clusters this pool serves (subjects `longshore.ops.<cluster>`); empty serves
+    /// every cluster. Pools on one stream must not overlap: the stream is a work queue.
+    pub filter_clusters: Vec<String>,
+    /// Operations this replica carries out at once.
+    pub concurrency: usize,
+    /// Messages asked for per pull. Kept small: a message's `ack_wait` runs from delivery,
+    /// so messages waiting in the client age.
+    pub pull_batch: usize,
+    /// How long a delivered operation may go without an acknowledgement or a progress
+    /// signal before JetStream delivers it again (to any replica).
+    #[serde(with = "longshore_contract::duration")]
+    pub ack_wait: Duration,
+    /// Deliveries of one operation before it is recorded `failed` (class `transient`).
+    pub max_deliver: i64,
+    /// Unacknowledged operations the whole pool may hold at once.
+    pub max_ack_pending: i64,
+}
+
+/// Where Kubernetes clusters come from. A cluster's name is its kubeconfig context's
+/// name (or `in_cluster`) and must be a DNS label, as operation subjects carry it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClustersConfig {
+    /// A kubeconfig file whose contexts become clusters.
+    pub kubeconfig: Option<PathBuf>,
+    /// The contexts to use from `kubeconfig`; empty uses every context in the file.
+    pub contexts: Vec<String>,
+    /// Registers the cluster the worker runs in (its service account) under this name.
+    pub in_cluster: Option<String>,
+}
+
+/// Backoff for transient failures: `base * 2^(delivery - 1)`, capped at `max`, with jitter
+/// over the upper half; a larger `Retry-After` from the API server wins.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// The delay after the first failed delivery.
+    #[serde(with = "longshore_contract::duration")]
+    pub base: Duration,
+    /// The longest computed delay.
+    #[serde(with = "longshore_contract::duration")]
+    pub max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            nats: NatsConfig::default(),
+            worker_id: default_worker_id(),
+            pool: PoolConfig::default(),
+            clusters: ClustersConfig::default(),
+            retry: RetryConfig::default(),
+            drain_grace: Duration::from_secs(20),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            name: DEFAULT_POOL.into(),
+            filter_clusters: Vec::new(),
+            concurrency: 16,
+            pull_batch: 8,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 10,
+            max_ack_pending: 1000,
+        }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+fn default_worker_id() -> String {
+    match std::env::var("HOSTNAME") {
+        Ok(h) if !h.trim().is_empty() => h.trim().to_owned(),
+        _ => format!("worker-{:08x}", rand::random::<u32>()),
+    }
+}
+
+impl Config {
+    /// Checks every setting, returning the first problem as `key: reason`.
+    pub fn validate(&self) -> Result<(), String> {
+        self.nats.validate("nats")?;
+        check(
+            !self.worker_id.trim().is_empty(),
+            "worker_id",
+            "must not be empty",
+        )?;
+        self.pool.validate()?;
+        self.clusters.validate()?;
+        check(!self.retry.base.is_zero(), "retry.base", "must be positive")?;
+        check(
+            self.retry.max >= self.retry.base,
+            "retry.max",
+            "must be at least retry.base",
+        )?;
+        check(
+            !self.request_timeout.is_zero(),
+            "request_timeout",
+            "must be positive",
+        )
+    }
+
+    /// The durable consumer this configuration describes.
+    pub fn pool_consumer(&self) -> PoolConsumer {
+        PoolConsumer {
+            name: self.pool.name.clone(),
+            filter_subjects: self
+                .pool
+                .filter_clusters
+                .iter()
+                .map(|c| format!("{}.{c}", longshore_contract::cluster::SUBJECT_PREFIX))
+                .collect(),
+            ack_wait: self.pool.ack_wait,
+            max_deliver: self.pool.max_deliver,
+            max_ack_pending: self.pool.max_ack_pending,
+            replicas: self.nats.jetstream.replicas,
+        }
+    }
+}
+
+impl PoolConfig {
+    fn validate(&self) -> Result<(), String> {
+        let name_ok = !self.name.is_empty()
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        check(
+            name_ok,
+            "pool.name",
+            "must be letters, digits, '-' or '_' (a JetStream consumer name)",
+        )?;
+        for (i, cluster) in self.filter_clusters.iter().enumerate() {
+            if let Some(reason) = dns_label_problem(cluster) {
+                return Err(format!("pool.filter_clusters[{i}]: {cluster:?} {reason}"));
+            }
+        }
+        check(
+            self.concurrency >= 1,
+            "pool.concurrency",
+            "must be at least 1",
+        )?;
+        check(
+            self.pull_batch >= 1,
+            "pool.pull_batch",
+            "must be at least 1",
+        )?;
+        check(
+            self.ack_wait >= Duration::from_secs(1),
+            "pool.ack_wait",
+            "must be at least 1s",
+        )?;
+        check(
+            self.max_deliver >= 1,
+            "pool.max_deliver",
+            "must be at least 1",
+        )?;
+        check(
+            self.max_ack_pending >= 1,
+            "pool.max_ack_pending",
+            "must be at least 1",
+        )
+    }
+}
+
+impl ClustersConfig {
+    fn validate(&self) -> Result<(), String> {
+        check(
+            self.kubeconfig.is_some() || self.in_cluster.is_some(),
+            "clusters",
+            "set clusters.kubeconfig or clusters.in_cluster (the worker needs a cluster)",
+        )?;
+        check(
+            self.contexts.is_empty() || self.kubeconfig.is_some(),
+            "clusters.contexts",
+            "needs clusters.kubeconfig",
+        )?;
+        for (i, context) in self.contexts.iter().enumerate() {
+            if let Some(reason) = dns_label_problem(context) {
+                return Err(format!("clusters.contexts[{i}]: {context:?} {reason}"));
+            }
+        }
+        if let Some(name) = &self.in_cluster
+            && let Some(reason) = dns_label_problem(name)
+        {
+            return Err(format!("clusters.in_cluster: {name:?} {reason}"));
+        }
+        Ok(())
+    }
+}
+
+fn check(ok: bool, key: &str, reason: &str) -> Result<(), String> {
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{key}: {reason}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config {
+            clusters: ClustersConfig {
+                kubeconfig: Some("/etc/longshore/kubeconfig".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn error_key(config: &Config) -> String {
+        let err = config.validate().unwrap_err();
+        err.split(':').next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn defaults_with_a_kubeconfig_are_valid() {
+        assert_eq!(valid().validate(), Ok(()));
+        assert!(!valid().worker_id.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut c = valid();
+        c.pool.concurrency = 0;
+        assert_eq!(
+            c.validate().unwrap_err(),
+            "pool.concurrency: must be at least 1"
+        );
+
+        type Breaks = fn(&mut Config);
+        let cases: Vec<(&str, Breaks)> = vec![
+            ("nats.url", |c| c.nats.url = " , ".into()),
+            ("worker_id", |c| c.worker_id = " ".into()),
+            ("pool.name", |c| c.pool.name = "a.b".into()),
+            ("pool.filter_clusters[1]", |c| {
+                c.pool.filter_clusters = vec!["ok".into(), "Not_OK".into()]
+            }),
+            ("pool.pull_batch", |c| c.pool.pull_batch = 0),
+            ("pool.ack_wait", |c| {
+                c.pool.ack_wait = Duration::from_millis(10)
+            }),
+            ("pool.max_deliver", |c| c.pool.max_deliver = 0),
+            ("pool.max_ack_pending", |c| c.pool.max_ack_pending = 0),
+            ("clusters", |c| c.clusters.kubeconfig = None),
+            ("clusters.contexts[0]", |c| {
+                c.clusters.contexts = vec!["prod.eu".into()]
+            }),
+            ("clusters.in_cluster", |c| {
+                c.clusters.in_cluster = Some("".into())
+            }),
+            ("retry.base", |c| c.retry.base = Duration::ZERO),
+            ("retry.max", |c| c.retry.max = Duration::from_millis(1)),
+            ("request_timeout", |c| c.request_timeout = Duration::ZERO),
+        ];
+        for (key, break_it) in cases {
+            let mut c = valid();
+            break_it(&mut c);
+            assert_eq!(error_key(&c), key, "{:?}", c.validate());
+        }
+    }
+
+    #[test]
+    fn a_pool_of_named_clusters_filters_their_subjects() {
+        let mut c = valid();
+        assert!(c.pool_consumer().filter_subjects.is_empty());
+        c.pool.filter_clusters = vec!["a".into(), "b".into()];
+        assert_eq!(
+            c.pool_consumer().filter_subjects,
+            ["longshore.ops.a", "longshore.ops.b"]
+        );
+    }
+
+    #[test]
+    fn loads_from_toml_with_friendly_durations_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("worker.toml");
+        std::fs::write(
+            &file,
+            "worker_id = \"w1\"\ndrain_grace = \"5s\"\n[pool]\nconcurrency = 3\n\
+             [clusters]\nkubeconfig = \"/k\"\ncontexts = [\"prod\"]\n",
+        )
+        .unwrap();
+        let c: Config =
+            longshore_contract::settings::load(Some(&file), "LONGSHORE_TEST_NONE", &[]).unwrap();
+        assert_eq!(c.worker_id, "w1");
+        assert_eq!(c.drain_grace, Duration::from_secs(5));
+        assert_eq!(c.pool.concurrency, 3);
+        assert_eq!(c.pool.pull_batch, 8, "unset keys keep their defaults");
+        assert_eq!(c.clusters.contexts, ["prod"]);
+        assert_eq!(c.validate(), Ok(()));
+
+        std::fs::write(&file, "[pool]\nconcurency = 3\n").unwrap();
+        let err =
+            longshore_contract::settings::load::<Config>(Some(&file), "LONGSHORE_TEST_NONE", &[])
+                .unwrap_err();
+        assert!(err.to_string().contains("concurency"), "{err}");
+    }
+}

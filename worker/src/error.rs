@@ -1,0 +1,79 @@
+//! The worker's errors: [`Error`] for what stops the worker, [`OpError`] for what stops one
+//! operation. [`crate::policy`] is the one place that turns an `OpError` into a decision.
+
+use std::time::Duration;
+
+/// Why the worker could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot load clusters: {0}")]
+    Clusters(String),
+    #[error("cannot connect to NATS: {0}")]
+    Connect(#[from] async_nats::ConnectError),
+    #[error(transparent)]
+    Provision(#[from] longshore_contract::jetstream::ProvisionError),
+    #[error("cannot pull from the pool consumer: {0}")]
+    Pull(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The Kubernetes call an error came from: the same status means different things for
+/// different verbs (a 404 is done for a delete, a failure for a patch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Discover,
+    Get,
+    Apply,
+    Create,
+    Replace,
+    Patch,
+    Delete,
+}
+
+/// Why one operation did not (yet) succeed. Objects are named as text (`v1/ConfigMap
+/// default/web`): errors only ever describe them.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The API server (or the connection to it) refused a call.
+    #[error("{verb:?} {object}: {source}")]
+    Kube {
+        verb: Verb,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// A call did not answer within `request_timeout`.
+    #[error("{verb:?} {object}: no answer within {after:?}")]
+    Timeout {
+        verb: Verb,
+        object: String,
+        after: Duration,
+    },
+    /// The cluster does not serve the object's kind. `expected_soon` is set when the same
+    /// operation created a CustomResourceDefinition earlier, which the API server may still
+    /// be establishing.
+    #[error("{object}: the cluster does not serve {kind}")]
+    UnknownKind {
+        object: String,
+        kind: String,
+        expected_soon: bool,
+    },
+    /// `create` found an object this operation did not create.
+    #[error("create {object}: already exists and was not created by this operation")]
+    AlreadyExists { object: String },
+    /// A manifest that cannot be sent as it is.
+    #[error("{object}: {reason}")]
+    Manifest { object: String, reason: String },
+    /// The worker has no client for the operation's cluster.
+    #[error("unknown cluster {0:?}: not in this worker's cluster registry")]
+    UnknownCluster(String),
+    /// The message is not a readable envelope.
+    #[error("{0}")]
+    Malformed(String),
+    /// The status record could not be read or written.
+    #[error("status record: {0}")]
+    Status(String),
+}

@@ -1,0 +1,64 @@
+//! The `longshore-worker` binary: reads the configuration, sets up logging, and runs the
+//! worker until SIGTERM or SIGINT, then drains and exits 0.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use longshore_worker::Config;
+
+/// Pulls longshore operations from NATS JetStream and applies them to Kubernetes clusters.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// TOML configuration file. Every key can also be set as `LONGSHORE_<SECTION>__<KEY>`.
+    #[arg(long, env = "LONGSHORE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing();
+    let config: Config = longshore_contract::settings::load(
+        args.config.as_deref(),
+        "LONGSHORE",
+        &["pool.filter_clusters", "clusters.contexts"],
+    )?;
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    longshore_worker::run(config, shutdown_signal())
+        .await
+        .context("worker stopped")
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("LONGSHORE_LOG")
+        .ok()
+        .and_then(|s| EnvFilter::try_new(s).ok())
+        .or_else(|| EnvFilter::try_from_default_env().ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+/// Resolves on the first SIGTERM (how Kubernetes stops a pod) or SIGINT.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,224 @@
+//! Handling one delivered message, start to finish: read the envelope, claim the
+//! operation, carry it out, record how it ended, and acknowledge. Errors are turned into
+//! decisions by [`crate::policy`] only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{AckKind, Message};
+use longshore_contract::record::{ErrorClass, ErrorInfo};
+use longshore_contract::{Envelope, OperationId};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, field};
+
+use crate::apply;
+use crate::clusters::Registry;
+use crate::config::Config;
+use crate::error::OpError;
+use crate::policy::{self, Decision};
+use crate::status::{Claim, Finish, StatusStore};
+
+/// What every operation handler shares.
+pub struct Context {
+    pub config: Config,
+    pub clusters: Registry,
+    pub status: StatusStore,
+}
+
+/// How a message leaves the worker.
+#[derive(Debug, PartialEq)]
+enum Reply {
+    /// Done (succeeded, failed, or already terminal): acknowledged with confirmation.
+    Ack,
+    /// Handed back for another delivery after the delay.
+    Nak(Duration),
+    /// Can never be processed: removed.
+    Term,
+}
+
+/// Handles one message. `abort` is cancelled when the drain grace period is over: the
+/// message is then handed back at once for another replica.
+pub async fn handle(ctx: Arc<Context>, message: Message, abort: CancellationToken) {
+    let (sequence, delivered) = match message.info() {
+        Ok(info) => (info.stream_sequence, info.delivered.max(1) as u64),
+        Err(e) => {
+            tracing::warn!(error = %e, "not a JetStream message; ignoring it");
+            return;
+        }
+    };
+    let span = tracing::info_span!(
+        "operation",
+        op_id = field::Empty,
+        cluster = field::Empty,
+        action = field::Empty,
+        seq = sequence,
+        attempt = delivered,
+    );
+    async move {
+        let every = ctx.config.pool.ack_wait / 3;
+        let work = with_progress(
+            process(&ctx, &message, sequence, delivered),
+            &message,
+            every,
+        );
+        let reply = tokio::select! {
+            reply = work => reply,
+            () = abort.cancelled() => {
+                tracing::info!("drain grace period over; handing the operation back");
+                Reply::Nak(Duration::ZERO)
+            }
+        };
+        send(&message, reply).await;
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn process(ctx: &Context, message: &Message, sequence: u64, delivered: u64) -> Reply {
+    let span = tracing::Span::current();
+    let envelope = match Envelope::from_message(message.headers.as_ref(), &message.payload) {
+        Ok(envelope) => envelope,
+        Err(e) => return unreadable(ctx, message, delivered, e.to_string()).await,
+    };
+    span.record("op_id", envelope.id.as_str());
+    span.record("cluster", envelope.spec.cluster.as_str());
+    span.record("action", envelope.spec.action.as_str());
+
+    let (record, revision) = match ctx.status.claim(&envelope, sequence).await {
+        Ok(Claim::Terminal(state)) => {
+            tracing::info!(
+                state = state.as_str(),
+                "already terminal, acknowledging without touching the cluster"
+            );
+            return Reply::Ack;
+        }
+        Ok(Claim::Running { record, revision }) => (*record, revision),
+        Err(e) => return retry_or_drop(ctx, &e, delivered),
+    };
+
+    let report = match ctx.clusters.get(envelope.spec.cluster.as_str()) {
+        Some(cluster) => apply::carry_out(&cluster, &envelope).await,
+        None => apply::Report {
+            results: Vec::new(),
+            error: Some(OpError::UnknownCluster(envelope.spec.cluster.to_string())),
+        },
+    };
+    let (finish, reply) = match report.error {
+        None => (Finish::Succeeded(report.results), Reply::Ack),
+        Some(e) => match decide(ctx, &e, delivered) {
+            Decision::Retry(delay) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "transient failure; will retry");
+                return Reply::Nak(delay);
+            }
+            Decision::Fail(info) => {
+                tracing::warn!(class = ?info.class, error = %info.message, "operation failed");
+                (Finish::Failed(report.results, info), Reply::Ack)
+            }
+            Decision::Term(info) => (Finish::Failed(report.results, info), Reply::Term),
+        },
+    };
+    match ctx.status.finish(record, revision, finish).await {
+        Ok(state) => {
+            tracing::info!(state = state.as_str(), "operation finished");
+            reply
+        }
+        // The effects are done and idempotent: redo the operation rather than leave a
+        // record that says `running` forever.
+        Err(e) => retry_or_drop(ctx, &e, delivered),
+    }
+}
+
+fn decide(ctx: &Context, err: &OpError, delivered: u64) -> Decision {
+    policy::decide(
+        err,
+        delivered,
+        ctx.config.pool.max_deliver,
+        &ctx.config.retry,
+    )
+}
+
+/// For errors where no record can be written: retry if the policy says so, else drop
+/// the message (it is logged; the record, if any, stays as it was).
+fn retry_or_drop(ctx: &Context, err: &OpError, delivered: u64) -> Reply {
+    match decide(ctx, err, delivered) {
+        Decision::Retry(delay) => {
+            tracing::warn!(error = %err, retry_in = ?delay, "cannot record status; will retry");
+            Reply::Nak(delay)
+        }
+        Decision::Fail(info) | Decision::Term(info) => {
+            tracing::error!(error = %info.message, "giving up on an operation whose status cannot be recorded");
+            Reply::Ack
+        }
+    }
+}
+
+/// A message that is not a readable envelope can never succeed: fail its record if its id
+/// can be found, then terminate it.
+async fn unreadable(ctx: &Context, message: &Message, delivered: u64, reason: String) -> Reply {
+    let err = OpError::Malformed(reason);
+    let info = match decide(ctx, &err, delivered) {
+        Decision::Term(info) | Decision::Fail(info) => info,
+        Decision::Retry(_) => ErrorInfo {
+            class: ErrorClass::Malformed,
+            message: err.to_string(),
+        },
+    };
+    tracing::error!(error = %info.message, "unreadable message; terminating it");
+    if let Some(id) = message_id(message) {
+        tracing::Span::current().record("op_id", id.as_str());
+        if let Err(e) = ctx.status.fail_unclaimed(&id, info).await {
+            tracing::warn!(error = %e, "could not record the failure");
+        }
+    }
+    Reply::Term
+}
+
+/// The operation id of a message, from its `Nats-Msg-Id` header or its payload's `id`.
+fn message_id(message: &Message) -> Option<OperationId> {
+    let from_header = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+        .map(|v| v.as_str().to_owned());
+    let from_payload = || {
+        let value: serde_json::Value = serde_json::from_slice(&message.payload).ok()?;
+        value.get("id")?.as_str().map(str::to_owned)
+    };
+    OperationId::parse(&from_header.or_else(from_payload)?).ok()
+}
+
+/// Runs `work`, telling JetStream every `every` that the message is still being worked on,
+/// so a long operation is not redelivered to another replica meanwhile.
+async fn with_progress<T>(work: impl Future<Output = T>, message: &Message, every: Duration) -> T {
+    let mut work = std::pin::pin!(work);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = ticker.tick() => {
+                if let Err(e) = message.ack_with(AckKind::Progress).await {
+                    tracing::debug!(error = %e, "progress signal not sent");
+                }
+            }
+        }
+    }
+}
+
+async fn send(message: &Message, reply: Reply) {
+    let sent = match reply {
+        // Wait for the server's confirmation: after it, the operation is settled.
+        Reply::Ack => message.double_ack().await,
+        Reply::Nak(delay) if delay.is_zero() => message.ack_with(AckKind::Nak(None)).await,
+        Reply::Nak(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
+        Reply::Term => message.ack_with(AckKind::Term).await,
+    };
+    if let Err(e) = sent {
+        // The message will be delivered again; its record decides what happens then.
+        tracing::warn!(error = %e, "acknowledgement not confirmed");
+    }
+}
+
+/// Hands a message back for immediate redelivery (used when draining).
+pub async fn hand_back(message: &Message) {
+    send(message, Reply::Nak(Duration::ZERO)).await;
+}
