@@ -2,11 +2,14 @@
 //! the integration tests in `tests/`.
 //!
 //! - [`nats`]: a real `nats-server` with JetStream on a free port and a temporary store;
-//! - [`dispatcher`]: the real dispatcher through its `run` function;
+//! - [`dispatcher`] and [`worker`]: the real binaries' `run` functions, in-process;
+//! - [`system`]: all of it together, with the calls a pipeline makes;
 //! - [`wait`]: bounded waits for asynchronous effects.
 //!
 //! The Kubernetes API stand-in is the `longshore-kube-sim` crate beside this one.
 
 pub mod dispatcher;
 pub mod nats;
+pub mod system;
 pub mod wait;
+pub mod worker;

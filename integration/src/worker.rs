@@ -1,0 +1,63 @@
+//! The real worker, run in-process through its `run` function.
+
+use std::{path::Path, time::Duration};
+
+use longshore_worker::Config;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub struct Worker {
+    pub id: String,
+    stop: CancellationToken,
+    task: Option<JoinHandle<longshore_worker::Result<()>>>,
+}
+
+impl Worker {
+    /// A worker configuration for tests: every context of `kubeconfig`, short timeouts.
+    pub fn config(nats_url: &str, kubeconfig: &Path, id: &str) -> Config {
+        let mut config = Config {
+            worker_id: id.to_owned(),
+            ..Default::default()
+        };
+        config.nats.url = nats_url.to_owned();
+        config.nats.request_timeout = Duration::from_secs(2);
+        config.clusters.kubeconfig = Some(kubeconfig.to_owned());
+        config.retry.base = Duration::from_millis(50);
+        config.retry.max = Duration::from_millis(500);
+        config.drain_grace = Duration::from_secs(2);
+        config
+    }
+
+    pub fn start(nats_url: &str, kubeconfig: &Path, id: &str) -> Self {
+        Self::start_with(Self::config(nats_url, kubeconfig, id))
+    }
+
+    pub fn start_with(config: Config) -> Self {
+        let stop = CancellationToken::new();
+        let id = config.worker_id.clone();
+        let task = tokio::spawn(longshore_worker::run(
+            config,
+            stop.clone().cancelled_owned(),
+        ));
+        Self {
+            id,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stops it as SIGTERM would, and waits for the drain.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.await??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
