@@ -1,0 +1,262 @@
+//! What the worker's tests run against: a real `nats-server` on a free port with a
+//! temporary store, kube-sim in-process, and the worker itself through `run`.
+
+#![allow(dead_code)] // each test file uses its own part of the harness
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use longshore_contract::envelope::SCHEMA_VERSION;
+use longshore_contract::jetstream::{Settings, ensure_bucket, ensure_stream};
+use longshore_contract::record::OperationRecord;
+use longshore_contract::spec::{Action, OperationSpec, Options};
+use longshore_contract::{ClusterName, Envelope, IdempotencyKey, OperationId};
+use longshore_kube_sim::{KubeSim, SimOptions};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A `nats-server -js` on a free port, killed and cleaned up on drop.
+pub struct NatsServer {
+    pub url: String,
+    child: Child,
+    _store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub async fn start() -> Self {
+        let store = tempfile::tempdir().expect("temporary store");
+        // Ask the OS for a free port, then hand it to the server.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server on PATH");
+        let addr = format!("127.0.0.1:{port}");
+        eventually("nats-server accepting connections", || async {
+            tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
+        })
+        .await;
+        Self {
+            url: format!("nats://{addr}"),
+            child,
+            _store: store,
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after 10 seconds.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// NATS, one simulated cluster named `prod`, and the JetStream handles a test reads.
+pub struct Fixture {
+    pub nats: NatsServer,
+    pub sim: KubeSim,
+    pub kubeconfig: PathBuf,
+    pub js: jetstream::Context,
+    pub records: kv::Store,
+    _dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub async fn start() -> Self {
+        let nats = NatsServer::start().await;
+        let sim = KubeSim::start(SimOptions {
+            clusters: vec!["prod".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("kube-sim starts");
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let kubeconfig = dir.path().join("kubeconfig");
+        sim.write_kubeconfig(&kubeconfig)
+            .expect("kubeconfig written");
+        let client = async_nats::connect(&nats.url).await.expect("connect");
+        let js = jetstream::new(client);
+        // As the dispatcher would: the stream and the bucket exist before anything is sent.
+        let settings = Settings::default();
+        ensure_stream(&js, settings.stream()).await.expect("stream");
+        let records = ensure_bucket(&js, settings.operations_bucket())
+            .await
+            .expect("bucket");
+        Self {
+            nats,
+            sim,
+            kubeconfig,
+            js,
+            records,
+            _dir: dir,
+        }
+    }
+
+    /// A worker configuration for this fixture: fast retries, short drain.
+    pub fn config(&self, worker_id: &str) -> longshore_worker::Config {
+        let mut config = longshore_worker::Config {
+            worker_id: worker_id.into(),
+            drain_grace: Duration::from_secs(5),
+            ..Default::default()
+        };
+        config.nats.url = self.nats.url.clone();
+        config.clusters.kubeconfig = Some(self.kubeconfig.clone());
+        config.retry.base = Duration::from_millis(50);
+        config.retry.max = Duration::from_millis(200);
+        config
+    }
+
+    pub fn prod(&self) -> longshore_kube_sim::ClusterHandle {
+        self.sim.cluster("prod").expect("prod cluster")
+    }
+
+    /// Publishes an envelope as the dispatcher does: a `queued` record, then the message.
+    pub async fn submit(&self, envelope: &Envelope) {
+        self.records
+            .create(
+                envelope.id.as_str(),
+                OperationRecord::queued(envelope).to_bytes(),
+            )
+            .await
+            .expect("queued record");
+        self.publish(envelope).await;
+    }
+
+    /// Publishes an envelope's message (again), with a fresh message id so JetStream's
+    /// deduplication does not drop it: this is what a redelivery looks like to a worker.
+    pub async fn publish(&self, envelope: &Envelope) {
+        let (subject, mut headers, payload) = envelope.to_message().expect("serialises");
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{}-{}", envelope.id, rand::random::<u64>()).as_str(),
+        );
+        self.js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .expect("publish")
+            .await
+            .expect("publish acknowledged");
+    }
+
+    pub async fn record(&self, id: &OperationId) -> Option<OperationRecord> {
+        let bytes = self.records.get(id.as_str()).await.expect("kv get")?;
+        Some(OperationRecord::from_bytes(&bytes).expect("readable record"))
+    }
+
+    /// Waits until the operation's record is terminal and returns it.
+    pub async fn finished(&self, id: &OperationId) -> OperationRecord {
+        eventually("a terminal record", || async {
+            self.record(id).await.filter(|r| r.state.is_terminal())
+        })
+        .await
+    }
+
+    /// Messages still in the work queue (not yet acknowledged).
+    pub async fn queued_messages(&self) -> u64 {
+        let mut stream = self
+            .js
+            .get_stream(longshore_contract::jetstream::STREAM)
+            .await
+            .expect("stream");
+        stream.info().await.expect("stream info").state.messages
+    }
+
+    /// Writes to `prod` stamped with this operation's id.
+    pub fn writes_by(&self, id: &OperationId) -> Vec<longshore_kube_sim::WriteRecord> {
+        self.prod()
+            .writes()
+            .into_iter()
+            .filter(|w| {
+                w.annotations.get(longshore_worker::OPERATION_ID_ANNOTATION)
+                    == Some(&id.to_string())
+            })
+            .collect()
+    }
+}
+
+/// A worker running in-process until [`RunningWorker::stop`].
+pub struct RunningWorker {
+    stop: CancellationToken,
+    task: JoinHandle<longshore_worker::Result<()>>,
+}
+
+impl RunningWorker {
+    pub fn start(config: longshore_worker::Config) -> Self {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(longshore_worker::run(
+            config,
+            stop.clone().cancelled_owned(),
+        ));
+        Self { stop, task }
+    }
+
+    /// Stops it as SIGTERM would and waits for the drain (bounded).
+    pub async fn stop(self) -> longshore_worker::Result<()> {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(15), self.task)
+            .await
+            .expect("the worker drains within its grace period")
+            .expect("the worker task does not panic")
+    }
+}
+
+/// An envelope for `action` on `prod`, with a unique idempotency key.
+pub fn envelope(action: Action, manifests: Vec<Value>) -> Envelope {
+    let key = IdempotencyKey::new(format!("test-{}", rand::random::<u64>())).expect("key");
+    Envelope {
+        schema_version: SCHEMA_VERSION,
+        id: OperationId::derive("test", &key),
+        idempotency_key: key,
+        source: "test".into(),
+        fingerprint: "test".into(),
+        submitted_at: jiff::Timestamp::now(),
+        spec: OperationSpec {
+            cluster: ClusterName::new("prod").expect("cluster name"),
+            action,
+            manifests,
+            targets: vec![],
+            patch: None,
+            options: Options::default(),
+            pipeline: None,
+        },
+    }
+}
+
+pub fn configmap(name: &str, value: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name},
+        "data": {"key": value},
+    })
+}
