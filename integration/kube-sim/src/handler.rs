@@ -178,6 +178,7 @@ pub(crate) async fn cluster_request(State(shared): State<Arc<Shared>>, req: Requ
         };
     }
 
+    let reset_after = decision.reset_after_commit && info.is_some();
     let result = handle_resource(
         &cluster,
         &path,
@@ -187,6 +188,7 @@ pub(crate) async fn cluster_request(State(shared): State<Arc<Shared>>, req: Requ
         &body,
         user_agent.as_deref(),
         info.as_ref(),
+        reset_after.then_some("reset_after_commit"),
     );
     let deleted_namespace =
         path.group.is_empty() && path.plural == "namespaces" && method == Method::DELETE;
@@ -199,7 +201,7 @@ pub(crate) async fn cluster_request(State(shared): State<Arc<Shared>>, req: Requ
             });
         }
     }
-    if decision.reset_after_commit && info.is_some() {
+    if reset_after {
         return reset(abort).await;
     }
     match result {
@@ -219,12 +221,23 @@ fn handle_resource(
     body: &[u8],
     user_agent: Option<&str>,
     info: Option<&WriteInfo>,
+    fault: Option<&str>,
 ) -> Result<verbs::Answer> {
     let sent: Option<Value> = info.and_then(|i| match i.verb {
         WriteVerb::Apply => request::yaml_object(body).ok(),
         _ => serde_json::from_slice(body).ok(),
     });
     let mut record = info.map(|i| i.record(cluster, sent.as_ref()));
+    if let (Some(r), Some(WriteVerb::Delete | WriteVerb::DeleteCollection)) =
+        (record.as_mut(), info.map(|i| i.verb))
+    {
+        // DeleteOptions may carry dryRun in the body.
+        let in_body = sent
+            .as_ref()
+            .and_then(|b| b.get("dryRun"))
+            .and_then(Value::as_array);
+        r.dry_run |= in_body.is_some_and(|v| v.iter().any(|x| x == "All"));
+    }
     let result = (|| {
         let dry_run = query.dry_run()?;
         let mut state = cluster.lock();
@@ -246,6 +259,7 @@ fn handle_resource(
         verbs::dispatch(&mut state, &ctx, method, content_type, body)
     })();
     if let Some(mut r) = record {
+        r.fault = fault.map(String::from);
         match &result {
             Ok(a) => {
                 r.code = a.code;

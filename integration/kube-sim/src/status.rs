@@ -231,7 +231,8 @@ impl Error {
                     .iter()
                     .map(|c| {
                         json!({
-                            "type": "FieldManagerConflict",
+                            // StatusCause.Type is serialised as "reason".
+                            "reason": "FieldManagerConflict",
                             "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version),
                             "field": c.field,
                         })
@@ -332,7 +333,7 @@ mod tests {
         let s = e.status();
         assert_eq!(s["code"], 409);
         assert_eq!(s["reason"], "Conflict");
-        assert_eq!(s["details"]["causes"][0]["type"], "FieldManagerConflict");
+        assert_eq!(s["details"]["causes"][0]["reason"], "FieldManagerConflict");
         assert_eq!(s["details"]["causes"][0]["field"], ".spec.replicas");
         assert_eq!(
             s["message"],
