@@ -192,6 +192,7 @@ fn message_id(message: &Message) -> Option<OperationId> {
 async fn with_progress<T>(work: impl Future<Output = T>, message: &Message, every: Duration) -> T {
     let mut work = std::pin::pin!(work);
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             out = &mut work => return out,

@@ -229,3 +229,30 @@ async fn shutdown_hands_back_what_outlives_the_grace_period_for_another_replica(
     assert_eq!(record.attempts, 2);
     second.stop().await.expect("clean drain");
 }
+
+#[tokio::test]
+async fn a_slow_operation_signals_progress_and_is_not_redelivered_meanwhile() {
+    let fx = Fixture::start().await;
+    fx.prod().set_faults(Faults {
+        scope: FaultScope::Writes,
+        latency: Some(Latency {
+            min_ms: 3000,
+            max_ms: None,
+        }),
+        ..Default::default()
+    });
+    let mut config = fx.config("w1");
+    config.pool.ack_wait = Duration::from_secs(1);
+    let worker = RunningWorker::start(config);
+
+    let op = envelope(Action::Apply, vec![configmap("web", "1")]);
+    fx.submit(&op).await;
+    let record = fx.finished(&op.id).await;
+
+    // Without progress signals the message would be delivered again after 1s, to another
+    // slot of this same worker, which would claim it a second time.
+    assert_eq!(record.state, State::Succeeded);
+    assert_eq!(record.attempts, 1, "{record:?}");
+    assert_eq!(fx.writes_by(&op.id).len(), 1);
+    worker.stop().await.expect("clean drain");
+}
