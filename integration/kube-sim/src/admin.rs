@@ -35,12 +35,9 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_sim/clusters/{name}/compact", post(compact))
 }
 
-fn cluster(shared: &Shared, name: &str) -> Result<Arc<Cluster>, Response> {
-    shared
-        .clusters
-        .get(name)
-        .cloned()
-        .ok_or_else(|| Error::not_found("", "clusters", name).into_response())
+fn cluster(shared: &Shared, name: &str) -> Result<Arc<Cluster>, Box<Response>> {
+    let missing = || Box::new(Error::not_found("", "clusters", name).into_response());
+    shared.clusters.get(name).cloned().ok_or_else(missing)
 }
 
 async fn clusters(State(shared): State<Arc<Shared>>) -> Response {
@@ -60,7 +57,7 @@ async fn kubeconfig_yaml(State(shared): State<Arc<Shared>>) -> Response {
 async fn writes(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     match cluster(&shared, &name) {
         Ok(c) => status::json_body(&json!(c.lock().writes.records())),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -70,14 +67,14 @@ async fn clear_writes(State(shared): State<Arc<Shared>>, Path(name): Path<String
             c.lock().writes.clear();
             status::json_body(&json!({}))
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
 async fn faults(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
     match cluster(&shared, &name) {
         Ok(c) => status::json_body(&json!(c.faults())),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -88,7 +85,7 @@ async fn set_faults(
 ) -> Response {
     let c = match cluster(&shared, &name) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let faults: Faults = match serde_json::from_slice(&body) {
         Ok(f) => f,
@@ -107,7 +104,7 @@ async fn clear_faults(State(shared): State<Arc<Shared>>, Path(name): Path<String
             c.set_faults(Faults::default());
             status::json_body(&json!(c.faults()))
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -117,6 +114,6 @@ async fn compact(State(shared): State<Arc<Shared>>, Path(name): Path<String>) ->
             c.lock().store.compact();
             status::json_body(&json!({}))
         }
-        Err(r) => r,
+        Err(r) => *r,
     }
 }

@@ -108,10 +108,10 @@ impl Faults {
                 ));
             }
         }
-        if let Some(l) = &self.latency {
-            if l.max_ms.is_some_and(|m| m < l.min_ms) {
-                return Err("latency.max_ms: must not be below latency.min_ms".into());
-            }
+        if let Some(l) = &self.latency
+            && l.max_ms.is_some_and(|m| m < l.min_ms)
+        {
+            return Err("latency.max_ms: must not be below latency.min_ms".into());
         }
         let triggers = self
             .errors

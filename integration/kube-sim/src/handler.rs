@@ -25,7 +25,7 @@ use crate::writelog::{self, WriteRecord, WriteVerb};
 /// Largest request body accepted.
 const MAX_BODY: usize = 32 * 1024 * 1024;
 
-fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> &'a str {
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> &str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
@@ -192,14 +192,15 @@ pub(crate) async fn cluster_request(State(shared): State<Arc<Shared>>, req: Requ
     );
     let deleted_namespace =
         path.group.is_empty() && path.plural == "namespaces" && method == Method::DELETE;
-    if deleted_namespace && result.as_ref().is_ok_and(|a| a.changed) {
-        if let Some(ns) = path.name.clone() {
-            let (cluster, delay) = (cluster.clone(), shared.namespace_deletion_delay);
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                verbs::finalize_namespace(&mut cluster.lock(), &ns, &object::now());
-            });
-        }
+    if deleted_namespace
+        && result.as_ref().is_ok_and(|a| a.changed)
+        && let Some(ns) = path.name.clone()
+    {
+        let (cluster, delay) = (cluster.clone(), shared.namespace_deletion_delay);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            verbs::finalize_namespace(&mut cluster.lock(), &ns, &object::now());
+        });
     }
     if reset_after {
         return reset(abort).await;

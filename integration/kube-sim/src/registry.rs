@@ -86,7 +86,7 @@ impl ResourceType {
         self.kind.to_ascii_lowercase() == n
             || self.plural == n
             || self.singular == n
-            || self.short_names.iter().any(|s| *s == n)
+            || self.short_names.contains(&n)
     }
 }
 
@@ -101,6 +101,8 @@ struct Builtin {
     all: bool,
 }
 
+// A table row; positional arguments keep the table below readable.
+#[allow(clippy::too_many_arguments)]
 const fn b(
     group: &'static str,
     kind: &'static str,

@@ -286,10 +286,9 @@ impl IntoResponse for Error {
             retry_after: Some(s),
             ..
         } = self
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
         {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+            response.headers_mut().insert(header::RETRY_AFTER, v);
         }
         response
     }

@@ -232,11 +232,10 @@ async fn pump(
             ev = rx.recv() => match ev {
                 Ok(ev) => {
                     p.last_rv = p.last_rv.max(ev.rv);
-                    if let Some(line) = filter.translate(&ev) {
-                        if tx.send(line).await.is_err() {
+                    if let Some(line) = filter.translate(&ev)
+                        && tx.send(line).await.is_err() {
                             return;
                         }
-                    }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     let _ = tx.send(expired_line(p.last_rv, p.last_rv + 1)).await;

@@ -122,10 +122,10 @@ pub(crate) fn create(
     if managed == Managed::Update {
         md.remove("managedFields");
     }
-    if ctx.rt.status {
-        if let Some(m) = obj.as_object_mut() {
-            m.remove("status");
-        }
+    if ctx.rt.status
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
     }
     if ctx.rt.scale.is_some() && obj.pointer("/spec/replicas").is_none() && ctx.rt.crd.is_none() {
         obj["spec"]["replicas"] = json!(1);
@@ -159,7 +159,7 @@ pub(crate) fn create(
         state
             .registry
             .register_crd(&stored)
-            .map_err(|m| Error::Unprocessable(m))?;
+            .map_err(Error::Unprocessable)?;
     }
     Ok(stored)
 }
@@ -265,16 +265,17 @@ pub(crate) fn update(
 pub(crate) fn purge(state: &mut ClusterState, key: &ObjKey) -> Option<Value> {
     let removed = state.store.remove(key)?;
     let (group, plural, ns, name) = key;
-    if group == "apiextensions.k8s.io" && plural == "customresourcedefinitions" {
-        if let Some(t) = state.registry.unregister_crd(name) {
-            let keys: Vec<ObjKey> = state
-                .store
-                .list(&t.group, &t.plural, None)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in keys {
-                state.store.remove(&k);
-            }
+    if group == "apiextensions.k8s.io"
+        && plural == "customresourcedefinitions"
+        && let Some(t) = state.registry.unregister_crd(name)
+    {
+        let keys: Vec<ObjKey> = state
+            .store
+            .list(&t.group, &t.plural, None)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            state.store.remove(&k);
         }
     }
     if !ns.is_empty() && state.store.keys_in_namespace(ns).is_empty() {
@@ -321,10 +322,10 @@ pub(crate) fn request_deletion(
 /// with finalizers keep it Terminating until they go).
 pub(crate) fn finalize_namespace(state: &mut ClusterState, ns: &str, now: &str) {
     let key = ns_key(ns);
-    if !state
+    if state
         .store
         .get(&key)
-        .is_some_and(|n| meta_str(n, "deletionTimestamp").is_some())
+        .is_none_or(|n| meta_str(n, "deletionTimestamp").is_none())
     {
         return;
     }

@@ -22,12 +22,12 @@ fn delete_options(ctx: &Ctx<'_>, body: &[u8]) -> Result<(bool, Value)> {
         .get("propagationPolicy")
         .and_then(Value::as_str)
         .or(ctx.query.get("propagationPolicy"));
-    if let Some(p) = policy {
-        if !matches!(p, "Foreground" | "Background" | "Orphan") {
-            return Err(Error::Unprocessable(format!(
-                "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
-            )));
-        }
+    if let Some(p) = policy
+        && !matches!(p, "Foreground" | "Background" | "Orphan")
+    {
+        return Err(Error::Unprocessable(format!(
+            "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+        )));
     }
     let body_dry_run = match opts.get("dryRun").and_then(Value::as_array) {
         None => false,
@@ -54,14 +54,14 @@ pub(crate) fn delete(state: &mut ClusterState, ctx: &Ctx<'_>, body: &[u8]) -> Re
         .cloned()
         .ok_or_else(|| Error::not_found(&ctx.rt.group, &ctx.rt.plural, &name))?;
     for (field, meta) in [("uid", "uid"), ("resourceVersion", "resourceVersion")] {
-        if let Some(want) = preconditions.get(field).and_then(Value::as_str) {
-            if Some(want) != meta_str(&obj, meta) {
-                return Err(Error::Conflict {
-                    group: ctx.rt.group.clone(),
-                    resource: ctx.rt.plural.clone(),
-                    name: name.clone(),
-                });
-            }
+        if let Some(want) = preconditions.get(field).and_then(Value::as_str)
+            && Some(want) != meta_str(&obj, meta)
+        {
+            return Err(Error::Conflict {
+                group: ctx.rt.group.clone(),
+                resource: ctx.rt.plural.clone(),
+                name: name.clone(),
+            });
         }
     }
     let uid = meta_str(&obj, "uid").map(String::from);

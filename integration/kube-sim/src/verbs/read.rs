@@ -68,11 +68,11 @@ pub(crate) fn list(state: &mut ClusterState, ctx: &Ctx<'_>) -> Result<Answer> {
     }
     let remaining = matching.count();
     let mut metadata = json!({"resourceVersion": state.store.resource_version().to_string()});
-    if remaining > 0 {
-        if let Some(token) = last {
-            metadata["continue"] = json!(token);
-            metadata["remainingItemCount"] = json!(remaining);
-        }
+    if remaining > 0
+        && let Some(token) = last
+    {
+        metadata["continue"] = json!(token);
+        metadata["remainingItemCount"] = json!(remaining);
     }
     Ok(Answer::read(json!({
         "kind": format!("{}List", ctx.rt.kind),

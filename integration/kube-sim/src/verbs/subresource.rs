@@ -84,14 +84,14 @@ fn write_scale(
     old: Value,
     scale: &Value,
 ) -> Result<Answer> {
-    if let Some(rv) = meta_str(scale, "resourceVersion") {
-        if Some(rv) != meta_str(&old, "resourceVersion") {
-            return Err(Error::Conflict {
-                group: ctx.rt.group.clone(),
-                resource: ctx.rt.plural.clone(),
-                name: key.3.clone(),
-            });
-        }
+    if let Some(rv) = meta_str(scale, "resourceVersion")
+        && Some(rv) != meta_str(&old, "resourceVersion")
+    {
+        return Err(Error::Conflict {
+            group: ctx.rt.group.clone(),
+            resource: ctx.rt.plural.clone(),
+            name: key.3.clone(),
+        });
     }
     let replicas = scale
         .pointer("/spec/replicas")
@@ -158,14 +158,14 @@ fn write_status(
     old: Value,
     new: Value,
 ) -> Result<Answer> {
-    if let Some(rv) = meta_str(&new, "resourceVersion") {
-        if Some(rv) != meta_str(&old, "resourceVersion") {
-            return Err(Error::Conflict {
-                group: ctx.rt.group.clone(),
-                resource: ctx.rt.plural.clone(),
-                name: key.3.clone(),
-            });
-        }
+    if let Some(rv) = meta_str(&new, "resourceVersion")
+        && Some(rv) != meta_str(&old, "resourceVersion")
+    {
+        return Err(Error::Conflict {
+            group: ctx.rt.group.clone(),
+            resource: ctx.rt.plural.clone(),
+            name: key.3.clone(),
+        });
     }
     let (stored, changed) =
         commit::update(state, ctx, &key, &old, new, Managed::Update, Some("status"))?;
