@@ -2,6 +2,7 @@
 //! worker until SIGTERM or SIGINT, then drains and exits 0.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -17,9 +18,21 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
     init_tracing();
+    match start(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line naming the problem (the configuration key, the cluster, the pool),
+            // not a backtrace.
+            eprintln!("longshore-worker: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start(args: Args) -> anyhow::Result<()> {
     let config: Config = longshore_contract::settings::load(
         args.config.as_deref(),
         "LONGSHORE",
@@ -40,7 +53,11 @@ fn init_tracing() {
         .and_then(|s| EnvFilter::try_new(s).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal())
+        .init();
 }
 
 /// Resolves on the first SIGTERM (how Kubernetes stops a pod) or SIGINT.
