@@ -166,3 +166,39 @@ async fn an_unreadable_message_is_terminated_and_its_record_failed() {
     assert!(fx.prod().writes().is_empty());
     worker.stop().await.expect("clean drain");
 }
+
+#[tokio::test]
+async fn a_custom_resource_applies_in_the_same_operation_as_its_definition() {
+    let fx = Fixture::start().await;
+    let worker = RunningWorker::start(fx.config("w1"));
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true}}}]
+        }
+    });
+    let widget = json!({
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": "w"},
+        "spec": {"size": 3}
+    });
+    let op = envelope(Action::Apply, vec![crd, widget]);
+    let record = run_op(&fx, &op).await;
+    assert_eq!(record.state, State::Succeeded, "{record:?}");
+    let outcomes: Vec<Outcome> = record.results.iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Created, Outcome::Created]);
+    assert!(
+        fx.prod()
+            .get("example.com/v1", "Widget", Some("default"), "w")
+            .is_some()
+    );
+    worker.stop().await.expect("clean drain");
+}
