@@ -1,7 +1,9 @@
 //! The longshore test harness: real components, started in-process or as processes, for
 //! the integration tests in `tests/`.
 //!
-//! - [`nats`]: a real `nats-server` with JetStream on a free port and a temporary store;
+//! - [`nats`]: a real `nats-server` with JetStream on a free port and a temporary store, or a
+//!   3-node JetStream cluster whose nodes can be killed and restarted;
+//! - [`process`]: the real binaries as processes, for tests that SIGKILL them;
 //! - [`dispatcher`] and [`worker`]: the real binaries' `run` functions, in-process;
 //! - [`system`]: all of it together, with the calls a pipeline makes;
 //! - [`wait`]: bounded waits for asynchronous effects.
@@ -10,6 +12,7 @@
 
 pub mod dispatcher;
 pub mod nats;
+pub mod process;
 pub mod system;
 pub mod wait;
 pub mod worker;

@@ -150,3 +150,151 @@ async fn wait_for_ports_file(dir: &Path, pid: u32) -> anyhow::Result<u16> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A JetStream cluster of real nats-servers on loopback, for R3 streams and node failures.
+pub struct NatsCluster {
+    nodes: Vec<ClusterNode>,
+    _dir: tempfile::TempDir,
+}
+
+struct ClusterNode {
+    config: PathBuf,
+    client_port: u16,
+    child: Option<Child>,
+}
+
+impl NatsCluster {
+    /// Starts `size` nodes routed to each other, and waits until JetStream has a meta leader.
+    pub async fn start(size: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        // Hold every port until all are chosen, so no two nodes get the same one.
+        let listeners: Vec<std::net::TcpListener> = (0..size * 2)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()?;
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().map(|a| a.port()))
+            .collect::<Result<_, _>>()?;
+        drop(listeners);
+        let routes: Vec<String> = (0..size)
+            .map(|i| format!("nats://127.0.0.1:{}", ports[size + i]))
+            .collect();
+        let mut nodes = Vec::new();
+        for i in 0..size {
+            let store = dir.path().join(format!("n{i}"));
+            let config = dir.path().join(format!("n{i}.conf"));
+            let others: Vec<&str> = routes
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, r)| r.as_str())
+                .collect();
+            std::fs::write(
+                &config,
+                format!(
+                    "server_name: n{i}\nlisten: 127.0.0.1:{client}\nlog_file: {log}\n\
+                     jetstream {{ store_dir: {store:?} }}\n\
+                     cluster {{ name: longshore, listen: 127.0.0.1:{route}, routes: [{others}] }}\n",
+                    client = ports[i],
+                    log = format!("{:?}", dir.path().join(format!("n{i}.log"))),
+                    store = store,
+                    route = ports[size + i],
+                    others = others.join(", "),
+                ),
+            )?;
+            nodes.push(ClusterNode {
+                config,
+                client_port: ports[i],
+                child: None,
+            });
+        }
+        let mut cluster = Self { nodes, _dir: dir };
+        for i in 0..size {
+            cluster.start_node(i)?;
+        }
+        cluster.wait_ready().await?;
+        Ok(cluster)
+    }
+
+    /// All client URLs, comma-separated, as the binaries take them.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts node `i` again with its store, and waits until it accepts connections.
+    pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
+        self.kill(i);
+        self.start_node(i)?;
+        let port = self.nodes[i].client_port;
+        crate::wait::eventually(
+            Duration::from_secs(15),
+            "a restarted nats node to listen",
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await
+    }
+
+    fn start_node(&mut self, i: usize) -> anyhow::Result<()> {
+        let node = &mut self.nodes[i];
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&node.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary().display()))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    async fn wait_ready(&self) -> anyhow::Result<()> {
+        let url = self.url();
+        crate::wait::eventually(
+            Duration::from_secs(30),
+            "the JetStream cluster to elect a meta leader",
+            || {
+                let url = url.clone();
+                async move {
+                    let client = async_nats::connect(url).await.ok()?;
+                    let js = async_nats::jetstream::new(client);
+                    js.query_account().await.ok().map(|_| ())
+                }
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
