@@ -7,6 +7,7 @@
 //!   validation both sides apply;
 //! - [`id`]: idempotency keys, the operation ids derived from them, and request fingerprints;
 //! - [`envelope`]: the message published to the work queue and its NATS headers;
+//! - [`deadletter`]: how an operation that exhausted its deliveries is kept for retry;
 //! - [`record`]: the status record kept in the `LONGSHORE_OPERATIONS` bucket;
 //! - [`jetstream`]: stream, consumer and bucket definitions, created idempotently at start;
 //! - [`nats`]: how both binaries connect to NATS;
@@ -16,6 +17,7 @@
 //! `docs/contract.md` shows a JSON example of each message and record.
 
 pub mod cluster;
+pub mod deadletter;
 pub mod duration;
 pub mod envelope;
 pub mod id;

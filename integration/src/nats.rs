@@ -192,11 +192,11 @@ impl NatsCluster {
             std::fs::write(
                 &config,
                 format!(
-                    "server_name: n{i}\nlisten: 127.0.0.1:{client}\nlog_file: {log}\n\
+                    "server_name: n{i}\nlisten: 127.0.0.1:{client}\nlog_file: \"{log}\"\n\
                      jetstream {{ store_dir: {store:?} }}\n\
                      cluster {{ name: longshore, listen: 127.0.0.1:{route}, routes: [{others}] }}\n",
                     client = ports[i],
-                    log = format!("{:?}", dir.path().join(format!("n{i}.log"))),
+                    log = dir.path().join(format!("n{i}.log")).display(),
                     store = store,
                     route = ports[size + i],
                     others = others.join(", "),
