@@ -12,7 +12,8 @@ use bytes::Bytes;
 
 use crate::{ClusterName, OperationId, envelope};
 
-/// Prefix of dead-letter subjects: `longshore.dead.<cluster>`.
+/// Prefix of dead-letter subjects: `longshore.dead.<cluster>.<operation id>`, so one
+/// operation's dead letter can be found directly by subject.
 pub const SUBJECT_PREFIX: &str = "longshore.dead";
 /// Why the operation was dead-lettered (the last error).
 pub const REASON_HEADER: &str = "Longshore-Dead-Letter-Reason";
@@ -23,9 +24,9 @@ pub const DELIVERIES_HEADER: &str = "Longshore-Deliveries";
 /// The operation id.
 pub const OPERATION_HEADER: &str = "Longshore-Operation-Id";
 
-/// The subject of a cluster's dead letters.
-pub fn subject(cluster: &ClusterName) -> String {
-    format!("{SUBJECT_PREFIX}.{cluster}")
+/// The subject of an operation's dead letter.
+pub fn subject(cluster: &ClusterName, id: &OperationId) -> String {
+    format!("{SUBJECT_PREFIX}.{cluster}.{id}")
 }
 
 /// The `Nats-Msg-Id` of a dead letter.
