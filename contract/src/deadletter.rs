@@ -99,6 +99,9 @@ impl DeadLetter {
                 .strip_prefix(SUBJECT_PREFIX)
                 .unwrap_or(subject)
                 .trim_start_matches('.')
+                .split('.')
+                .next()
+                .unwrap_or_default()
                 .to_owned(),
             reason: get(REASON_HEADER).unwrap_or_default(),
             original_sequence: get(SEQUENCE_HEADER).and_then(|s| s.parse().ok()),
@@ -118,7 +121,7 @@ mod tests {
         let id = OperationId::parse(&format!("op-{}", "a".repeat(32))).unwrap();
         let h = headers(&id, 42, 10, "503 Service Unavailable\nretry later");
         let dl = DeadLetter::from_parts(
-            "longshore.dead.prod",
+            &subject(&ClusterName::new("prod").unwrap(), &id),
             Some(&h),
             Bytes::from_static(b"{}"),
             7,

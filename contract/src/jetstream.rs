@@ -87,6 +87,8 @@ impl Settings {
             storage: stream::StorageType::File,
             num_replicas: self.replicas,
             max_age: self.retention,
+            // Listing and retrying read dead letters by subject and sequence.
+            allow_direct: true,
             ..Default::default()
         }
     }

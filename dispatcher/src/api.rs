@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{DefaultBodyLimit, Path, State, rejection::BytesRejection},
+    extract::{DefaultBodyLimit, Path, Query, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::{
     context::Context,
+    deadletters,
     error::{Error, Result},
     request, submit,
 };
@@ -29,6 +30,8 @@ pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .route("/v1/operations", post(create_operation))
         .route("/v1/operations/{id}", get(get_operation))
+        .route("/v1/operations/{id}/retry", post(retry_operation))
+        .route("/v1/dead-letters", get(list_dead_letters))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(limit))
@@ -116,6 +119,42 @@ async fn get_operation(
         .map_err(|_| Error::Timeout(Duration::from_secs(5)))??
         .ok_or_else(|| Error::NotFound(id.to_string()))?;
     Ok(Json(record).into_response())
+}
+
+/// `GET /v1/dead-letters?after=SEQ&limit=N`
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+async fn list_dead_letters(
+    State(ctx): State<Arc<Context>>,
+    query: std::result::Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    let Query(query) = query.map_err(|e| Error::field("query", e.body_text()))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=deadletters::MAX_LIMIT).contains(&limit) {
+        return Err(Error::field(
+            "limit",
+            format!("must be between 1 and {}", deadletters::MAX_LIMIT),
+        ));
+    }
+    let (items, next) = deadletters::list(&ctx, query.after, limit).await?;
+    Ok(Json(json!({"items": items, "next": next})).into_response())
+}
+
+async fn retry_operation(
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    let id = OperationId::parse(&id).map_err(|reason| Error::field("id", reason))?;
+    let record = deadletters::retry(&ctx, &id).await?;
+    let status_url = format!("/v1/operations/{id}");
+    let body = json!({"id": id, "idempotencyKey": record.idempotency_key, "state": record.state, "statusUrl": status_url});
+    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> Response {

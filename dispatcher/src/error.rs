@@ -28,6 +28,9 @@ pub enum Error {
     KeyReused { key: String, id: String },
     #[error("operation {0} not found")]
     NotFound(String),
+    /// The request conflicts with the operation's current state.
+    #[error("{0}")]
+    Conflict(String),
     /// NATS or JetStream cannot take the request now; nothing was accepted.
     #[error("work queue unavailable: {0}")]
     Unavailable(String),
@@ -55,6 +58,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) | Error::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -68,6 +72,7 @@ impl Error {
             Error::PayloadTooLarge { .. } => "payload-too-large",
             Error::KeyReused { .. } => "idempotency-key-reused",
             Error::NotFound(_) => "not-found",
+            Error::Conflict(_) => "conflict",
             Error::Unavailable(_) => "unavailable",
             Error::Timeout(_) => "timeout",
         }

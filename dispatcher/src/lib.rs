@@ -3,13 +3,15 @@
 //!
 //! A request goes [`api`] (routes, HTTP in and out) → [`request`] (parse and validate the
 //! body, name the field at fault) → [`submit`] (idempotency: record, then publish, then 202)
-//! → JetStream. [`context`] holds what handlers share and provisions the stream and buckets;
+//! → JetStream. [`deadletters`] lists and requeues operations that exhausted their
+//! deliveries. [`context`] holds what handlers share and provisions the stream and buckets;
 //! [`error`] is the one place an error becomes an HTTP response; [`config`] is the typed
 //! configuration.
 
 pub mod api;
 pub mod config;
 pub mod context;
+pub mod deadletters;
 pub mod error;
 pub mod request;
 pub mod submit;

@@ -138,6 +138,18 @@ async fn publish(ctx: &Context, envelope: &Envelope) -> Result<jetstream::publis
     let (subject, headers, payload) = envelope
         .to_message()
         .map_err(|e| Error::Unavailable(format!("encoding the envelope: {e}")))?;
+    publish_message(ctx, &envelope.id, subject, headers, payload).await
+}
+
+/// Publishes one message to the work queue with bounded retries (same headers, so the same
+/// `Nats-Msg-Id`, on every attempt).
+pub async fn publish_message(
+    ctx: &Context,
+    id: &OperationId,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    payload: bytes::Bytes,
+) -> Result<jetstream::publish::PublishAck> {
     let policy = &ctx.config.publish;
     let mut attempt = 1;
     loop {
@@ -173,7 +185,7 @@ async fn publish(ctx: &Context, envelope: &Envelope) -> Result<jetstream::publis
                 "publishing to the work queue after {attempt} attempt(s): {err}"
             )));
         }
-        tracing::debug!(op_id = %envelope.id, attempt, error = %err, "publish failed, retrying with the same Nats-Msg-Id");
+        tracing::debug!(op_id = %id, attempt, error = %err, "publish failed, retrying with the same Nats-Msg-Id");
         attempt += 1;
         // A pause between attempts, not a synchronisation: the election takes what it takes.
         tokio::time::sleep(policy.retry_pause).await;
