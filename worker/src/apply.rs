@@ -2,9 +2,12 @@
 //! reporting what happened to each.
 //!
 //! Every action is idempotent, so a redelivered operation (its worker died before
-//! acknowledging) does no harm: server-side apply converges, `create` recognises an object
-//! it created itself by the [`OPERATION_ID_ANNOTATION`], `delete` counts a missing object as
-//! done. Writes stamp that annotation, which also lets tests count effects per operation.
+//! acknowledging, or the API server committed a write whose answer was lost) does no harm:
+//! server-side apply and replace converge (the same content again changes nothing),
+//! `create` recognises an object it created itself by the [`OPERATION_ID_ANNOTATION`],
+//! `patch` is not sent again when the object already carries that annotation with this
+//! operation's id, `delete` counts a missing object as done. Writes stamp that annotation,
+//! which also lets tests count effects per operation.
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::Scope;
@@ -34,10 +37,24 @@ struct Target {
     api: Api<DynamicObject>,
 }
 
-/// Carries out `envelope`'s action on `cluster`, stopping at the first error.
-pub async fn carry_out(cluster: &Cluster, envelope: &Envelope) -> Report {
+/// One object of an operation, planned before any fence is taken.
+#[derive(Debug)]
+pub struct Step<'a> {
+    /// The object, its namespace settled (`default` filled in for namespaced kinds, none
+    /// for cluster-scoped ones) where its kind is known.
+    pub object: ObjectRef,
+    pub manifest: Option<&'a Value>,
+    /// The object's fence key; `None` when its kind is neither served nor defined by this
+    /// operation (acting on it fails before anything is written).
+    pub fence: Option<String>,
+    /// A later operation has already been applied to this object: leave it alone.
+    pub superseded: bool,
+}
+
+/// Lists the objects `envelope` acts on, in order, with their fence keys. Asks the
+/// cluster for each kind's scope (cached), so a transient discovery failure fails the plan.
+pub async fn plan<'a>(cluster: &Cluster, envelope: &'a Envelope) -> Result<Vec<Step<'a>>, OpError> {
     let spec = &envelope.spec;
-    let mut report = Report::default();
     // Objects are addressed either by manifest (apply, create, replace, delete) or by
     // reference (patch, delete).
     let work: Vec<(ObjectRef, Option<&Value>)> = match spec.action {
@@ -49,11 +66,74 @@ pub async fn carry_out(cluster: &Cluster, envelope: &Envelope) -> Report {
             .chain(spec.targets.iter().map(|t| (t.clone(), None)))
             .collect(),
     };
+    let mut steps = Vec::with_capacity(work.len());
+    for (mut object, manifest) in work {
+        let scope = match cluster.resolve(&object).await {
+            Ok((_, caps)) => Some(caps.scope),
+            Err(OpError::UnknownKind { .. }) => defined_scope(envelope, &object),
+            Err(e) => return Err(e),
+        };
+        let fence = scope.map(|scope| {
+            if scope == Scope::Namespaced {
+                object.namespace.get_or_insert_with(|| "default".into());
+            } else {
+                object.namespace = None;
+            }
+            crate::fence::key(&cluster.name, &object)
+        });
+        steps.push(Step {
+            object,
+            manifest,
+            fence,
+            superseded: false,
+        });
+    }
+    Ok(steps)
+}
+
+/// The scope of a custom kind defined by a CustomResourceDefinition in the same operation
+/// (the cluster cannot tell it yet).
+fn defined_scope(envelope: &Envelope, object: &ObjectRef) -> Option<Scope> {
+    let (group, _) = object.api_version.rsplit_once('/')?;
+    envelope.spec.manifests.iter().find_map(|m| {
+        let spec = m.get("spec")?;
+        let defines = m.get("kind")? == "CustomResourceDefinition"
+            && spec.get("group")? == group
+            && spec.get("names")?.get("kind")? == object.kind.as_str();
+        match (defines, spec.get("scope")?.as_str()?) {
+            (true, "Namespaced") => Some(Scope::Namespaced),
+            (true, "Cluster") => Some(Scope::Cluster),
+            _ => None,
+        }
+    })
+}
+
+/// Carries out `envelope`'s action on the planned `steps` of `cluster`, in order, stopping
+/// at the first error. Superseded steps are reported, not touched. With a fence `guard`,
+/// each write first checks the lease is still trusted.
+pub async fn carry_out(
+    cluster: &Cluster,
+    envelope: &Envelope,
+    steps: &[Step<'_>],
+    guard: Option<&crate::fence::Guard>,
+) -> Report {
+    let mut report = Report::default();
     let mut defines_kinds = false;
-    for (object, manifest) in work {
+    for step in steps {
+        let object = &step.object;
+        if step.superseded {
+            tracing::info!(object = %object, "a later operation was applied to it; leaving it");
+            report
+                .results
+                .push(result(object, Outcome::Superseded, None));
+            continue;
+        }
         tracing::debug!(object = %object, "acting on object");
-        let result = match target(cluster, &object, defines_kinds).await {
-            Ok(target) => act(cluster, envelope, &target, manifest).await,
+        let result = match guard.map_or(Ok(()), crate::fence::Guard::check) {
+            Ok(()) => match target(cluster, object, defines_kinds).await {
+                Ok(target) => act(cluster, envelope, &target, step.manifest).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match result {
@@ -237,12 +317,7 @@ async fn create(
             // Ours from an earlier delivery (the worker died before acknowledging), or
             // someone else's?
             let existing = get(cluster, t, Verb::Get).await?;
-            let ours = existing
-                .as_ref()
-                .and_then(|o| o.metadata.annotations.as_ref())
-                .and_then(|a| a.get(OPERATION_ID_ANNOTATION))
-                .is_some_and(|v| v == id);
-            if ours {
+            if existing.as_ref().is_some_and(|o| stamped_by(o, id)) {
                 Ok(result(&t.object, Outcome::Created, existing.as_ref()))
             } else {
                 Err(OpError::AlreadyExists {
@@ -291,6 +366,12 @@ async fn patch_object(
     let Some(current) = get(cluster, t, Verb::Patch).await? else {
         return Err(not_found(Verb::Patch, &t.object));
     };
+    // A patch need not be idempotent (a JSON patch may append to a list): if this
+    // operation's stamp is already there, an earlier delivery's patch landed (its answer
+    // was lost, or the worker died before recording it), so it is not sent again.
+    if stamped_by(&current, id) {
+        return Ok(result(&t.object, Outcome::Unchanged, Some(&current)));
+    }
     let mut body = spec.body.clone();
     let patched = match spec.patch_type {
         PatchType::Merge | PatchType::Strategic => {
@@ -363,6 +444,16 @@ async fn delete(
         Err(e) if is_status(&e, 404) => Ok(result(&t.object, Outcome::NotFound, None)),
         Err(e) => Err(e),
     }
+}
+
+/// Whether `object` carries operation `id`'s stamp: that operation's write is in.
+fn stamped_by(object: &DynamicObject, id: &str) -> bool {
+    object
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(OPERATION_ID_ANNOTATION))
+        .is_some_and(|v| v == id)
 }
 
 fn typed(t: &Target, body: Value) -> Result<DynamicObject, OpError> {

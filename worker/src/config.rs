@@ -25,6 +25,8 @@ pub struct Config {
     pub clusters: ClustersConfig,
     /// Delays before a transiently failed operation is delivered again.
     pub retry: RetryConfig,
+    /// Per-object fences (see [`crate::fence`]).
+    pub fence: FenceConfig,
     /// On shutdown, how long operations already started may run before they are handed
     /// back to the queue. Keep it below the pod's `terminationGracePeriodSeconds`.
     #[serde(with = "longshore_contract::duration")]
@@ -52,7 +54,9 @@ pub struct PoolConfig {
     /// signal before JetStream delivers it again (to any replica).
     #[serde(with = "longshore_contract::duration")]
     pub ack_wait: Duration,
-    /// Deliveries of one operation before it is recorded `failed` (class `transient`).
+    /// Deliveries of one operation before it is dead-lettered: copied to the dead-letter
+    /// stream, recorded `dead_lettered` (class `transient`) and removed from the queue.
+    /// Waiting for another operation's fence uses deliveries too.
     pub max_deliver: i64,
     /// Unacknowledged operations the whole pool may hold at once.
     pub max_ack_pending: i64,
@@ -84,6 +88,27 @@ pub struct RetryConfig {
     pub max: Duration,
 }
 
+/// Per-object fences.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FenceConfig {
+    /// How long a fence stays held without renewal. The holder renews it with every
+    /// progress signal (each `pool.ack_wait / 3`), so it must be at least `pool.ack_wait`:
+    /// then two renewals in a row may fail before the lease runs out. After a worker dies,
+    /// other operations on its objects wait up to this long; its own operation, redelivered,
+    /// takes its fences back at once.
+    #[serde(with = "longshore_contract::duration")]
+    pub lease: Duration,
+}
+
+impl Default for FenceConfig {
+    fn default() -> Self {
+        Self {
+            lease: Duration::from_secs(60),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -92,6 +117,7 @@ impl Default for Config {
             pool: PoolConfig::default(),
             clusters: ClustersConfig::default(),
             retry: RetryConfig::default(),
+            fence: FenceConfig::default(),
             drain_grace: Duration::from_secs(20),
             request_timeout: Duration::from_secs(30),
         }
@@ -144,6 +170,11 @@ impl Config {
             self.retry.max >= self.retry.base,
             "retry.max",
             "must be at least retry.base",
+        )?;
+        check(
+            self.fence.lease >= self.pool.ack_wait,
+            "fence.lease",
+            "must be at least pool.ack_wait (the lease is renewed every ack_wait / 3)",
         )?;
         check(
             !self.request_timeout.is_zero(),
@@ -306,6 +337,7 @@ mod tests {
             }),
             ("retry.base", |c| c.retry.base = Duration::ZERO),
             ("retry.max", |c| c.retry.max = Duration::from_millis(1)),
+            ("fence.lease", |c| c.fence.lease = Duration::from_secs(10)),
             ("request_timeout", |c| c.request_timeout = Duration::ZERO),
         ];
         for (key, break_it) in cases {

@@ -76,4 +76,16 @@ pub enum OpError {
     /// The status record could not be read or written.
     #[error("status record: {0}")]
     Status(String),
+    /// Another operation holds the object's fence and its lease is live: this one waits
+    /// its turn (see [`crate::fence`]).
+    #[error("{object}: fenced by operation {holder} until {lease_until}")]
+    Fenced {
+        object: String,
+        holder: String,
+        lease_until: jiff::Timestamp,
+    },
+    /// The fences could not be read or written, or this worker could not renew its lease
+    /// in time and must not write under it any more.
+    #[error("object fence: {0}")]
+    Fence(String),
 }

@@ -7,12 +7,18 @@
 //! - [`run`] (here): connects to NATS, makes sure the stream, bucket and consumer exist,
 //!   runs the pull loop until shutdown, then drains;
 //! - [`consumer`]: the pull loop, pulling only as many messages as there are free slots;
-//! - [`operation`]: one message start to finish (envelope, claim, action, record, ack);
+//! - [`operation`]: one message start to finish (envelope, claim, fences, action, record,
+//!   ack);
 //! - [`status`]: the operation's status record, moved with compare-and-set;
+//! - [`fence`]: per-object fences, so operations on one object take turns and an older
+//!   operation is never applied over a newer one;
 //! - [`clusters`]: the cluster registry (a client per kubeconfig context or in-cluster)
 //!   and each cluster's cache of discovered kinds;
 //! - [`apply`]: the actions (apply, create, replace, patch, delete) on each object;
-//! - [`policy`]: the one place an error becomes a decision (retry later, fail, terminate);
+//! - [`policy`]: the one place an error becomes a decision (retry later, fail, terminate,
+//!   dead-letter);
+//! - [`deadletter`]: copying exhausted operations to the dead-letter stream, and the
+//!   sweeper for those whose last delivery no worker finished;
 //! - [`error`]: the error types.
 //!
 //! Shutdown: the future given to [`run`] resolving starts a drain. Pulling stops at once;
@@ -23,7 +29,9 @@ pub mod apply;
 pub mod clusters;
 pub mod config;
 pub mod consumer;
+pub mod deadletter;
 pub mod error;
+pub mod fence;
 pub mod operation;
 pub mod policy;
 pub mod status;
@@ -31,7 +39,7 @@ pub mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::PullConsumer, kv};
+use async_nats::jetstream::{self, consumer::PullConsumer, kv, stream};
 use longshore_contract::jetstream::{
     ProvisionError, ensure_bucket, ensure_consumer, ensure_stream,
 };
@@ -72,13 +80,22 @@ async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
     let clusters = clusters::Registry::load(&config.clusters, config.request_timeout).await?;
     tracing::info!(worker = %config.worker_id, clusters = ?clusters.names(), "clusters loaded");
     let (_client, js) = config.nats.connect(&config.worker_id).await?;
-    let Some((consumer, bucket)) = provision(&js, &config, &shutdown).await? else {
+    let Some(ready) = provision(&js, &config, &shutdown).await? else {
         return Ok(());
     };
     tracing::info!(pool = %config.pool.name, "pulling operations");
 
+    let status = status::StatusStore::new(ready.records, config.worker_id.clone());
+    let sweeper = deadletter::Sweeper {
+        js: js.clone(),
+        ops: ready.stream,
+        status: status.clone(),
+    };
+    let sweeping = tokio::spawn(sweeper.run(ready.advisories, shutdown.clone()));
     let ctx = Arc::new(operation::Context {
-        status: status::StatusStore::new(bucket, config.worker_id.clone()),
+        status,
+        fences: fence::Fences::new(ready.objects, config.worker_id.clone(), config.fence.lease),
+        js,
         config,
         clusters,
     });
@@ -90,7 +107,7 @@ async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         shutdown: shutdown.clone(),
         abort: abort.clone(),
     };
-    puller.run(consumer).await;
+    puller.run(ready.consumer).await;
 
     // Drain: what is running gets the grace period, then is handed back.
     tracker.close();
@@ -112,26 +129,61 @@ async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
             );
         }
     }
+    // The sweeper stops with the shutdown signal; an advisory it was handling is redelivered.
+    let _ = tokio::time::timeout(HAND_BACK_GRACE, sweeping).await;
     tracing::info!("drained");
     Ok(())
 }
 
-/// Makes sure the stream, the operations bucket and the pool consumer exist, retrying
-/// while NATS is unreachable. `None` if shutdown came first.
+/// The JetStream resources a worker uses.
+struct Ready {
+    stream: stream::Stream,
+    consumer: PullConsumer,
+    records: kv::Store,
+    objects: kv::Store,
+    advisories: PullConsumer,
+}
+
+/// Makes sure the streams, buckets and consumers exist, retrying while NATS is
+/// unreachable. `None` if shutdown came first.
 async fn provision(
     js: &jetstream::Context,
     config: &Config,
     shutdown: &CancellationToken,
-) -> Result<Option<(PullConsumer, kv::Store)>> {
+) -> Result<Option<Ready>> {
     let settings = &config.nats.jetstream;
     let pool = config.pool_consumer();
     let mut pause = Duration::from_millis(100);
     loop {
         let attempt = async {
             let stream = ensure_stream(js, settings.stream()).await?;
-            let bucket = ensure_bucket(js, settings.operations_bucket()).await?;
+            ensure_stream(js, settings.dead_letter_stream()).await?;
+            let records = ensure_bucket(js, settings.operations_bucket()).await?;
+            let objects = ensure_bucket(js, settings.objects_bucket()).await?;
+            let advisories = js
+                .get_or_create_stream(deadletter::advisory_stream(settings))
+                .await
+                .map_err(|e| ProvisionError::Stream {
+                    name: deadletter::ADVISORY_STREAM,
+                    source: e.into(),
+                })?;
+            let sweeper = deadletter::sweeper_consumer(&pool.name);
+            let name = sweeper.durable_name.clone().unwrap_or_default();
+            let advisories = advisories
+                .get_or_create_consumer(&name, sweeper)
+                .await
+                .map_err(|e| ProvisionError::Consumer {
+                    name,
+                    source: e.into(),
+                })?;
             let consumer = ensure_consumer(&stream, &pool).await?;
-            Ok::<_, ProvisionError>((consumer, bucket))
+            Ok::<_, ProvisionError>(Ready {
+                stream,
+                consumer,
+                records,
+                objects,
+                advisories,
+            })
         };
         let outcome = tokio::select! {
             outcome = attempt => outcome,

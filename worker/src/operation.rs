@@ -2,11 +2,12 @@
 //! operation, carry it out, record how it ended, and acknowledge. Errors are turned into
 //! decisions by [`crate::policy`] only.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{AckKind, Message};
-use longshore_contract::record::{ErrorClass, ErrorInfo};
+use async_nats::jetstream::{self, AckKind, Message};
+use longshore_contract::record::{ErrorClass, ErrorInfo, Outcome};
 use longshore_contract::{Envelope, OperationId};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
@@ -14,7 +15,9 @@ use tracing::{Instrument, field};
 use crate::apply;
 use crate::clusters::Registry;
 use crate::config::Config;
+use crate::deadletter;
 use crate::error::OpError;
+use crate::fence::Fences;
 use crate::policy::{self, Decision};
 use crate::status::{Claim, Finish, StatusStore};
 
@@ -23,16 +26,20 @@ pub struct Context {
     pub config: Config,
     pub clusters: Registry,
     pub status: StatusStore,
+    pub fences: Fences,
+    /// For dead letters.
+    pub js: jetstream::Context,
 }
 
 /// How a message leaves the worker.
 #[derive(Debug, PartialEq)]
 enum Reply {
-    /// Done (succeeded, failed, or already terminal): acknowledged with confirmation.
+    /// Done (succeeded, superseded, failed, or already terminal): acknowledged with
+    /// confirmation.
     Ack,
     /// Handed back for another delivery after the delay.
     Nak(Duration),
-    /// Can never be processed: removed.
+    /// Can never be processed, or dead-lettered: removed.
     Term,
 }
 
@@ -93,17 +100,23 @@ async fn process(ctx: &Context, message: &Message, sequence: u64, delivered: u64
             return Reply::Ack;
         }
         Ok(Claim::Running { record, revision }) => (*record, revision),
-        Err(e) => return retry_or_drop(ctx, &e, delivered),
+        Err(e) => return retry_or_hand_over(ctx, &e, delivered),
     };
 
     let report = match ctx.clusters.get(envelope.spec.cluster.as_str()) {
-        Some(cluster) => apply::carry_out(&cluster, &envelope).await,
+        Some(cluster) => fenced(ctx, &cluster, &envelope, sequence).await,
         None => apply::Report {
             results: Vec::new(),
             error: Some(OpError::UnknownCluster(envelope.spec.cluster.to_string())),
         },
     };
+    let all_superseded = !report.results.is_empty()
+        && report
+            .results
+            .iter()
+            .all(|r| r.outcome == Outcome::Superseded);
     let (finish, reply) = match report.error {
+        None if all_superseded => (Finish::Superseded(report.results), Reply::Ack),
         None => (Finish::Succeeded(report.results), Reply::Ack),
         Some(e) => match decide(ctx, &e, delivered) {
             Decision::Retry(delay) => {
@@ -115,6 +128,26 @@ async fn process(ctx: &Context, message: &Message, sequence: u64, delivered: u64
                 (Finish::Failed(report.results, info), Reply::Ack)
             }
             Decision::Term(info) => (Finish::Failed(report.results, info), Reply::Term),
+            Decision::DeadLetter(info) => {
+                let copied = deadletter::copy(
+                    &ctx.js,
+                    &envelope.spec.cluster,
+                    &envelope.id,
+                    sequence,
+                    delivered,
+                    &info.message,
+                    message.payload.clone(),
+                )
+                .await;
+                if let Err(e) = copied {
+                    // This was the last delivery: handing it back makes JetStream announce
+                    // it exhausted, and the sweeper dead-letters it.
+                    tracing::warn!(error = %e, "cannot dead-letter now; leaving it to the sweeper");
+                    return Reply::Nak(Duration::ZERO);
+                }
+                tracing::warn!(error = %info.message, "deliveries exhausted; dead-lettered");
+                (Finish::DeadLettered(report.results, info), Reply::Term)
+            }
         },
     };
     match ctx.status.finish(record, revision, finish).await {
@@ -124,8 +157,67 @@ async fn process(ctx: &Context, message: &Message, sequence: u64, delivered: u64
         }
         // The effects are done and idempotent: redo the operation rather than leave a
         // record that says `running` forever.
-        Err(e) => retry_or_drop(ctx, &e, delivered),
+        Err(e) => retry_or_hand_over(ctx, &e, delivered),
     }
+}
+
+/// Plans the operation, takes its objects' fences (not for a dry run, which changes
+/// nothing), carries it out while renewing their leases, and releases them. Fences are
+/// released before the record is written: if the worker dies in between, the redelivered
+/// operation takes them again and redoes its (idempotent) effects.
+async fn fenced(
+    ctx: &Context,
+    cluster: &crate::clusters::Cluster,
+    envelope: &Envelope,
+    sequence: u64,
+) -> apply::Report {
+    let mut steps = match apply::plan(cluster, envelope).await {
+        Ok(steps) => steps,
+        Err(e) => {
+            return apply::Report {
+                results: Vec::new(),
+                error: Some(e),
+            };
+        }
+    };
+    if envelope.spec.options.dry_run {
+        return apply::carry_out(cluster, envelope, &steps, None).await;
+    }
+    let objects: BTreeMap<String, String> = steps
+        .iter()
+        .filter_map(|s| Some((s.fence.clone()?, s.object.to_string())))
+        .collect();
+    let guard = match ctx.fences.acquire(&envelope.id, sequence, &objects).await {
+        Ok(guard) => guard,
+        Err(e) => {
+            return apply::Report {
+                results: Vec::new(),
+                error: Some(e),
+            };
+        }
+    };
+    for step in &mut steps {
+        step.superseded = step
+            .fence
+            .as_ref()
+            .is_some_and(|k| guard.superseded.contains(k));
+    }
+    let every = ctx.config.pool.ack_wait / 3;
+    let report = guard
+        .renewing(
+            apply::carry_out(cluster, envelope, &steps, Some(&guard)),
+            every,
+        )
+        .await;
+    // The objects whose effect is in: those with a result other than superseded.
+    let applied: BTreeSet<String> = steps
+        .iter()
+        .zip(&report.results)
+        .filter(|(step, _)| !step.superseded)
+        .filter_map(|(step, _)| step.fence.clone())
+        .collect();
+    guard.release(&applied).await;
+    report
 }
 
 fn decide(ctx: &Context, err: &OpError, delivered: u64) -> Decision {
@@ -137,13 +229,19 @@ fn decide(ctx: &Context, err: &OpError, delivered: u64) -> Decision {
     )
 }
 
-/// For errors where no record can be written: retry if the policy says so, else drop
-/// the message (it is logged; the record, if any, stays as it was).
-fn retry_or_drop(ctx: &Context, err: &OpError, delivered: u64) -> Reply {
+/// For errors where no record can be written: retry if the policy says so. On the last
+/// delivery the message is handed back too: JetStream then announces it exhausted and the
+/// sweeper dead-letters it. A permanent failure drops the message (it is logged; the
+/// record, if any, stays as it was).
+fn retry_or_hand_over(ctx: &Context, err: &OpError, delivered: u64) -> Reply {
     match decide(ctx, err, delivered) {
         Decision::Retry(delay) => {
             tracing::warn!(error = %err, retry_in = ?delay, "cannot record status; will retry");
             Reply::Nak(delay)
+        }
+        Decision::DeadLetter(info) => {
+            tracing::warn!(error = %info.message, "cannot record status on the last delivery; leaving it to the sweeper");
+            Reply::Nak(Duration::ZERO)
         }
         Decision::Fail(info) | Decision::Term(info) => {
             tracing::error!(error = %info.message, "giving up on an operation whose status cannot be recorded");
@@ -157,7 +255,7 @@ fn retry_or_drop(ctx: &Context, err: &OpError, delivered: u64) -> Reply {
 async fn unreadable(ctx: &Context, message: &Message, delivered: u64, reason: String) -> Reply {
     let err = OpError::Malformed(reason);
     let info = match decide(ctx, &err, delivered) {
-        Decision::Term(info) | Decision::Fail(info) => info,
+        Decision::Term(info) | Decision::Fail(info) | Decision::DeadLetter(info) => info,
         Decision::Retry(_) => ErrorInfo {
             class: ErrorClass::Malformed,
             message: err.to_string(),

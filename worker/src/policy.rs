@@ -1,5 +1,6 @@
-//! The one place where an operation's error becomes a decision: retry later, or record
-//! the operation failed. Everything else in the worker reports errors as they are.
+//! The one place where an operation's error becomes a decision: retry later, record the
+//! operation failed, or dead-letter it. Everything else in the worker reports errors as
+//! they are.
 //!
 //! Retries go back through the queue (`Nak` with a delay) rather than looping inside the
 //! worker: the slot is freed for other operations, any replica may pick the retry up, and
@@ -18,10 +19,13 @@ use crate::error::{OpError, Verb};
 pub enum Decision {
     /// A transient failure: hand the message back for redelivery after this delay.
     Retry(Duration),
-    /// A permanent failure (or retries exhausted): record `failed`, then acknowledge.
+    /// A permanent failure: record `failed`, then acknowledge.
     Fail(ErrorInfo),
     /// The message can never be processed: record `failed` if possible, then terminate it.
     Term(ErrorInfo),
+    /// A transient failure on the last delivery `max_deliver` allows: copy the message to
+    /// the dead-letter stream, record `dead_lettered` (class `transient`), then terminate it.
+    DeadLetter(ErrorInfo),
 }
 
 /// An error's nature, before the delivery count is taken into account.
@@ -41,7 +45,7 @@ pub fn decide(err: &OpError, delivered: u64, max_deliver: i64, retry: &RetryConf
         }),
         Class::Permanent(class) => Decision::Fail(ErrorInfo { class, message }),
         Class::Transient { .. } if max_deliver > 0 && delivered >= max_deliver as u64 => {
-            Decision::Fail(ErrorInfo {
+            Decision::DeadLetter(ErrorInfo {
                 class: ErrorClass::Transient,
                 message: format!("gave up after {delivered} deliveries: {message}"),
             })
@@ -70,7 +74,12 @@ fn classify(err: &OpError) -> Class {
     use Class::*;
     match err {
         OpError::Kube { verb, source, .. } => classify_kube(*verb, source),
-        OpError::Timeout { .. } | OpError::Status(_) => Transient { retry_after: None },
+        // Another operation is changing the object (it usually finishes within a backoff
+        // step; waiting out its whole lease would be far too long): wait for its turn.
+        OpError::Timeout { .. }
+        | OpError::Status(_)
+        | OpError::Fence(_)
+        | OpError::Fenced { .. } => Transient { retry_after: None },
         OpError::UnknownKind { expected_soon, .. } => {
             if *expected_soon {
                 Transient { retry_after: None }
@@ -293,16 +302,76 @@ mod tests {
     }
 
     #[test]
-    fn exhausting_deliveries_fails_as_transient_with_the_last_message() {
+    fn exhausting_deliveries_dead_letters_with_the_last_message() {
         let err = api(Verb::Apply, 503, "ServiceUnavailable", "etcd is down");
         match decide(&err, 10, 10, &retry()) {
-            Decision::Fail(info) => {
+            Decision::DeadLetter(info) => {
                 assert_eq!(info.class, ErrorClass::Transient);
                 assert!(info.message.contains("etcd is down"), "{}", info.message);
+                assert!(info.message.contains("10 deliveries"), "{}", info.message);
             }
             other => panic!("{other:?}"),
         }
         retry_delay(decide(&err, 9, 10, &retry()));
+        // Busy fences and unreachable NATS exhaust deliveries the same way.
+        assert!(matches!(
+            decide(&busy(), 3, 3, &retry()),
+            Decision::DeadLetter(_)
+        ));
+        // Without a limit (max_deliver -1) there is always another delivery.
+        retry_delay(decide(&err, 1000, -1, &retry()));
+    }
+
+    #[test]
+    fn permanent_failures_on_the_last_delivery_are_failures_not_dead_letters() {
+        assert_eq!(
+            fail_class(decide(
+                &api(Verb::Apply, 403, "Forbidden", "no"),
+                10,
+                10,
+                &retry()
+            )),
+            ErrorClass::Forbidden
+        );
+    }
+
+    fn busy() -> OpError {
+        OpError::Fenced {
+            object: object(),
+            holder: format!("op-{}", "b".repeat(32)),
+            lease_until: jiff::Timestamp::now(),
+        }
+    }
+
+    #[test]
+    fn a_busy_fence_or_unreachable_bucket_waits_with_backoff() {
+        let delay = retry_delay(decide1(&busy()));
+        assert!(delay <= Duration::from_millis(100), "{delay:?}");
+        let later = retry_delay(decide(&busy(), 5, 10, &retry()));
+        assert!(
+            later >= Duration::from_millis(800),
+            "backoff grows: {later:?}"
+        );
+        retry_delay(decide1(&OpError::Fence("no responders".into())));
+    }
+
+    #[test]
+    fn a_manifest_that_cannot_be_sent_and_a_bad_request_are_invalid() {
+        assert_eq!(
+            fail_class(decide1(&OpError::Manifest {
+                object: object(),
+                reason: "not a Kubernetes object".into()
+            })),
+            ErrorClass::Invalid
+        );
+        let gone = api(Verb::Apply, 410, "Gone", "expired");
+        assert_eq!(fail_class(decide1(&gone)), ErrorClass::NotFound);
+        assert_eq!(
+            fail_class(decide1(&api(Verb::Apply, 418, "Teapot", "x"))),
+            ErrorClass::Invalid
+        );
+        // An unexpected status outside 4xx is worth another try.
+        retry_delay(decide1(&api(Verb::Apply, 599, "", "odd")));
     }
 
     #[test]

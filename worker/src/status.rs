@@ -33,7 +33,11 @@ pub enum Claim {
 /// How an operation ended.
 pub enum Finish {
     Succeeded(Vec<ObjectResult>),
+    /// Every object was superseded: nothing of this operation was applied.
+    Superseded(Vec<ObjectResult>),
     Failed(Vec<ObjectResult>, ErrorInfo),
+    /// Deliveries exhausted; a copy is in the dead-letter stream.
+    DeadLettered(Vec<ObjectResult>, ErrorInfo),
 }
 
 impl StatusStore {
@@ -107,7 +111,9 @@ impl StatusStore {
         let now = jiff::Timestamp::now();
         let (state, results, error) = match finish {
             Finish::Succeeded(results) => (State::Succeeded, results, None),
+            Finish::Superseded(results) => (State::Superseded, results, None),
             Finish::Failed(results, error) => (State::Failed, results, Some(error)),
+            Finish::DeadLettered(results, error) => (State::DeadLettered, results, Some(error)),
         };
         for _ in 0..CAS_ATTEMPTS {
             record.state = state;
@@ -151,24 +157,80 @@ impl StatusStore {
     /// Records a failure for an operation that never got as far as a claim (an unreadable
     /// message whose id could still be read). Best effort.
     pub async fn fail_unclaimed(&self, id: &OperationId, error: ErrorInfo) -> Result<(), OpError> {
-        let Some((mut record, revision)) = self.read(id).await? else {
-            // Without an envelope there is nothing to build a record from.
-            return Ok(());
-        };
-        if record.state.is_terminal() {
-            return Ok(());
-        }
-        let now = jiff::Timestamp::now();
-        record.state = State::Failed;
-        record.error = Some(error);
-        record.finished_at = Some(now);
-        record.updated_at = now;
-        record.worker = Some(self.worker_id.clone());
-        self.kv
-            .update(id.as_str(), record.to_bytes(), revision)
+        self.end_unclaimed(id, None, State::Failed, error).await
+    }
+
+    /// Records `dead_lettered` for an operation whose last delivery no worker finished
+    /// (found by the sweeper), unless its record is already terminal. Creates the record
+    /// from `envelope` if it is missing and the envelope could be read.
+    pub async fn dead_letter_unclaimed(
+        &self,
+        id: &OperationId,
+        envelope: Option<&Envelope>,
+        error: ErrorInfo,
+    ) -> Result<(), OpError> {
+        self.end_unclaimed(id, envelope, State::DeadLettered, error)
             .await
-            .map(|_| ())
-            .map_err(|e| OpError::Status(e.to_string()))
+    }
+
+    async fn end_unclaimed(
+        &self,
+        id: &OperationId,
+        envelope: Option<&Envelope>,
+        state: State,
+        error: ErrorInfo,
+    ) -> Result<(), OpError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut record, revision) = match (self.read(id).await?, envelope) {
+                (Some((record, _)), _) if record.state.is_terminal() => return Ok(()),
+                (Some((record, revision)), _) => (record, Some(revision)),
+                (None, Some(envelope)) => (OperationRecord::queued(envelope), None),
+                // Without an envelope there is nothing to build a record from.
+                (None, None) => return Ok(()),
+            };
+            let now = jiff::Timestamp::now();
+            record.state = state;
+            record.error = Some(error.clone());
+            record.finished_at = Some(now);
+            record.updated_at = now;
+            record.worker = Some(self.worker_id.clone());
+            let written = match revision {
+                Some(revision) => self
+                    .kv
+                    .update(id.as_str(), record.to_bytes(), revision)
+                    .await
+                    .map_err(|e| {
+                        (
+                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                            e.to_string(),
+                        )
+                    }),
+                None => self
+                    .kv
+                    .create(id.as_str(), record.to_bytes())
+                    .await
+                    .map_err(|e| {
+                        (
+                            e.kind() == kv::CreateErrorKind::AlreadyExists,
+                            e.to_string(),
+                        )
+                    }),
+            };
+            match written {
+                Ok(_) => return Ok(()),
+                Err((true, _)) => continue,
+                Err((false, e)) => return Err(OpError::Status(e)),
+            }
+        }
+        Err(OpError::Status(format!(
+            "record {id} kept changing; gave up recording it {}",
+            state.as_str()
+        )))
+    }
+
+    /// The operation's current state, if it has a record.
+    pub async fn state(&self, id: &OperationId) -> Result<Option<State>, OpError> {
+        Ok(self.read(id).await?.map(|(record, _)| record.state))
     }
 
     async fn read(&self, id: &OperationId) -> Result<Option<(OperationRecord, u64)>, OpError> {

@@ -1,0 +1,477 @@
+//! Per-object fences in the `LONGSHORE_OBJECTS` bucket: two operations never change one
+//! object at the same time, and an operation older than the one already applied to an
+//! object is never applied over it ("latest intent wins").
+//!
+//! # The protocol
+//!
+//! - **Key**: one KV key per object, [`key`]: `obj-` and 32 base32 characters of a SHA-256
+//!   over (cluster, API group, kind, namespace, name). The group, not the version, so
+//!   `apps/v1` and `apps/v1beta1` share a fence; the namespace as the object will be written
+//!   (`default` filled in for namespaced kinds, none for cluster-scoped ones).
+//! - **Value** ([`Fence`], JSON): `holder` (operation id, its stream sequence, worker,
+//!   `lease_until`) while an operation is changing the object; `applied_seq`/`applied_op`,
+//!   the stream sequence and id of the latest operation whose effect reached the object.
+//! - **Acquire**, for an operation delivered with stream sequence `seq`: read the fence.
+//!   If `applied_seq > seq` the object is *superseded* for this operation (see below) and is
+//!   left alone. If another operation holds it with a lease in the future, the object is
+//!   busy: the operation releases what it took and goes back to the queue
+//!   ([`OpError::Fenced`], retried with backoff). Otherwise (free, lease expired, or held by
+//!   this same operation, i.e. a redelivery after a crash) compare-and-set the fence to hold
+//!   it (`create` if missing, `update` at the read revision otherwise), re-reading on a
+//!   conflict (bounded).
+//! - **Order**: an operation takes its fences one at a time in the order of their keys and
+//!   never waits while holding some: two operations over the same objects cannot deadlock.
+//! - **Lease**: `fence.lease` (default 60 s, at least `pool.ack_wait`). The holder renews
+//!   it with each progress signal (every `ack_wait / 3`) and stops writing if it could not
+//!   renew for three quarters of a lease (the last quarter is slack for clock skew between
+//!   workers, which compare `lease_until` with their own clocks). A dead worker's fences
+//!   expire with their lease; its own operation, redelivered after `ack_wait`, takes them
+//!   back at once because the holder is the same operation.
+//! - **Release**, after the effects: compare-and-set the holder to none and, for each object
+//!   whose effect is in (written, found unchanged, deleted or already absent), `applied_seq`
+//!   to `max(applied_seq, seq)` and `applied_op` to this operation. Objects that were
+//!   superseded or not reached (the operation stopped at an error first) are released
+//!   without advancing. Dry runs take no fences and so never supersede nor advance.
+//!
+//! # What "superseded" means
+//!
+//! An object is superseded for an operation when an operation with a higher stream sequence
+//! has already had its effect on that object: the older operation's intent for it is stale,
+//! so it is not applied (its result says `superseded`). An operation all of whose objects
+//! are superseded is recorded `superseded`; otherwise it succeeds with per-object
+//! `superseded` results where that applies. Sequences are those of the messages being
+//! processed: an operation requeued from the dead-letter stream gets a new, higher one.
+//!
+//! # Limits
+//!
+//! The fence orders longshore's own writes; it cannot stop a worker that lost its lease
+//! (paused longer than the slack) from finishing a request already sent. Two deliveries of
+//! the *same* operation (a redelivery while the first worker is stalled) may both hold the
+//! fence: they carry the same intent, and every action is idempotent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use longshore_contract::OperationId;
+use longshore_contract::spec::ObjectRef;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::error::OpError;
+
+/// Compare-and-set attempts on one fence before giving up (the operation is retried).
+const CAS_ATTEMPTS: usize = 5;
+
+/// The fence key of `object` (namespace already settled) in `cluster`.
+pub fn key(cluster: &str, object: &ObjectRef) -> String {
+    let group = object.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let mut h = Sha256::new();
+    for part in [
+        cluster,
+        group,
+        &object.kind,
+        object.namespace.as_deref().unwrap_or(""),
+        &object.name,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    // 20 bytes = 160 bits = exactly 32 base32 characters, as operation ids.
+    format!("obj-{}", base32_lower(&h.finalize()[..20]))
+}
+
+fn base32_lower(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for &b in bytes {
+        buffer = (buffer << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+/// The value of one object's fence.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fence {
+    /// The operation changing the object now, if any.
+    #[serde(default)]
+    pub holder: Option<Holder>,
+    /// Stream sequence of the latest operation whose effect reached the object (0: none).
+    #[serde(default)]
+    pub applied_seq: u64,
+    #[serde(default)]
+    pub applied_op: Option<OperationId>,
+}
+
+/// Who holds a fence, and until when without renewal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Holder {
+    pub op: OperationId,
+    pub seq: u64,
+    pub worker: String,
+    pub lease_until: jiff::Timestamp,
+}
+
+/// The objects bucket, as one worker uses it.
+#[derive(Clone)]
+pub struct Fences {
+    kv: kv::Store,
+    worker: String,
+    lease: Duration,
+}
+
+/// What acquiring one fence found.
+enum Taken {
+    Held,
+    Superseded,
+    Busy(Holder),
+}
+
+impl Fences {
+    pub fn new(kv: kv::Store, worker: String, lease: Duration) -> Self {
+        Self { kv, worker, lease }
+    }
+
+    /// Takes the fences of `objects` (fence key -> object, for messages) for operation `op`
+    /// delivered with stream sequence `seq`, in key order. Fails with [`OpError::Fenced`]
+    /// (having released what it took) if another operation holds one.
+    pub async fn acquire(
+        &self,
+        op: &OperationId,
+        seq: u64,
+        objects: &BTreeMap<String, String>,
+    ) -> Result<Guard, OpError> {
+        let started = Instant::now();
+        let mut guard = Guard {
+            fences: self.clone(),
+            op: op.clone(),
+            seq,
+            held: tokio::sync::Mutex::new(BTreeSet::new()),
+            superseded: BTreeSet::new(),
+            valid_until: std::sync::Mutex::new(started),
+        };
+        // BTreeMap iterates in key order: every operation takes fences in the same order.
+        for (key, object) in objects {
+            match self.take(key, op, seq).await {
+                Ok(Taken::Held) => {
+                    guard.held.get_mut().insert(key.clone());
+                }
+                Ok(Taken::Superseded) => {
+                    guard.superseded.insert(key.clone());
+                }
+                Ok(Taken::Busy(holder)) => {
+                    guard.release(&BTreeSet::new()).await;
+                    return Err(OpError::Fenced {
+                        object: object.clone(),
+                        holder: holder.op.to_string(),
+                        lease_until: holder.lease_until,
+                    });
+                }
+                Err(e) => {
+                    guard.release(&BTreeSet::new()).await;
+                    return Err(e);
+                }
+            }
+        }
+        *guard
+            .valid_until
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner()) = started + self.trust();
+        Ok(guard)
+    }
+
+    /// How long after a successful (re)acquisition this worker trusts its lease: a quarter
+    /// of it is left as slack for clocks that disagree.
+    fn trust(&self) -> Duration {
+        self.lease - self.lease / 4
+    }
+
+    async fn take(&self, key: &str, op: &OperationId, seq: u64) -> Result<Taken, OpError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (current, revision) = match self.read(key).await? {
+                Some((fence, revision)) => (fence, Some(revision)),
+                None => (Fence::default(), None),
+            };
+            let now = jiff::Timestamp::now();
+            if current.applied_seq > seq {
+                return Ok(Taken::Superseded);
+            }
+            if let Some(holder) = &current.holder
+                && holder.op != *op
+                && holder.lease_until > now
+            {
+                return Ok(Taken::Busy(holder.clone()));
+            }
+            let next = Fence {
+                holder: Some(self.holder(op, seq, now)?),
+                ..current
+            };
+            match self.write(key, &next, revision).await? {
+                Some(_) => return Ok(Taken::Held),
+                None => continue,
+            }
+        }
+        Err(OpError::Fence(format!(
+            "fence {key} kept changing; gave up taking it"
+        )))
+    }
+
+    fn holder(&self, op: &OperationId, seq: u64, now: jiff::Timestamp) -> Result<Holder, OpError> {
+        let lease_until = now
+            .checked_add(self.lease)
+            .map_err(|e| OpError::Fence(format!("lease end out of range: {e}")))?;
+        Ok(Holder {
+            op: op.clone(),
+            seq,
+            worker: self.worker.clone(),
+            lease_until,
+        })
+    }
+
+    /// Read-modify-compare-and-set on one fence. `change` returns the new value, or `None`
+    /// to leave the fence as it is.
+    async fn modify(
+        &self,
+        key: &str,
+        change: impl Fn(Fence) -> Result<Option<Fence>, OpError>,
+    ) -> Result<(), OpError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let (current, revision) = match self.read(key).await? {
+                Some((fence, revision)) => (fence, Some(revision)),
+                None => (Fence::default(), None),
+            };
+            let Some(next) = change(current)? else {
+                return Ok(());
+            };
+            if self.write(key, &next, revision).await?.is_some() {
+                return Ok(());
+            }
+        }
+        Err(OpError::Fence(format!("fence {key} kept changing")))
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<(Fence, u64)>, OpError> {
+        let entry = self
+            .kv
+            .entry(key)
+            .await
+            .map_err(|e| OpError::Fence(format!("reading {key}: {e}")))?;
+        match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => {
+                let fence = serde_json::from_slice(&entry.value)
+                    .map_err(|e| OpError::Fence(format!("fence {key} is unreadable: {e}")))?;
+                Ok(Some((fence, entry.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Compare-and-set: `Some(revision)` if written, `None` if someone else wrote first.
+    async fn write(
+        &self,
+        key: &str,
+        fence: &Fence,
+        revision: Option<u64>,
+    ) -> Result<Option<u64>, OpError> {
+        let value = bytes_of(fence);
+        let written = match revision {
+            Some(revision) => self.kv.update(key, value, revision).await.map_err(|e| {
+                (
+                    e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                    e.to_string(),
+                )
+            }),
+            None => self.kv.create(key, value).await.map_err(|e| {
+                (
+                    e.kind() == kv::CreateErrorKind::AlreadyExists,
+                    e.to_string(),
+                )
+            }),
+        };
+        match written {
+            Ok(revision) => Ok(Some(revision)),
+            Err((true, _)) => Ok(None),
+            Err((false, e)) => Err(OpError::Fence(format!("writing {key}: {e}"))),
+        }
+    }
+}
+
+fn bytes_of(fence: &Fence) -> bytes::Bytes {
+    // Plain data with string keys: serialising cannot fail.
+    serde_json::to_vec(fence).unwrap_or_default().into()
+}
+
+/// The fences one operation holds while it carries out its effects.
+pub struct Guard {
+    fences: Fences,
+    op: OperationId,
+    seq: u64,
+    held: tokio::sync::Mutex<BTreeSet<String>>,
+    /// Keys of objects a later operation has already been applied to.
+    pub superseded: BTreeSet<String>,
+    valid_until: std::sync::Mutex<Instant>,
+}
+
+impl Guard {
+    /// Whether this worker may still write under its fences. Checked before each object.
+    pub fn check(&self) -> Result<(), OpError> {
+        let until = *self.valid_until.lock().unwrap_or_else(|e| e.into_inner());
+        if Instant::now() < until {
+            Ok(())
+        } else {
+            Err(OpError::Fence(
+                "could not renew the lease on the object fences in time; not writing under it"
+                    .into(),
+            ))
+        }
+    }
+
+    /// Runs `work`, renewing the leases every `every`.
+    pub async fn renewing<T>(&self, work: impl Future<Output = T>, every: Duration) -> T {
+        let mut work = std::pin::pin!(work);
+        let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                out = &mut work => return out,
+                _ = ticker.tick() => self.renew().await,
+            }
+        }
+    }
+
+    /// Extends every held lease; trusts them again only if all were extended.
+    pub async fn renew(&self) {
+        let started = Instant::now();
+        let held = self.held.lock().await;
+        let mut all = true;
+        for key in held.iter() {
+            let renewed = self
+                .fences
+                .modify(key, |mut fence| match &fence.holder {
+                    Some(h) if h.op == self.op => {
+                        fence.holder = Some(self.fences.holder(
+                            &self.op,
+                            self.seq,
+                            jiff::Timestamp::now(),
+                        )?);
+                        Ok(Some(fence))
+                    }
+                    other => Err(OpError::Fence(format!(
+                        "fence {key} was taken over by {:?}",
+                        other.as_ref().map(|h| h.op.as_str())
+                    ))),
+                })
+                .await;
+            if let Err(e) = renewed {
+                tracing::warn!(error = %e, "lease not renewed");
+                all = false;
+            }
+        }
+        if all {
+            *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) =
+                started + self.fences.trust();
+        }
+    }
+
+    /// Lets go of every held fence, advancing `applied_seq` on those in `applied`. Best
+    /// effort: a fence that cannot be released now expires with its lease.
+    pub async fn release(&self, applied: &BTreeSet<String>) {
+        let held = std::mem::take(&mut *self.held.lock().await);
+        for key in &held {
+            let advance = applied.contains(key);
+            let released = self
+                .fences
+                .modify(key, |mut fence| {
+                    let ours = fence.holder.as_ref().is_some_and(|h| h.op == self.op);
+                    let advance = advance && self.seq > fence.applied_seq;
+                    if !ours && !advance {
+                        return Ok(None);
+                    }
+                    if ours {
+                        fence.holder = None;
+                    }
+                    if advance {
+                        fence.applied_seq = self.seq;
+                        fence.applied_op = Some(self.op.clone());
+                    }
+                    Ok(Some(fence))
+                })
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(error = %e, fence = %key, "fence not released; it will expire with its lease");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(api_version: &str, namespace: Option<&str>) -> ObjectRef {
+        ObjectRef {
+            api_version: api_version.into(),
+            kind: "Deployment".into(),
+            namespace: namespace.map(Into::into),
+            name: "web".into(),
+        }
+    }
+
+    #[test]
+    fn keys_are_kv_safe_and_follow_the_group_not_the_version() {
+        let k = key("prod", &object("apps/v1", Some("default")));
+        assert_eq!(k.len(), 4 + 32);
+        assert!(k.starts_with("obj-"));
+        assert!(
+            k[4..]
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+        );
+        assert_eq!(k, key("prod", &object("apps/v1beta1", Some("default"))));
+        assert_ne!(
+            k,
+            key("prod", &object("extensions/v1beta1", Some("default")))
+        );
+        assert_ne!(k, key("staging", &object("apps/v1", Some("default"))));
+        assert_ne!(k, key("prod", &object("apps/v1", Some("other"))));
+        assert_ne!(k, key("prod", &object("apps/v1", None)));
+    }
+
+    #[test]
+    fn core_kinds_have_an_empty_group() {
+        let core = ObjectRef {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("default".into()),
+            name: "web".into(),
+        };
+        let mut grouped = core.clone();
+        grouped.api_version = "example.com/v1".into();
+        assert_ne!(key("prod", &core), key("prod", &grouped));
+    }
+
+    #[test]
+    fn fences_read_as_the_documented_json() {
+        let fence: Fence = serde_json::from_str(
+            r#"{"holder":{"op":"op-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","seq":7,"worker":"w1",
+                "lease_until":"2030-01-01T00:00:00Z"},"applied_seq":5,"applied_op":null}"#,
+        )
+        .unwrap();
+        assert_eq!(fence.applied_seq, 5);
+        assert_eq!(fence.holder.unwrap().seq, 7);
+        assert_eq!(
+            serde_json::from_str::<Fence>("{}").unwrap(),
+            Fence::default()
+        );
+    }
+}
