@@ -260,3 +260,97 @@ pub fn configmap(name: &str, value: &str) -> Value {
         "data": {"key": value},
     })
 }
+
+/// The object fence of a ConfigMap in `prod`'s `default` namespace.
+pub fn configmap_fence(name: &str) -> String {
+    longshore_worker::fence::key(
+        "prod",
+        &longshore_contract::spec::ObjectRef {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("default".into()),
+            name: name.into(),
+        },
+    )
+}
+
+impl Fixture {
+    /// The objects bucket (created here if no worker has yet).
+    pub async fn objects(&self) -> kv::Store {
+        ensure_bucket(&self.js, Settings::default().objects_bucket())
+            .await
+            .expect("objects bucket")
+    }
+
+    pub async fn fence(&self, key: &str) -> Option<longshore_worker::fence::Fence> {
+        let bytes = self.objects().await.get(key).await.expect("kv get")?;
+        Some(serde_json::from_slice(&bytes).expect("readable fence"))
+    }
+
+    pub async fn set_fence(&self, key: &str, fence: &longshore_worker::fence::Fence) {
+        self.objects()
+            .await
+            .put(key, serde_json::to_vec(fence).unwrap().into())
+            .await
+            .expect("kv put");
+    }
+
+    /// The pool consumer as the worker with `config` would create it, for a test to pull
+    /// from as a worker that is slow or dies would.
+    pub async fn pool_consumer(
+        &self,
+        config: &longshore_worker::Config,
+    ) -> jetstream::consumer::PullConsumer {
+        let stream = ensure_stream(&self.js, Settings::default().stream())
+            .await
+            .expect("stream");
+        longshore_contract::jetstream::ensure_consumer(&stream, &config.pool_consumer())
+            .await
+            .expect("pool consumer")
+    }
+
+    /// The dead letter of an operation, if there is one.
+    pub async fn dead_letter(
+        &self,
+        envelope: &Envelope,
+    ) -> Option<longshore_contract::deadletter::DeadLetter> {
+        use longshore_contract::deadletter;
+        let stream = ensure_stream(&self.js, Settings::default().dead_letter_stream())
+            .await
+            .expect("dead-letter stream");
+        let subject = deadletter::subject(&envelope.spec.cluster, &envelope.id);
+        let m = stream
+            .get_last_raw_message_by_subject(&subject)
+            .await
+            .ok()?;
+        Some(deadletter::DeadLetter::from_parts(
+            &m.subject,
+            Some(&m.headers),
+            m.payload,
+            m.sequence,
+        ))
+    }
+
+    pub async fn dead_letter_count(&self) -> u64 {
+        let mut stream = ensure_stream(&self.js, Settings::default().dead_letter_stream())
+            .await
+            .expect("dead-letter stream");
+        stream.info().await.expect("stream info").state.messages
+    }
+}
+
+/// Pulls one message from `consumer`, waiting for it (bounded).
+pub async fn pull_one(consumer: &jetstream::consumer::PullConsumer) -> jetstream::Message {
+    use futures::StreamExt;
+    eventually("a message from the pool consumer", || async {
+        let mut batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .ok()?;
+        batch.next().await?.ok()
+    })
+    .await
+}
