@@ -10,7 +10,8 @@
 //! - [`deadletter`]: how an operation that exhausted its deliveries is kept for retry;
 //! - [`record`]: the status record kept in the `LONGSHORE_OPERATIONS` bucket;
 //! - [`jetstream`]: stream, consumer and bucket definitions, created idempotently at start;
-//! - [`nats`]: how both binaries connect to NATS;
+//! - [`nats`]: how both binaries connect to NATS (authentication and TLS included);
+//! - [`secret`]: secrets read from files or environment variables, hidden from `Debug`;
 //! - [`settings`]: loading a binary's configuration (defaults < file < environment);
 //! - [`duration`]: human-friendly durations (`"30s"`, `"2m"`) for configuration.
 //!
@@ -24,6 +25,7 @@ pub mod id;
 pub mod jetstream;
 pub mod nats;
 pub mod record;
+pub mod secret;
 pub mod settings;
 pub mod spec;
 

@@ -1,6 +1,6 @@
 //! Connecting to NATS, with the settings both binaries share.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use async_nats::jetstream;
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,41 @@ pub struct NatsConfig {
     pub request_timeout: Duration,
     /// Stream and bucket settings.
     pub jetstream: Settings,
+    /// How to authenticate; none by default.
+    pub auth: NatsAuth,
+    /// TLS towards the servers; off unless a URL says `tls://` or `tls.required` is set.
+    pub tls: NatsTls,
+}
+
+/// NATS authentication. At most one method; secrets are read from files or environment
+/// variables when connecting, so the configuration itself never holds one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsAuth {
+    /// User name, with `password_file` or `password_env`.
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    /// A token, from a file or an environment variable.
+    pub token_file: Option<PathBuf>,
+    pub token_env: Option<String>,
+    /// A file holding an nkey seed (`SU...`).
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A `.creds` file (user JWT and nkey seed), as `nsc` writes them.
+    pub creds_file: Option<PathBuf>,
+}
+
+/// TLS towards the NATS servers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsTls {
+    /// Require TLS even when the URLs say `nats://`.
+    pub required: bool,
+    /// PEM file of the CA(s) that signed the servers' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS; both or neither.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for NatsConfig {
@@ -26,6 +61,8 @@ impl Default for NatsConfig {
             url: "nats://127.0.0.1:4222".into(),
             request_timeout: Duration::from_secs(5),
             jetstream: Settings::default(),
+            auth: NatsAuth::default(),
+            tls: NatsTls::default(),
         }
     }
 }
@@ -38,6 +75,12 @@ impl NatsConfig {
         }
         if self.request_timeout.is_zero() {
             return Err(format!("{prefix}.request_timeout: must be positive"));
+        }
+        self.auth.validate(&format!("{prefix}.auth"))?;
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(format!(
+                "{prefix}.tls.cert_file and {prefix}.tls.key_file: give both or neither"
+            ));
         }
         self.jetstream.validate(&format!("{prefix}.jetstream"))
     }
@@ -56,7 +99,18 @@ impl NatsConfig {
         &self,
         name: &str,
     ) -> Result<(async_nats::Client, jetstream::Context), async_nats::ConnectError> {
-        let client = async_nats::ConnectOptions::new()
+        let options = self
+            .auth
+            .options(async_nats::ConnectOptions::new())
+            .await
+            .map_err(|e| {
+                async_nats::ConnectError::with_source(
+                    async_nats::ConnectErrorKind::Authentication,
+                    e,
+                )
+            })?;
+        let options = self.tls.options(options);
+        let client = options
             .name(name)
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -71,5 +125,104 @@ impl NatsConfig {
             .timeout(self.request_timeout)
             .build(client.clone());
         Ok((client, js))
+    }
+}
+
+impl NatsAuth {
+    fn validate(&self, prefix: &str) -> Result<(), String> {
+        let methods = [
+            self.user.is_some() || self.password_file.is_some() || self.password_env.is_some(),
+            self.token_file.is_some() || self.token_env.is_some(),
+            self.nkey_seed_file.is_some(),
+            self.creds_file.is_some(),
+        ];
+        if methods.iter().filter(|m| **m).count() > 1 {
+            return Err(format!(
+                "{prefix}: give one of user/password, token, nkey_seed_file or creds_file"
+            ));
+        }
+        let has_password = self.password_file.is_some() || self.password_env.is_some();
+        if self.user.is_some() != has_password {
+            return Err(format!(
+                "{prefix}.user and {prefix}.password_file/password_env: give both or neither"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Adds the configured method to `options`, reading its secret now.
+    async fn options(
+        &self,
+        options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, String> {
+        use crate::secret::read;
+        if let Some(user) = &self.user {
+            let password = read(
+                "nats.auth.password",
+                self.password_file.as_deref(),
+                self.password_env.as_deref(),
+            )?;
+            return Ok(options.user_and_password(user.clone(), password.expose().to_owned()));
+        }
+        if self.token_file.is_some() || self.token_env.is_some() {
+            let token = read(
+                "nats.auth.token",
+                self.token_file.as_deref(),
+                self.token_env.as_deref(),
+            )?;
+            return Ok(options.token(token.expose().to_owned()));
+        }
+        if let Some(path) = &self.nkey_seed_file {
+            let seed = read("nats.auth.nkey_seed", Some(path), None)?;
+            return Ok(options.nkey(seed.expose().to_owned()));
+        }
+        if let Some(path) = &self.creds_file {
+            return options
+                .credentials_file(path)
+                .await
+                .map_err(|e| format!("nats.auth.creds_file: cannot read {}: {e}", path.display()));
+        }
+        Ok(options)
+    }
+}
+
+impl NatsTls {
+    fn options(&self, mut options: async_nats::ConnectOptions) -> async_nats::ConnectOptions {
+        if self.required {
+            options = options.require_tls(true);
+        }
+        if let Some(ca) = &self.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        options
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_methods_are_exclusive_and_named() {
+        let mut c = NatsConfig::default();
+        assert!(c.validate("nats").is_ok());
+        c.auth.user = Some("longshore".into());
+        let err = c.validate("nats").unwrap_err();
+        assert!(err.contains("nats.auth.user"), "{err}");
+        c.auth.password_env = Some("NATS_PASSWORD".into());
+        assert!(c.validate("nats").is_ok());
+        c.auth.token_env = Some("NATS_TOKEN".into());
+        assert!(c.validate("nats").unwrap_err().starts_with("nats.auth:"));
+    }
+
+    #[test]
+    fn debug_shows_where_secrets_come_from_not_what_they_are() {
+        let mut c = NatsConfig::default();
+        c.auth.token_env = Some("NATS_TOKEN".into());
+        let debug = format!("{c:?}");
+        assert!(debug.contains("NATS_TOKEN"), "{debug}");
     }
 }
