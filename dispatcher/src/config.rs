@@ -1,9 +1,16 @@
 //! The dispatcher's configuration: defaults < `--config` file < `LONGSHORE_*` environment.
 
-use std::{collections::BTreeSet, net::SocketAddr, path::Path, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use longshore_contract::{ClusterName, nats::NatsConfig, settings::ConfigError};
 use serde::{Deserialize, Serialize};
+
+use crate::{hooks::mapping::MappingConfig, policy::PolicyConfig};
 
 /// Everything the dispatcher needs to run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -20,6 +27,87 @@ pub struct Config {
     pub http: HttpConfig,
     /// Publishing to the work queue.
     pub publish: PublishConfig,
+    /// Bearer tokens for the API, by name. With none configured the API is open (a warning
+    /// is logged at start); with any, every `/v1/` request needs one.
+    pub tokens: BTreeMap<String, TokenConfig>,
+    /// Signed webhook sources (`POST /v1/hooks/{source}`), by name.
+    pub hooks: BTreeMap<String, HookConfig>,
+    /// TLS for the HTTP listener; plain HTTP when not configured.
+    pub tls: TlsConfig,
+}
+
+/// One bearer token: its secret, what it may do, and how often.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenConfig {
+    /// File holding the token (one of `secret_file`, `secret_env`).
+    pub secret_file: Option<PathBuf>,
+    /// Environment variable holding the token.
+    pub secret_env: Option<String>,
+    pub policy: PolicyConfig,
+    pub rate_limit: RateLimitConfig,
+}
+
+/// A webhook source: its shared secret, signature scheme, policy and payload mapping.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HookConfig {
+    /// File holding the HMAC secret (one of `secret_file`, `secret_env`).
+    pub secret_file: Option<PathBuf>,
+    /// Environment variable holding the HMAC secret.
+    pub secret_env: Option<String>,
+    /// `longshore` (`X-Longshore-Signature`, timestamped) or `github` (`X-Hub-Signature-256`).
+    pub signature: SignatureScheme,
+    /// How old (or how far in the future) a `longshore` signature's timestamp may be.
+    #[serde(with = "longshore_contract::duration")]
+    pub replay_window: Duration,
+    pub policy: PolicyConfig,
+    pub rate_limit: RateLimitConfig,
+    /// How the payload becomes an operation; without it the payload is a submission as
+    /// `POST /v1/operations` takes it.
+    pub map: Option<MappingConfig>,
+}
+
+/// How a webhook request is signed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureScheme {
+    /// `X-Longshore-Signature: t=<unix seconds>,sha256=<hex HMAC of "<t>.<body>">`.
+    #[default]
+    Longshore,
+    /// `X-Hub-Signature-256: sha256=<hex HMAC of the body>`, as GitHub sends it.
+    Github,
+}
+
+/// A token bucket: `per_second` requests on average, up to `burst` at once. Off when
+/// `per_second` is 0.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+/// TLS for the HTTP listener: PEM certificate chain and private key.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for HookConfig {
+    fn default() -> Self {
+        Self {
+            secret_file: None,
+            secret_env: None,
+            signature: SignatureScheme::default(),
+            replay_window: Duration::from_secs(300),
+            policy: PolicyConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            map: None,
+        }
+    }
 }
 
 /// HTTP request handling.
@@ -34,6 +122,10 @@ pub struct HttpConfig {
     /// How long in-flight requests may take to finish after shutdown begins.
     #[serde(with = "longshore_contract::duration")]
     pub drain_grace: Duration,
+    /// Longest `?wait=` a status request may ask for, and the longest an event stream
+    /// stays open.
+    #[serde(with = "longshore_contract::duration")]
+    pub max_wait: Duration,
 }
 
 /// Publishing to the work queue.
@@ -56,6 +148,9 @@ impl Default for Config {
             clusters: Vec::new(),
             http: HttpConfig::default(),
             publish: PublishConfig::default(),
+            tokens: BTreeMap::new(),
+            hooks: BTreeMap::new(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -67,6 +162,7 @@ impl Default for HttpConfig {
             body_limit: 960 * 1024,
             request_timeout: Duration::from_secs(30),
             drain_grace: Duration::from_secs(20),
+            max_wait: Duration::from_secs(300),
         }
     }
 }
@@ -88,6 +184,8 @@ impl Config {
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let config: Self = longshore_contract::settings::load(file, "LONGSHORE", LIST_KEYS)?;
         config.cluster_names()?;
+        // Read every secret now, so a missing one stops the binary before it serves.
+        crate::auth::Auth::from_config(&config)?;
         Ok(config)
     }
 
@@ -116,7 +214,72 @@ impl Config {
         if self.publish.attempts == 0 {
             return Err(ConfigError("publish.attempts: must be at least 1".into()));
         }
+        if self.http.max_wait.is_zero() {
+            return Err(ConfigError("http.max_wait: must be positive".into()));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError(
+                "tls.cert_file and tls.key_file: give both or neither".into(),
+            ));
+        }
+        for (name, token) in &self.tokens {
+            let key = format!("tokens.{name}");
+            check_source_name(&key, name)?;
+            token.policy.validate(&format!("{key}.policy"))?;
+            token.rate_limit.validate(&format!("{key}.rate_limit"))?;
+        }
+        for (name, hook) in &self.hooks {
+            let key = format!("hooks.{name}");
+            check_source_name(&key, name)?;
+            if self.tokens.contains_key(name) {
+                return Err(ConfigError(format!(
+                    "{key}: a token has the same name; sources scope idempotency keys, so they must differ"
+                )));
+            }
+            if hook.replay_window.is_zero() {
+                return Err(ConfigError(format!(
+                    "{key}.replay_window: must be positive"
+                )));
+            }
+            hook.policy.validate(&format!("{key}.policy"))?;
+            hook.rate_limit.validate(&format!("{key}.rate_limit"))?;
+            if let Some(map) = &hook.map {
+                map.validate(&format!("{key}.map"))?;
+            }
+        }
         Ok(names)
+    }
+}
+
+/// Token and hook names become an operation's `source`: lowercase letters, digits, `-`.
+fn check_source_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok || name == crate::api::API_SOURCE {
+        return Err(ConfigError(format!(
+            "{key}: the name must be 1-63 lowercase letters, digits or '-', and not \"{}\"",
+            crate::api::API_SOURCE
+        )));
+    }
+    Ok(())
+}
+
+impl RateLimitConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if !self.per_second.is_finite() || self.per_second < 0.0 {
+            return Err(ConfigError(format!(
+                "{key}.per_second: must be 0 (off) or positive"
+            )));
+        }
+        if self.per_second > 0.0 && self.burst == 0 {
+            return Err(ConfigError(format!(
+                "{key}.burst: must be at least 1 when per_second is set"
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    auth::Auth,
     config::Config,
     error::{Error, Result},
 };
@@ -16,6 +17,8 @@ use crate::{
 pub struct Context {
     pub config: Config,
     pub clusters: BTreeSet<ClusterName>,
+    /// Tokens, webhook secrets, policies and rate limits.
+    pub auth: Auth,
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
     /// The status bucket, set once the stream and buckets exist.
@@ -26,12 +29,14 @@ impl Context {
     pub fn new(
         config: Config,
         clusters: BTreeSet<ClusterName>,
+        auth: Auth,
         nats: async_nats::Client,
         js: jetstream::Context,
     ) -> Self {
         Self {
             config,
             clusters,
+            auth,
             nats,
             js,
             operations: OnceCell::new(),

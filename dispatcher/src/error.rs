@@ -26,6 +26,17 @@ pub enum Error {
     /// The idempotency key was used before with a different request.
     #[error("idempotency key {key:?} was already used for a different request (operation {id})")]
     KeyReused { key: String, id: String },
+    /// No credentials, or unknown ones (a bad token, a missing or wrong signature).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller's policy does not allow the request; the message names what was refused.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("too many requests from {who}; retry after {retry_after:?}")]
+    RateLimited {
+        who: String,
+        retry_after: std::time::Duration,
+    },
     #[error("operation {0} not found")]
     NotFound(String),
     /// The request conflicts with the operation's current state.
@@ -57,6 +68,9 @@ impl Error {
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) | Error::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -71,6 +85,9 @@ impl Error {
             Error::UnsupportedMediaType(_) => "unsupported-media-type",
             Error::PayloadTooLarge { .. } => "payload-too-large",
             Error::KeyReused { .. } => "idempotency-key-reused",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::RateLimited { .. } => "rate-limited",
             Error::NotFound(_) => "not-found",
             Error::Conflict(_) => "conflict",
             Error::Unavailable(_) => "unavailable",
@@ -100,8 +117,22 @@ impl IntoResponse for Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        match &self {
+            Error::Unavailable(_) | Error::Timeout(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::RateLimited { retry_after, .. } => {
+                // Whole seconds, rounded up: a client that waits this long gets a token.
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            Error::Unauthorized(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"longshore\""),
+                );
+            }
+            _ => {}
         }
         response
     }

@@ -9,12 +9,17 @@
 //! configuration.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod context;
 pub mod deadletters;
 pub mod error;
+pub mod hooks;
+pub mod policy;
+pub mod ratelimit;
 pub mod request;
 pub mod submit;
+pub mod wait;
 
 use std::{future::Future, sync::Arc};
 
@@ -41,9 +46,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
     let clusters = config.cluster_names()?;
+    let auth = auth::Auth::from_config(&config)?;
+    if auth.is_open() {
+        tracing::warn!(
+            "no API tokens configured: anyone who can reach the dispatcher may submit operations"
+        );
+    }
     let (nats, js) = config.nats.connect("longshore-dispatcher").await?;
     let grace = config.http.drain_grace;
-    let ctx = Arc::new(context::Context::new(config, clusters, nats, js));
+    let ctx = Arc::new(context::Context::new(config, clusters, auth, nats, js));
 
     let stop = CancellationToken::new();
     let provisioning = tokio::spawn({

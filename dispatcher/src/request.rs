@@ -6,7 +6,10 @@
 
 use std::collections::BTreeSet;
 
-use longshore_contract::{ClusterName, IdempotencyKey, OperationSpec, spec::FieldError};
+use longshore_contract::{
+    ClusterName, IdempotencyKey, OperationSpec,
+    spec::{FieldError, PipelineContext},
+};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -140,6 +143,29 @@ fn list_items(doc: &Value) -> Option<&Vec<Value>> {
     } else {
         None
     }
+}
+
+/// The idempotency key a pipeline's context implies when it gives none: its pipeline,
+/// execution and stage, all three required. `attempt` is left out on purpose: a pipeline
+/// that retries a stage sends the next attempt number, and the retry must find the same
+/// operation, not start a second one.
+pub fn pipeline_key(p: &PipelineContext) -> Option<IdempotencyKey> {
+    let (Some(pipeline), Some(execution), Some(stage)) = (&p.pipeline, &p.execution, &p.stage)
+    else {
+        return None;
+    };
+    // A JSON array keeps the parts apart whatever characters they hold.
+    let parts = serde_json::to_string(&[pipeline, execution, stage]).ok()?;
+    let key = format!("pipeline:{parts}");
+    let key = if key.len() <= longshore_contract::id::MAX_KEY_LEN {
+        key
+    } else {
+        format!(
+            "pipeline:sha256:{}",
+            longshore_contract::id::fingerprint(&Value::String(parts))
+        )
+    };
+    IdempotencyKey::new(key).ok()
 }
 
 /// Field errors as the client should see them.

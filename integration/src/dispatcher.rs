@@ -15,6 +15,11 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Starts a dispatcher for `clusters` against the NATS server at `nats_url`.
     pub async fn start(nats_url: &str, clusters: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(Self::config(nats_url, clusters)).await
+    }
+
+    /// The configuration [`Dispatcher::start`] uses, to adjust before [`Dispatcher::start_with`].
+    pub fn config(nats_url: &str, clusters: &[&str]) -> Config {
         let mut config = Config {
             clusters: clusters.iter().map(|c| c.to_string()).collect(),
             ..Default::default()
@@ -22,7 +27,7 @@ impl Dispatcher {
         config.nats.url = nats_url.to_owned();
         config.nats.request_timeout = Duration::from_secs(2);
         config.http.drain_grace = Duration::from_secs(2);
-        Self::start_with(config).await
+        config
     }
 
     pub async fn start_with(config: Config) -> anyhow::Result<Self> {

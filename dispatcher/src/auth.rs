@@ -1,0 +1,265 @@
+//! Who is calling: bearer tokens for the API, and the per-caller policy and rate limit.
+//!
+//! With no tokens configured the API is open and every operation's source is `api`. With
+//! tokens, each `/v1/` request must carry `Authorization: Bearer <token>`; the token's name
+//! becomes the operation's source, so idempotency keys are scoped per token. Tokens are
+//! compared as SHA-256 digests in constant time, against every configured token, so the
+//! time taken says nothing about which token (or how much of one) matched.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use axum::{extract::FromRequestParts, http::request::Parts};
+use longshore_contract::{OperationSpec, secret, settings::ConfigError};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{
+    api::API_SOURCE,
+    config::{Config, HookConfig},
+    context::Context,
+    error::{Error, Result},
+    policy::PolicyConfig,
+    ratelimit::RateLimiter,
+};
+
+/// The credentials and limits of every caller, read from the configuration at start.
+pub struct Auth {
+    tokens: Vec<Token>,
+    pub hooks: BTreeMap<String, Hook>,
+}
+
+struct Token {
+    name: String,
+    digest: [u8; 32],
+    policy: PolicyConfig,
+    limiter: Option<RateLimiter>,
+}
+
+/// A webhook source with its secret read.
+pub struct Hook {
+    pub secret: secret::Secret,
+    pub config: HookConfig,
+    limiter: Option<RateLimiter>,
+}
+
+/// An authenticated caller: the source its operations are recorded under, and its policy.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub source: String,
+    /// How refusals name the caller: `token "ci"`, `hook "github"`.
+    pub who: String,
+    policy: Option<PolicyConfig>,
+}
+
+impl Auth {
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        let mut tokens = Vec::new();
+        for (name, t) in &config.tokens {
+            let value = secret::read(
+                &format!("tokens.{name}.secret"),
+                t.secret_file.as_deref(),
+                t.secret_env.as_deref(),
+            )
+            .map_err(ConfigError)?;
+            tokens.push(Token {
+                name: name.clone(),
+                digest: Sha256::digest(value.expose().as_bytes()).into(),
+                policy: t.policy.clone(),
+                limiter: RateLimiter::new(&t.rate_limit),
+            });
+        }
+        let mut hooks = BTreeMap::new();
+        for (name, h) in &config.hooks {
+            let secret = secret::read(
+                &format!("hooks.{name}.secret"),
+                h.secret_file.as_deref(),
+                h.secret_env.as_deref(),
+            )
+            .map_err(ConfigError)?;
+            let limiter = RateLimiter::new(&h.rate_limit);
+            hooks.insert(
+                name.clone(),
+                Hook {
+                    secret,
+                    config: h.clone(),
+                    limiter,
+                },
+            );
+        }
+        Ok(Self { tokens, hooks })
+    }
+
+    /// True when no tokens are configured and the plain API takes anyone.
+    pub fn is_open(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// The caller an `Authorization` header value names.
+    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller> {
+        if self.is_open() {
+            return Ok(Caller {
+                source: API_SOURCE.into(),
+                who: "the open API".into(),
+                policy: None,
+            });
+        }
+        let presented = authorization
+            .and_then(|v| v.strip_prefix(b"Bearer "))
+            .ok_or_else(|| {
+                Error::Unauthorized("an `Authorization: Bearer <token>` header is required".into())
+            })?;
+        let digest: [u8; 32] = Sha256::digest(presented.trim_ascii()).into();
+        let mut found = None;
+        for token in &self.tokens {
+            if bool::from(token.digest.ct_eq(&digest)) {
+                found = Some(token);
+            }
+        }
+        let token = found.ok_or_else(|| Error::Unauthorized("unknown bearer token".into()))?;
+        if let Some(limiter) = &token.limiter {
+            limiter.take().map_err(|wait| Error::RateLimited {
+                who: format!("token {:?}", token.name),
+                retry_after: wait,
+            })?;
+        }
+        Ok(Caller {
+            source: token.name.clone(),
+            who: format!("token {:?}", token.name),
+            policy: Some(token.policy.clone()),
+        })
+    }
+}
+
+impl Hook {
+    /// The caller a verified webhook request acts as.
+    pub fn caller(&self, name: &str) -> Result<Caller> {
+        let who = format!("hook {name:?}");
+        if let Some(limiter) = &self.limiter {
+            limiter.take().map_err(|wait| Error::RateLimited {
+                who: who.clone(),
+                retry_after: wait,
+            })?;
+        }
+        Ok(Caller {
+            source: name.to_owned(),
+            who,
+            policy: Some(self.config.policy.clone()),
+        })
+    }
+}
+
+impl Caller {
+    /// Refuses (403) what the caller's policy does not allow.
+    pub fn check(&self, spec: &OperationSpec) -> Result<()> {
+        match &self.policy {
+            Some(policy) => policy.check(&self.who, spec),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses (403) a cluster/action pair the policy does not allow (for retries, which
+    /// have a record, not a spec).
+    pub fn check_cluster_action(
+        &self,
+        cluster: &str,
+        action: longshore_contract::Action,
+    ) -> Result<()> {
+        let Some(policy) = &self.policy else {
+            return Ok(());
+        };
+        let scope = PolicyConfig {
+            namespaces: Vec::new(),
+            kinds: Vec::new(),
+            ..policy.clone()
+        };
+        let spec = OperationSpec {
+            cluster: longshore_contract::ClusterName::new(cluster.to_owned())
+                .map_err(|e| Error::Conflict(format!("recorded cluster is invalid: {e}")))?,
+            action,
+            manifests: Vec::new(),
+            targets: Vec::new(),
+            patch: None,
+            options: Default::default(),
+            pipeline: None,
+        };
+        scope.check(&self.who, &spec)
+    }
+}
+
+impl FromRequestParts<Arc<Context>> for Caller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Arc<Context>) -> Result<Self> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        ctx.auth.authenticate(header)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{RateLimitConfig, TokenConfig};
+
+    fn auth(rate: f64) -> Auth {
+        let dir =
+            std::env::temp_dir().join(format!("longshore-auth-{}-{rate}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("ci");
+        std::fs::write(&file, "ci-token\n").unwrap();
+        let mut config = Config::default();
+        config.tokens.insert(
+            "ci".into(),
+            TokenConfig {
+                secret_file: Some(file),
+                rate_limit: RateLimitConfig {
+                    per_second: rate,
+                    burst: 1,
+                },
+                ..Default::default()
+            },
+        );
+        let auth = Auth::from_config(&config).unwrap();
+        std::fs::remove_dir_all(dir).ok();
+        auth
+    }
+
+    #[test]
+    fn a_known_token_names_the_source() {
+        let a = auth(0.0);
+        assert_eq!(
+            a.authenticate(Some(b"Bearer ci-token")).unwrap().source,
+            "ci"
+        );
+        assert!(matches!(
+            a.authenticate(Some(b"Bearer ci-tokeN")),
+            Err(Error::Unauthorized(_))
+        ));
+        assert!(matches!(
+            a.authenticate(Some(b"ci-token")),
+            Err(Error::Unauthorized(_))
+        ));
+        assert!(matches!(a.authenticate(None), Err(Error::Unauthorized(_))));
+    }
+
+    #[test]
+    fn the_rate_limit_answers_with_a_wait() {
+        let a = auth(0.5);
+        a.authenticate(Some(b"Bearer ci-token")).unwrap();
+        match a.authenticate(Some(b"Bearer ci-token")) {
+            Err(Error::RateLimited { retry_after, .. }) => {
+                assert!(retry_after > std::time::Duration::from_secs(1))
+            }
+            other => panic!("expected a rate limit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn without_tokens_the_api_is_open() {
+        let a = Auth::from_config(&Config::default()).unwrap();
+        assert!(a.is_open());
+        assert_eq!(a.authenticate(None).unwrap().source, API_SOURCE);
+    }
+}
