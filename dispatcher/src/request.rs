@@ -65,7 +65,71 @@ pub fn parse(
             )
         })?;
     spec.validate().map_err(Error::Invalid)?;
+    check_names(&spec)?;
     Ok(Submission { spec, key })
+}
+
+/// Refuses names no Kubernetes object can have, whatever its kind: a name must be a path
+/// segment (not `.` or `..`, no `/` or `%`, no control characters, at most 253 bytes) and a
+/// namespace a DNS label. Kind-specific rules are the API server's to apply.
+fn check_names(spec: &OperationSpec) -> Result<()> {
+    let mut errors = Vec::new();
+    let mut check = |field: String, name: Option<&str>, namespace: Option<&str>| {
+        if let Some(name) = name
+            && let Err(reason) = path_segment(name)
+        {
+            errors.push(FieldError::new(format!("{field}.name"), reason));
+        }
+        if let Some(ns) = namespace
+            && ClusterName::new(ns.to_owned()).is_err()
+        {
+            errors.push(FieldError::new(
+                format!("{field}.namespace"),
+                format!(
+                    "{ns:?} is not a valid namespace: at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+                ),
+            ));
+        }
+    };
+    for (i, m) in spec.manifests.iter().enumerate() {
+        let meta = m.get("metadata");
+        check(
+            format!("manifests[{i}].metadata"),
+            meta.and_then(|m| m.get("name")).and_then(Value::as_str),
+            meta.and_then(|m| m.get("namespace"))
+                .and_then(Value::as_str),
+        );
+    }
+    for (i, t) in spec.targets.iter().enumerate() {
+        check(
+            format!("targets[{i}]"),
+            Some(&t.name),
+            t.namespace.as_deref(),
+        );
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Invalid(errors))
+    }
+}
+
+fn path_segment(name: &str) -> Result<(), String> {
+    if name == "." || name == ".." {
+        return Err(format!("{name:?} is not a valid name"));
+    }
+    if name.len() > 253 {
+        return Err("must be at most 253 bytes".into());
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == '%' || c.is_control())
+    {
+        return Err(format!(
+            "{name:?} is not a valid name: it may not contain {c:?}"
+        ));
+    }
+    Ok(())
 }
 
 fn idempotency_key(
@@ -291,6 +355,31 @@ mod tests {
             parse(b"[]", None, &clusters()),
             Err(Error::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn names_no_object_can_have_are_refused() {
+        let cm = |name: &str, ns: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}});
+        let submit = |m: Value| {
+            parse_json(
+                json!({"cluster": "prod", "action": "apply", "manifests": [m]}),
+                None,
+            )
+        };
+        assert_eq!(
+            field_of(submit(cm("../secrets", "default"))),
+            "manifests[0].metadata.name"
+        );
+        assert_eq!(
+            field_of(submit(cm("..", "default"))),
+            "manifests[0].metadata.name"
+        );
+        assert_eq!(
+            field_of(submit(cm("a", "Kube_System"))),
+            "manifests[0].metadata.namespace"
+        );
+        // Kind-specific rules (a ConfigMap's name is a DNS subdomain) are the API server's.
+        submit(cm("Upper_Case", "default")).unwrap();
     }
 
     #[test]

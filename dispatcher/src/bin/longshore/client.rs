@@ -1,0 +1,133 @@
+//! The dispatcher's API as the CLI uses it.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+/// Why a command did not succeed, and so its exit code.
+pub enum Failure {
+    /// Bad arguments or input files: exit 2.
+    Usage(String),
+    /// The dispatcher refused or could not be reached: exit 1.
+    Request(String),
+    /// The operation did not finish in time: exit 2.
+    Timeout {
+        record: Option<Value>,
+        after: Duration,
+    },
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    server: String,
+    token: Option<String>,
+}
+
+/// The longest one status request waits; the loop asks again until the timeout.
+const WAIT_PER_REQUEST: Duration = Duration::from_secs(60);
+
+impl Client {
+    pub fn new(server: &str, token: Option<String>) -> Result<Self, Failure> {
+        let server = server.trim_end_matches('/').to_owned();
+        if !(server.starts_with("http://") || server.starts_with("https://")) {
+            return Err(Failure::Usage(format!(
+                "--server {server:?}: must start with http:// or https://"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        Ok(Self {
+            http,
+            server,
+            token,
+        })
+    }
+
+    fn request(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    pub async fn submit(&self, body: &Value, key: Option<&str>) -> Result<Value, Failure> {
+        let mut req = self.request(self.http.post(format!("{}/v1/operations", self.server)));
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        send(req.json(body)).await
+    }
+
+    pub async fn status(&self, id: &str) -> Result<Value, Failure> {
+        send(self.request(self.http.get(self.url(id)?))).await
+    }
+
+    /// Long-polls until the operation is terminal or `timeout` passes.
+    pub async fn wait(&self, id: &str, timeout: Duration) -> Result<Value, Failure> {
+        let url = self.url(id)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait = left.min(WAIT_PER_REQUEST);
+            let req = self
+                .request(self.http.get(&url))
+                .query(&[("wait", format!("{}ms", wait.as_millis()))])
+                .timeout(wait + Duration::from_secs(30));
+            let record = send(req).await?;
+            let state = record["state"].as_str().unwrap_or_default();
+            if !matches!(state, "queued" | "running") {
+                return Ok(record);
+            }
+            if Instant::now() >= deadline {
+                return Err(Failure::Timeout {
+                    record: Some(record),
+                    after: timeout,
+                });
+            }
+        }
+    }
+
+    fn url(&self, id: &str) -> Result<String, Failure> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(Failure::Usage(format!("{id:?} is not an operation id")));
+        }
+        Ok(format!("{}/v1/operations/{id}", self.server))
+    }
+}
+
+async fn send(req: reqwest::RequestBuilder) -> Result<Value, Failure> {
+    let resp = req.send().await.map_err(|e| {
+        if e.is_timeout() {
+            Failure::Timeout {
+                record: None,
+                after: Duration::ZERO,
+            }
+        } else {
+            Failure::Request(format!("cannot reach the dispatcher: {e}"))
+        }
+    })?;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(body);
+    }
+    let mut message = format!(
+        "{} {}: {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default(),
+        body["detail"].as_str().unwrap_or("(no detail)")
+    );
+    if let Some(errors) = body["errors"].as_array() {
+        for e in errors {
+            message.push_str(&format!(
+                "\n  {}: {}",
+                e["field"].as_str().unwrap_or_default(),
+                e["reason"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    Err(Failure::Request(message))
+}

@@ -1,0 +1,160 @@
+//! `longshore`: submit operations to a longshore dispatcher and wait for their outcome, from
+//! a pipeline step or a terminal.
+//!
+//! Exit codes: 0 the operation succeeded (or, without `--wait`, was accepted); 1 it failed,
+//! was dead-lettered or superseded, or the dispatcher refused the request; 2 a usage error,
+//! or the time ran out before the operation finished.
+
+mod client;
+mod output;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::client::{Client, Failure};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Submit Kubernetes operations to longshore and wait for them"
+)]
+struct Cli {
+    /// The dispatcher's URL.
+    #[arg(
+        long,
+        env = "LONGSHORE_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    server: String,
+    /// Bearer token for the API.
+    #[arg(long, env = "LONGSHORE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "human", global = true)]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Action {
+    Apply,
+    Create,
+    Replace,
+    Delete,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Submit manifests (YAML or JSON files; `-` reads stdin) as one operation.
+    Submit {
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        cluster: String,
+        #[arg(long, value_enum, default_value = "apply")]
+        action: Action,
+        /// Makes retries of this command safe: the same key is the same operation.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Server-side dry run.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait until the operation finishes.
+        #[arg(long)]
+        wait: bool,
+        /// How long to wait (with --wait), e.g. 90s, 5m.
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Show an operation's status.
+    Status { id: String },
+    /// Wait until an operation finishes.
+    Wait {
+        id: String,
+        #[arg(long, default_value = "10m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    longshore_contract::duration::parse(s)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let client = match Client::new(&cli.server, cli.token.clone()) {
+        Ok(c) => c,
+        Err(f) => return output::failure(&f),
+    };
+    let result = match cli.command {
+        Command::Submit {
+            files,
+            cluster,
+            action,
+            idempotency_key,
+            dry_run,
+            wait,
+            timeout,
+        } => {
+            let manifests = match read_manifests(&files) {
+                Ok(m) => m,
+                Err(f) => return output::failure(&f),
+            };
+            let action = match action {
+                Action::Apply => "apply",
+                Action::Create => "create",
+                Action::Replace => "replace",
+                Action::Delete => "delete",
+            };
+            let body = serde_json::json!({
+                "cluster": cluster, "action": action, "manifests": manifests,
+                "options": {"dryRun": dry_run},
+            });
+            match client.submit(&body, idempotency_key.as_deref()).await {
+                Err(f) => Err(f),
+                Ok(accepted) if !wait => {
+                    output::accepted(cli.output, &accepted);
+                    return ExitCode::SUCCESS;
+                }
+                Ok(accepted) => {
+                    if cli.output == Format::Human {
+                        output::accepted(cli.output, &accepted);
+                    }
+                    let id = accepted["id"].as_str().unwrap_or_default().to_owned();
+                    client.wait(&id, timeout).await
+                }
+            }
+        }
+        Command::Status { id } => client.status(&id).await,
+        Command::Wait { id, timeout } => client.wait(&id, timeout).await,
+    };
+    match result {
+        Ok(record) => output::record(cli.output, &record),
+        Err(f) => output::failure(&f),
+    }
+}
+
+/// The files' contents as one multi-document YAML string (JSON is YAML too).
+fn read_manifests(files: &[PathBuf]) -> Result<String, Failure> {
+    let mut docs = Vec::new();
+    for file in files {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(file)
+        }
+        .map_err(|e| Failure::Usage(format!("reading {}: {e}", file.display())))?;
+        docs.push(text);
+    }
+    Ok(docs.join("\n---\n"))
+}
