@@ -218,11 +218,15 @@ impl NatsCluster {
 
     /// All client URLs, comma-separated, as the binaries take them.
     pub fn url(&self) -> String {
+        self.urls().join(",")
+    }
+
+    /// All client URLs, as async-nats takes them.
+    pub fn urls(&self) -> Vec<String> {
         self.nodes
             .iter()
             .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
-            .collect::<Vec<_>>()
-            .join(",")
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -274,14 +278,14 @@ impl NatsCluster {
     }
 
     async fn wait_ready(&self) -> anyhow::Result<()> {
-        let url = self.url();
+        let urls = self.urls();
         crate::wait::eventually(
             Duration::from_secs(30),
             "the JetStream cluster to elect a meta leader",
             || {
-                let url = url.clone();
+                let urls = urls.clone();
                 async move {
-                    let client = async_nats::connect(url).await.ok()?;
+                    let client = async_nats::connect(urls).await.ok()?;
                     let js = async_nats::jetstream::new(client);
                     js.query_account().await.ok().map(|_| ())
                 }
