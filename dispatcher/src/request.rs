@@ -178,7 +178,7 @@ fn manifests_from(value: Value) -> Result<Vec<Value>> {
     let docs = match value {
         Value::Array(items) => items,
         Value::String(text) => serde_saphyr::from_multiple::<Value>(&text)
-            .map_err(|e| Error::field("manifests", format!("invalid YAML: {e}")))?
+            .map_err(|e| Error::field("manifests", format!("invalid YAML: {}", yaml_reason(&e))))?
             .into_iter()
             .filter(|doc| !doc.is_null())
             .collect(),
@@ -197,6 +197,15 @@ fn manifests_from(value: Value) -> Result<Vec<Value>> {
         }
     }
     Ok(out)
+}
+
+/// The parser's reason and location, without the excerpt of the input it adds after the
+/// first line: the input may be a Secret, and error messages must not carry its data.
+fn yaml_reason(e: &impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    first.chars().take(200).collect()
 }
 
 /// The items of a `kind: List` (or `*List`) document.
@@ -393,6 +402,19 @@ mod tests {
         assert_eq!(s.key.unwrap().as_str(), "k1");
         let s = parse_json(json!({"cluster": "prod", "action": "apply", "manifests": [cm], "idempotencyKey": "k2"}), None).unwrap();
         assert_eq!(s.key.unwrap().as_str(), "k2");
+    }
+
+    #[test]
+    fn yaml_errors_do_not_quote_the_input() {
+        let yaml = "kind: Secret\nstringData:\n  password: hunter2\n  x: [unclosed\n";
+        let err = parse_json(
+            json!({"cluster": "prod", "action": "apply", "manifests": yaml}),
+            None,
+        )
+        .unwrap_err();
+        let reason = &fields(&err)[0].reason;
+        assert!(reason.contains("line 4"), "{reason}");
+        assert!(!reason.contains("hunter2"), "{reason}");
     }
 
     #[test]
