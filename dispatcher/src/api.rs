@@ -107,7 +107,12 @@ pub(crate) async fn accept(
     .await
     .map_err(|_| Error::Timeout(timeout))??;
 
-    let status_url = format!("/v1/operations/{}", accepted.id);
+    let base = ctx.config.http.public_url.as_deref().unwrap_or_default();
+    let status_url = format!(
+        "{}/v1/operations/{}",
+        base.trim_end_matches('/'),
+        accepted.id
+    );
     let body = json!({
         "id": accepted.id,
         "idempotencyKey": accepted.key,

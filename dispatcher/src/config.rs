@@ -126,6 +126,9 @@ pub struct HttpConfig {
     /// stays open.
     #[serde(with = "longshore_contract::duration")]
     pub max_wait: Duration,
+    /// The URL clients reach the dispatcher at (e.g. `https://longshore.example.com`). When
+    /// set, `Location` and `statusUrl` are absolute, as some pipeline tools need.
+    pub public_url: Option<String>,
 }
 
 /// Publishing to the work queue.
@@ -163,6 +166,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             drain_grace: Duration::from_secs(20),
             max_wait: Duration::from_secs(300),
+            public_url: None,
         }
     }
 }
@@ -213,6 +217,13 @@ impl Config {
         }
         if self.publish.attempts == 0 {
             return Err(ConfigError("publish.attempts: must be at least 1".into()));
+        }
+        if let Some(url) = &self.http.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(ConfigError(
+                "http.public_url: must start with http:// or https://".into(),
+            ));
         }
         if self.http.max_wait.is_zero() {
             return Err(ConfigError("http.max_wait: must be positive".into()));

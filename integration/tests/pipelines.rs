@@ -320,7 +320,9 @@ async fn signed_webhooks_are_accepted_and_unsigned_ones_refused() {
 #[tokio::test]
 async fn pipeline_context_derives_the_key_without_the_attempt() {
     let nats = NatsServer::start().await.unwrap();
-    let d = Dispatcher::start(&nats.url(), &["prod"]).await.unwrap();
+    let mut config = Dispatcher::config(&nats.url(), &["prod"]);
+    config.http.public_url = Some("https://longshore.example.com/".into());
+    let d = Dispatcher::start_with(config).await.unwrap();
     let body = |attempt: u32| {
         json!({"cluster": "prod", "action": "apply", "manifests": [configmap("default", "a")],
         "pipeline": {"pipeline": "shop", "execution": "42", "stage": "deploy", "attempt": attempt}})
@@ -328,6 +330,16 @@ async fn pipeline_context_derives_the_key_without_the_attempt() {
     let (s, h1, b1) = post(&d, None, &body(1)).await;
     assert_eq!(s, 202, "{b1}");
     assert_eq!(b1["idempotencyKey"], r#"pipeline:["shop","42","deploy"]"#);
+    let status_url = format!(
+        "https://longshore.example.com/v1/operations/{}",
+        b1["id"].as_str().unwrap()
+    );
+    assert_eq!(
+        b1["statusUrl"],
+        status_url.as_str(),
+        "absolute for tools that need it"
+    );
+    assert_eq!(h1["location"], status_url.as_str());
     assert!(h1.get("idempotent-replayed").is_none());
     let (s, h2, b2) = post(&d, None, &body(2)).await;
     assert_eq!(s, 202, "{b2}");
