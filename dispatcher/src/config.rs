@@ -32,8 +32,6 @@ pub struct Config {
     pub tokens: BTreeMap<String, TokenConfig>,
     /// Signed webhook sources (`POST /v1/hooks/{source}`), by name.
     pub hooks: BTreeMap<String, HookConfig>,
-    /// TLS for the HTTP listener; plain HTTP when not configured.
-    pub tls: TlsConfig,
 }
 
 /// One bearer token: its secret, what it may do, and how often.
@@ -86,14 +84,6 @@ pub enum SignatureScheme {
 pub struct RateLimitConfig {
     pub per_second: f64,
     pub burst: u32,
-}
-
-/// TLS for the HTTP listener: PEM certificate chain and private key.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsConfig {
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
 }
 
 impl Default for HookConfig {
@@ -153,7 +143,6 @@ impl Default for Config {
             publish: PublishConfig::default(),
             tokens: BTreeMap::new(),
             hooks: BTreeMap::new(),
-            tls: TlsConfig::default(),
         }
     }
 }
@@ -227,11 +216,6 @@ impl Config {
         }
         if self.http.max_wait.is_zero() {
             return Err(ConfigError("http.max_wait: must be positive".into()));
-        }
-        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            return Err(ConfigError(
-                "tls.cert_file and tls.key_file: give both or neither".into(),
-            ));
         }
         for (name, token) in &self.tokens {
             let key = format!("tokens.{name}");
