@@ -32,6 +32,10 @@
 //!   to `max(applied_seq, seq)` and `applied_op` to this operation. Objects that were
 //!   superseded or not reached (the operation stopped at an error first) are released
 //!   without advancing. Dry runs take no fences and so never supersede nor advance.
+//! - **Unknown outcome**: when the operation stops at a transient error on an object (a
+//!   5xx, a timeout, a connection reset that may have come *after* the API server committed
+//!   the write), that object's fence is kept held ([`Guard::keep`]): its redelivery retakes
+//!   it and finds out, and no other operation touches the object meanwhile.
 //!
 //! # What "superseded" means
 //!
@@ -381,6 +385,16 @@ impl Guard {
             *self.valid_until.lock().unwrap_or_else(|e| e.into_inner()) =
                 started + self.fences.trust();
         }
+    }
+
+    /// Keeps `key` held past [`Guard::release`]: its object's state is unknown (a write may
+    /// have reached the API server without its answer reaching us), so no other operation
+    /// may change the object until this one, redelivered, finds out; otherwise an older
+    /// operation could slip in between and this one would later change the object a second
+    /// time. The same operation retakes the fence at once; the lease bounds everyone else's
+    /// wait if it never comes back.
+    pub async fn keep(&self, key: &str) {
+        self.held.lock().await.remove(key);
     }
 
     /// Lets go of every held fence, advancing `applied_seq` on those in `applied`. Best

@@ -216,6 +216,16 @@ async fn fenced(
         .filter(|(step, _)| !step.superseded)
         .filter_map(|(step, _)| step.fence.clone())
         .collect();
+    // The object the operation stopped at on a transient error may have been written anyway.
+    let uncertain = report
+        .error
+        .as_ref()
+        .filter(|e| policy::is_transient(e))
+        .and_then(|_| steps.get(report.results.len()))
+        .and_then(|step| step.fence.as_deref());
+    if let Some(key) = uncertain {
+        guard.keep(key).await;
+    }
     guard.release(&applied).await;
     report
 }

@@ -57,6 +57,11 @@ pub fn decide(err: &OpError, delivered: u64, max_deliver: i64, retry: &RetryConf
     }
 }
 
+/// Whether `err` is transient: retried later rather than failing the operation.
+pub fn is_transient(err: &OpError) -> bool {
+    matches!(classify(err), Class::Transient { .. })
+}
+
 /// Exponential backoff with jitter: `base * 2^(delivered - 1)` capped at `max`, then a
 /// random point in its upper half, so replicas retrying together spread out.
 pub fn backoff(delivered: u64, retry: &RetryConfig) -> Duration {
