@@ -1,9 +1,12 @@
 //! The longshore dispatcher: a stateless HTTP front door that turns pipeline requests into
 //! operations on the JetStream work queue. Run any number of replicas.
 //!
-//! A request goes [`api`] (routes, HTTP in and out) → [`request`] (parse and validate the
-//! body, name the field at fault) → [`submit`] (idempotency: record, then publish, then 202)
-//! → JetStream. [`deadletters`] lists and requeues operations that exhausted their
+//! A request goes [`api`] (routes, HTTP in and out) → [`auth`] (bearer token, naming the
+//! source) and [`ratelimit`] → [`request`] (parse and validate the body, name the field at
+//! fault; webhooks through [`hooks`] instead: signature, then the source's mapping) →
+//! [`policy`] (what the token or source may touch) → [`submit`] (idempotency: record, then
+//! publish, then 202) → JetStream. [`wait`] long-polls and streams an operation's state
+//! through a KV watch. [`deadletters`] lists and requeues operations that exhausted their
 //! deliveries. [`context`] holds what handlers share and provisions the stream and buckets;
 //! [`error`] is the one place an error becomes an HTTP response; [`config`] is the typed
 //! configuration.
