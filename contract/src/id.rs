@@ -111,7 +111,9 @@ impl fmt::Display for OperationId {
     }
 }
 
-fn base32_lower(bytes: &[u8]) -> String {
+/// RFC 4648 base32, lowercase and unpadded: the alphabet of ids and fence keys (safe in
+/// KV keys, subjects and message ids).
+pub fn base32_lower(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
     let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
     let (mut buffer, mut bits) = (0u32, 0u32);

@@ -83,25 +83,7 @@ pub fn key(cluster: &str, object: &ObjectRef) -> String {
         h.update([0]);
     }
     // 20 bytes = 160 bits = exactly 32 base32 characters, as operation ids.
-    format!("obj-{}", base32_lower(&h.finalize()[..20]))
-}
-
-fn base32_lower(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for &b in bytes {
-        buffer = (buffer << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    out
+    format!("obj-{}", longshore_contract::id::base32_lower(&h.finalize()[..20]))
 }
 
 /// The value of one object's fence.
