@@ -23,3 +23,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast
 fi
+echo "== benchmark smoke run (checks every benchmark mode runs; asserts no figure)"
+cargo run --quiet -p longshore-integration --bin bench -- smoke
+

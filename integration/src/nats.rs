@@ -20,6 +20,8 @@ pub fn binary() -> PathBuf {
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
+    /// The HTTP monitoring port (`/varz`, `/jsz`), when started with one.
+    monitoring_port: Option<u16>,
     dir: tempfile::TempDir,
 }
 
@@ -27,17 +29,32 @@ impl NatsServer {
     /// Starts a single JetStream server on a port the server picks itself (so no other test
     /// can race for it), and waits until it accepts connections.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_inner(false).await
+    }
+
+    /// Like [`start`](Self::start), plus the HTTP monitoring endpoint on a port the server
+    /// picks (see [`monitoring_url`](Self::monitoring_url)): what KEDA's `nats-jetstream`
+    /// scaler reads the consumer's lag from.
+    pub async fn start_with_monitoring() -> anyhow::Result<Self> {
+        Self::start_inner(true).await
+    }
+
+    async fn start_inner(monitoring: bool) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let ports_dir = dir.path().join("ports");
         std::fs::create_dir_all(&ports_dir)?;
-        let child = spawn(dir.path(), "-1", Some(&ports_dir))?;
+        let http_port = monitoring.then_some("-1");
+        let child = spawn(dir.path(), "-1", http_port, Some(&ports_dir))?;
         let pid = child.id();
         let mut server = Self {
             child: Some(child),
             port: 0,
+            monitoring_port: None,
             dir,
         };
-        server.port = wait_for_ports_file(&ports_dir, pid).await?;
+        let ports = wait_for_ports_file(&ports_dir, pid, monitoring).await?;
+        server.port = ports.client;
+        server.monitoring_port = ports.monitoring;
         server.wait_ready().await?;
         Ok(server)
     }
@@ -48,6 +65,18 @@ impl NatsServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `http://127.0.0.1:<port>` of the monitoring endpoint, if the server was started
+    /// with [`start_with_monitoring`](Self::start_with_monitoring).
+    pub fn monitoring_url(&self) -> Option<String> {
+        self.monitoring_port
+            .map(|port| format!("http://127.0.0.1:{port}"))
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kills the server at once (SIGKILL), as a crash would.
@@ -61,7 +90,13 @@ impl NatsServer {
     /// Starts the server again on the same port with the same store.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
-        self.child = Some(spawn(self.dir.path(), &self.port.to_string(), None)?);
+        let http_port = self.monitoring_port.map(|p| p.to_string());
+        self.child = Some(spawn(
+            self.dir.path(),
+            &self.port.to_string(),
+            http_port.as_deref(),
+            None,
+        )?);
         self.wait_ready().await
     }
 
@@ -99,7 +134,12 @@ impl Drop for NatsServer {
     }
 }
 
-fn spawn(dir: &Path, port: &str, ports_dir: Option<&Path>) -> anyhow::Result<Child> {
+fn spawn(
+    dir: &Path,
+    port: &str,
+    http_port: Option<&str>,
+    ports_dir: Option<&Path>,
+) -> anyhow::Result<Child> {
     let mut cmd = Command::new(binary());
     cmd.args(["-js", "-a", "127.0.0.1", "-p", port, "-sd"])
         .arg(dir.join("store"))
@@ -108,6 +148,9 @@ fn spawn(dir: &Path, port: &str, ports_dir: Option<&Path>) -> anyhow::Result<Chi
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    if let Some(http_port) = http_port {
+        cmd.args(["-m", http_port]);
+    }
     if let Some(ports_dir) = ports_dir {
         cmd.arg("--ports_file_dir").arg(ports_dir);
     }
@@ -119,8 +162,18 @@ fn spawn(dir: &Path, port: &str, ports_dir: Option<&Path>) -> anyhow::Result<Chi
     })
 }
 
-/// nats-server writes `<name>_<pid>.ports` with the client URL it bound.
-async fn wait_for_ports_file(dir: &Path, pid: u32) -> anyhow::Result<u16> {
+struct Ports {
+    client: u16,
+    monitoring: Option<u16>,
+}
+
+fn port_of(url: Option<&str>) -> Option<u16> {
+    url?.rsplit(':').next()?.parse().ok()
+}
+
+/// nats-server writes `<name>_<pid>.ports` with the client URL it bound (and the monitoring
+/// URL, when it serves one).
+async fn wait_for_ports_file(dir: &Path, pid: u32, monitoring: bool) -> anyhow::Result<Ports> {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         for entry in std::fs::read_dir(dir)? {
@@ -138,10 +191,15 @@ async fn wait_for_ports_file(dir: &Path, pid: u32) -> anyhow::Result<u16> {
             let Ok(ports) = serde_json::from_str::<serde_json::Value>(&text) else {
                 continue;
             };
-            if let Some(url) = ports["nats"][0].as_str()
-                && let Some(port) = url.rsplit(':').next().and_then(|p| p.parse().ok())
+            let client = port_of(ports["nats"][0].as_str());
+            let http = port_of(ports["monitoring"][0].as_str());
+            if let Some(client) = client
+                && (http.is_some() || !monitoring)
             {
-                return Ok(port);
+                return Ok(Ports {
+                    client,
+                    monitoring: http,
+                });
             }
         }
         if std::time::Instant::now() >= deadline {

@@ -13,19 +13,20 @@ use anyhow::{Context as _, bail};
 /// before the tests run.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test binary has no target dir")?;
-    let path = profile_dir.join(name);
-    if !path.exists() {
-        bail!(
-            "{} is not built: run `cargo build --workspace --bins` first (integration/test.sh does)",
-            path.display()
-        );
+    // A test runs from target/<profile>/deps/, a harness binary (the benchmark) from
+    // target/<profile>/: look beside the executable, then one level up.
+    let dir = exe.parent().context("executable has no directory")?;
+    let candidates = [Some(dir), dir.parent()];
+    for dir in candidates.into_iter().flatten() {
+        let path = dir.join(name);
+        if path.is_file() {
+            return Ok(path);
+        }
     }
-    Ok(path)
+    bail!(
+        "{name} is not built next to {}: run `cargo build --workspace --bins` (with the same profile) first; integration/test.sh does",
+        exe.display()
+    );
 }
 
 /// A running process of ours.

@@ -1,0 +1,159 @@
+//! longshore's benchmarks: programs that print figures, compared in the same run against
+//! the bare JetStream limit on the same machine.
+//!
+//! ```text
+//! cargo build --release --workspace --bins
+//! cargo run --release -p longshore-integration --bin bench -- all --json docs/benchmarks.json
+//! cargo run -p longshore-integration --bin bench -- smoke        # seconds; what CI runs
+//! ```
+//!
+//! Modes: `baseline` (JetStream publish, pull + double ack, and both at once), `e2e` (HTTP
+//! submit to succeeded: latency at light load, throughput at saturation, CPU and memory per
+//! process), `scaling` (1, 2, 4, 8 workers against 50 ms writes), `fleet` (thousands of
+//! clusters: worker ready time and memory, a fleet-wide rollout), `all`, and `smoke` (every
+//! mode, tiny, to check they run: no figure is asserted).
+
+#![forbid(unsafe_code)]
+
+mod baseline;
+mod e2e;
+mod fleet;
+mod rig;
+mod scaling;
+mod stats;
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    Baseline,
+    E2e,
+    Scaling,
+    Fleet,
+    All,
+    Smoke,
+}
+
+#[derive(Parser)]
+struct Args {
+    mode: Mode,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Operations at saturation (e2e) and messages (baseline).
+    #[arg(long, default_value_t = 5000)]
+    ops: usize,
+    /// Offered rate at light load, operations per second.
+    #[arg(long, default_value_t = 50)]
+    light_rate: u32,
+    /// Concurrent submitting clients (and publishing tasks in the baseline).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Workers in the e2e run.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Registered clusters in the fleet run.
+    #[arg(long, default_value_t = 2000)]
+    clusters: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let smoke = args.mode == Mode::Smoke;
+    let wants = |m: Mode| args.mode == m || args.mode == Mode::All || smoke;
+    let mut out = serde_json::Map::new();
+    out.insert("machine".into(), machine());
+    let payload = envelope_size();
+
+    if wants(Mode::Baseline) {
+        let n = if smoke { 200 } else { args.ops * 4 };
+        let r = baseline::run(n, args.concurrency, payload).await?;
+        println!("baseline: {r}");
+        out.insert("baseline".into(), r);
+    }
+    if wants(Mode::E2e) {
+        let p = e2e::Params {
+            light_rate: if smoke { 20 } else { args.light_rate },
+            light_seconds: if smoke { 1 } else { 20 },
+            saturation_ops: if smoke { 50 } else { args.ops },
+            concurrency: args.concurrency,
+            dispatchers: 1,
+            workers: args.workers,
+            worker_concurrency: 64,
+        };
+        let r = e2e::run(&p).await?;
+        println!("e2e: {r}");
+        if let Some(base) = out
+            .get("baseline")
+            .and_then(|b| b["loop_msgs_per_s"].as_f64())
+        {
+            let ratio = r["saturation"]["ops_per_s"].as_f64().unwrap_or(0.0) / base;
+            println!("e2e: saturation throughput = {ratio:.3} x baseline loop");
+            out.insert(
+                "e2e_vs_baseline".into(),
+                json!((ratio * 1000.0).round() / 1000.0),
+            );
+        }
+        out.insert("e2e".into(), r);
+    }
+    if wants(Mode::Scaling) {
+        let counts: &[usize] = if smoke { &[1, 2] } else { &[1, 2, 4, 8] };
+        let r = scaling::run(counts, if smoke { 10 } else { 400 }, 4).await?;
+        println!("scaling: {r}");
+        out.insert("scaling".into(), r);
+    }
+    if wants(Mode::Fleet) {
+        let r = fleet::run(if smoke { 20 } else { args.clusters }, 2).await?;
+        println!("fleet: {r}");
+        out.insert("fleet".into(), r);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&Value::Object(out))? + "\n",
+        )?;
+        println!("figures written to {}", path.display());
+    }
+    Ok(())
+}
+
+/// The size of a typical envelope (one ConfigMap apply), so the baseline moves messages of
+/// the size the system moves.
+fn envelope_size() -> usize {
+    let key = longshore_contract::IdempotencyKey::new("bench-0000000-0").expect("valid key");
+    let spec: longshore_contract::OperationSpec =
+        serde_json::from_value(rig::apply_configmap("prod", "bench-0", 0)).expect("valid spec");
+    let envelope = longshore_contract::Envelope {
+        schema_version: longshore_contract::envelope::SCHEMA_VERSION,
+        id: longshore_contract::OperationId::derive("api", &key),
+        idempotency_key: key,
+        source: "api".into(),
+        fingerprint: "0".repeat(32),
+        submitted_at: jiff::Timestamp::now(),
+        spec,
+    };
+    serde_json::to_vec(&envelope)
+        .map(|v| v.len())
+        .unwrap_or(600)
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|s| {
+        s.lines()
+            .find(|l| l.starts_with("model name"))
+            .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+    });
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let nats = std::process::Command::new(longshore_integration::nats::binary())
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    json!({"cpu": cpu, "cores": cores, "nats_server": nats, "profile": if cfg!(debug_assertions) { "debug" } else { "release" }})
+}
