@@ -5,6 +5,8 @@
 //! - `GET|DELETE /_sim/clusters/{name}/writes`: the write log / clear it
 //! - `GET|PUT|DELETE /_sim/clusters/{name}/faults`: read / replace / clear faults (JSON)
 //! - `POST /_sim/clusters/{name}/compact`: forget watch history (older versions get 410)
+//! - `GET|PUT|DELETE /_sim/clusters/{name}/rollouts`: read / replace / turn off the rollout
+//!   simulation (JSON)
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use serde_json::json;
 use crate::cluster::Cluster;
 use crate::faults::Faults;
 use crate::kubeconfig;
+use crate::rollout::Rollouts;
 use crate::server::Shared;
 use crate::status::{self, Error};
 
@@ -33,6 +36,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             get(faults).put(set_faults).delete(clear_faults),
         )
         .route("/_sim/clusters/{name}/compact", post(compact))
+        .route(
+            "/_sim/clusters/{name}/rollouts",
+            get(rollouts).put(set_rollouts).delete(clear_rollouts),
+        )
 }
 
 fn cluster(shared: &Shared, name: &str) -> Result<Arc<Cluster>, Box<Response>> {
@@ -113,6 +120,44 @@ async fn compact(State(shared): State<Arc<Shared>>, Path(name): Path<String>) ->
         Ok(c) => {
             c.lock().store.compact();
             status::json_body(&json!({}))
+        }
+        Err(r) => *r,
+    }
+}
+
+async fn rollouts(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match cluster(&shared, &name) {
+        Ok(c) => status::json_body(&json!(c.lock().rollouts.settings)),
+        Err(r) => *r,
+    }
+}
+
+async fn set_rollouts(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+    body: bytes::Bytes,
+) -> Response {
+    let c = match cluster(&shared, &name) {
+        Ok(c) => c,
+        Err(r) => return *r,
+    };
+    let rollouts: Rollouts = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return Error::BadRequest(format!("invalid rollouts JSON: {e}")).into_response(),
+    };
+    if let Err(e) = rollouts.validate() {
+        return Error::Unprocessable(e).into_response();
+    }
+    c.lock().rollouts.settings = rollouts.clone();
+    status::json_body(&json!(rollouts))
+}
+
+async fn clear_rollouts(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    match cluster(&shared, &name) {
+        Ok(c) => {
+            let off = Rollouts::default();
+            c.lock().rollouts.settings = off.clone();
+            status::json_body(&json!(off))
         }
         Err(r) => *r,
     }

@@ -19,6 +19,7 @@ pub(crate) struct ClusterState {
     pub store: Store,
     pub registry: Registry,
     pub writes: WriteLog,
+    pub rollouts: crate::rollout::Controller,
 }
 
 #[derive(Debug)]
@@ -29,7 +30,12 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(name: &str, history_limit: usize, faults: Faults) -> Self {
+    pub fn new(
+        name: &str,
+        history_limit: usize,
+        faults: Faults,
+        rollouts: crate::rollout::Rollouts,
+    ) -> Self {
         let mut store = Store::new(history_limit);
         let now = object::now();
         for ns in SEED_NAMESPACES {
@@ -44,6 +50,7 @@ impl Cluster {
                 store,
                 registry: Registry::builtin(),
                 writes: WriteLog::default(),
+                rollouts: crate::rollout::Controller::new(rollouts),
             }),
             faults: Mutex::new(faults),
         }
@@ -160,5 +167,16 @@ impl ClusterHandle {
     /// Replaces the faults; takes effect for the next request.
     pub fn set_faults(&self, faults: Faults) {
         self.0.set_faults(faults);
+    }
+
+    /// The rollout simulation's settings (see [`crate::Rollouts`]).
+    pub fn rollouts(&self) -> crate::Rollouts {
+        self.0.lock().rollouts.settings.clone()
+    }
+
+    /// Replaces the rollout simulation's settings; rollouts under way continue under the
+    /// new ones from where they are.
+    pub fn set_rollouts(&self, rollouts: crate::Rollouts) {
+        self.0.lock().rollouts.settings = rollouts;
     }
 }

@@ -33,7 +33,8 @@
 //! resourceVersion counter, event history) and `registry` (kinds, CRDs). `ssa` and `fieldset`
 //! implement server-side apply; `patch` the other patch types; `status` is the one place
 //! errors become `Status` responses; `discovery`, `kubeconfig`, `admin` (`/_sim` endpoints),
-//! `faults` and `writelog` are what their names say.
+//! `faults` and `writelog` are what their names say. `rollout` simulates the workload
+//! controllers: status advancing over time, and ReplicaSets with revisions.
 
 mod admin;
 mod cluster;
@@ -47,6 +48,7 @@ mod openapi;
 mod patch;
 mod registry;
 mod request;
+mod rollout;
 mod selector;
 mod server;
 mod ssa;
@@ -69,6 +71,7 @@ use tokio_util::task::TaskTracker;
 
 pub use cluster::ClusterHandle;
 pub use faults::{ErrorFault, FaultScope, Faults, Latency, Trigger};
+pub use rollout::{REVISION_ANNOTATION, RolloutMode, Rollouts};
 pub use writelog::{WriteRecord, WriteVerb};
 
 use cluster::Cluster;
@@ -89,6 +92,8 @@ pub enum Error {
     UnknownFaultCluster(String),
     #[error("faults for {cluster:?}: {reason}")]
     InvalidFaults { cluster: String, reason: String },
+    #[error("rollouts: {0}")]
+    InvalidRollouts(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -117,6 +122,9 @@ pub struct SimOptions {
     /// How long a deleted namespace stays Terminating before its contents are deleted
     /// (so `kubectl delete -f` can still delete what it lists after the namespace).
     pub namespace_deletion_delay: Duration,
+    /// The rollout simulation every cluster starts with (off by default); see
+    /// [`ClusterHandle::set_rollouts`] to change one cluster's at runtime.
+    pub rollouts: Rollouts,
 }
 
 impl Default for SimOptions {
@@ -128,6 +136,7 @@ impl Default for SimOptions {
             watch_history: 1000,
             bookmark_interval: Duration::from_secs(5),
             namespace_deletion_delay: Duration::from_millis(200),
+            rollouts: Rollouts::default(),
         }
     }
 }
@@ -167,6 +176,7 @@ impl SimOptions {
                 reason,
             })?;
         }
+        self.rollouts.validate().map_err(Error::InvalidRollouts)?;
         Ok(())
     }
 }
@@ -202,7 +212,12 @@ impl KubeSim {
                 let faults = options.faults.get(name).cloned().unwrap_or_default();
                 (
                     name.clone(),
-                    Arc::new(Cluster::new(name, options.watch_history.max(1), faults)),
+                    Arc::new(Cluster::new(
+                        name,
+                        options.watch_history.max(1),
+                        faults,
+                        options.rollouts.clone(),
+                    )),
                 )
             })
             .collect();
@@ -214,6 +229,7 @@ impl KubeSim {
         });
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        tracker.spawn(rollout::run(shared.clone(), shutdown.clone()));
         let accept = tokio::spawn(server::serve(
             listener,
             server::router(shared.clone()),
