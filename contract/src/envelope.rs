@@ -95,6 +95,7 @@ pub(crate) mod tests_support {
                 ],
                 targets: vec![],
                 patch: None,
+                params: Default::default(),
                 options: Options::default(),
                 pipeline: None,
             },

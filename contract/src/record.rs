@@ -65,6 +65,38 @@ pub struct ObjectResult {
     pub resource_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
+    /// For a dry run: the fields the change would make, by path. The values of a Secret's
+    /// `data` and `stringData` are never shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<Vec<FieldChange>>,
+    /// For `run-job`: how the Job ended (after a wait) and its logs, when reachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobResult>,
+}
+
+/// One field a dry run would change. `before` is absent for an added field, `after` for a
+/// removed one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldChange {
+    /// A dotted path, list items by index: `spec.template.spec.containers[0].image`.
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<serde_json::Value>,
+}
+
+/// What became of a Job started by `run-job`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobResult {
+    /// `complete`, `failed`, or `running` (when the operation did not wait).
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The end of its pods' logs, when the cluster serves them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<String>,
 }
 
 /// A fixed set of error classes, for records, metrics labels and retry decisions.
@@ -85,6 +117,11 @@ pub enum ErrorClass {
     Malformed,
     /// Retries were exhausted on transient failures (throttling, 5xx, timeouts, resets).
     Transient,
+    /// A waited-for object failed to become ready (e.g. `ProgressDeadlineExceeded`, a
+    /// failed Job).
+    Rollout,
+    /// A waited-for object was not ready within `options.wait.timeout`.
+    Timeout,
 }
 
 /// Why an operation failed.
@@ -120,6 +157,10 @@ pub struct OperationRecord {
     pub finished_at: Option<jiff::Timestamp>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<ObjectResult>,
+    /// While the worker waits for its objects to become stable: how far they are, e.g.
+    /// `apps/v1/Deployment default/web: 2/3 replicas updated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -147,6 +188,7 @@ impl OperationRecord {
             started_at: None,
             finished_at: None,
             results: Vec::new(),
+            progress: None,
             error: None,
             trace_id: None,
             pipeline: envelope.spec.pipeline.clone(),

@@ -179,6 +179,7 @@ impl Caller {
             manifests: Vec::new(),
             targets: Vec::new(),
             patch: None,
+            params: Default::default(),
             options: Default::default(),
             pipeline: None,
         };

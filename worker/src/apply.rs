@@ -7,7 +7,9 @@
 //! `create` recognises an object it created itself by the [`OPERATION_ID_ANNOTATION`],
 //! `patch` is not sent again when the object already carries that annotation with this
 //! operation's id, `delete` counts a missing object as done. Writes stamp that annotation,
-//! which also lets tests count effects per operation.
+//! which also lets tests count effects per operation. The deploy actions (`scale`,
+//! `rollout-*`, `run-job`) live in [`crate::actions`]; a dry run of any action reports
+//! the fields it would change ([`crate::diff`]).
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::discovery::Scope;
@@ -32,9 +34,9 @@ pub struct Report {
 }
 
 /// One object to act on, its kind resolved and its namespace settled.
-struct Target {
-    object: ObjectRef,
-    api: Api<DynamicObject>,
+pub(crate) struct Target {
+    pub object: ObjectRef,
+    pub api: Api<DynamicObject>,
 }
 
 /// One object of an operation, planned before any fence is taken.
@@ -57,8 +59,24 @@ pub async fn plan<'a>(cluster: &Cluster, envelope: &'a Envelope) -> Result<Vec<S
     let spec = &envelope.spec;
     // Objects are addressed either by manifest (apply, create, replace, delete) or by
     // reference (patch, delete).
-    let work: Vec<(ObjectRef, Option<&Value>)> = match spec.action {
-        Action::Patch => spec.targets.iter().map(|t| (t.clone(), None)).collect(),
+    let mut work: Vec<(ObjectRef, Option<&Value>)> = match spec.action {
+        action if action.takes_targets() => {
+            spec.targets.iter().map(|t| (t.clone(), None)).collect()
+        }
+        // The Job's name comes from the operation id, so a redelivery finds it.
+        Action::RunJob => spec
+            .manifests
+            .iter()
+            .filter_map(|m| {
+                let mut object = ObjectRef::of_manifest(m).or_else(|| {
+                    let mut named = m.clone();
+                    named["metadata"]["name"] = json!("-");
+                    ObjectRef::of_manifest(&named)
+                })?;
+                object.name = longshore_contract::spec::job_name(m, &envelope.id);
+                Some((object, Some(m)))
+            })
+            .collect(),
         _ => spec
             .manifests
             .iter()
@@ -66,6 +84,7 @@ pub async fn plan<'a>(cluster: &Cluster, envelope: &'a Envelope) -> Result<Vec<S
             .chain(spec.targets.iter().map(|t| (t.clone(), None)))
             .collect(),
     };
+    crate::ordering::sort(spec.action, &mut work, |(object, _)| &object.kind);
     let mut steps = Vec::with_capacity(work.len());
     for (mut object, manifest) in work {
         let scope = match cluster.resolve(&object).await {
@@ -148,7 +167,7 @@ pub async fn carry_out(
     report
 }
 
-async fn target(
+pub(crate) async fn target(
     cluster: &Cluster,
     object: &ObjectRef,
     defines_kinds: bool,
@@ -220,10 +239,16 @@ async fn act(
             };
             delete(cluster, target, &params).await
         }
+        Action::Scale
+        | Action::RolloutRestart
+        | Action::RolloutPause
+        | Action::RolloutResume
+        | Action::RolloutUndo
+        | Action::RunJob => crate::actions::act(cluster, envelope, target, manifest).await,
     }
 }
 
-fn post_params(envelope: &Envelope) -> PostParams {
+pub(crate) fn post_params(envelope: &Envelope) -> PostParams {
     PostParams {
         dry_run: envelope.spec.options.dry_run,
         field_manager: Some(envelope.spec.options.field_manager.clone()),
@@ -231,7 +256,7 @@ fn post_params(envelope: &Envelope) -> PostParams {
 }
 
 /// Stamps the operation id and settles the namespace of a manifest about to be written.
-fn prepare(body: &mut Value, object: &ObjectRef, id: &str) {
+pub(crate) fn prepare(body: &mut Value, object: &ObjectRef, id: &str) {
     let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;
     };
@@ -254,7 +279,11 @@ pub fn write_outcome(before: Option<&str>, after: Option<&str>) -> Outcome {
     }
 }
 
-fn result(object: &ObjectRef, outcome: Outcome, written: Option<&DynamicObject>) -> ObjectResult {
+pub(crate) fn result(
+    object: &ObjectRef,
+    outcome: Outcome,
+    written: Option<&DynamicObject>,
+) -> ObjectResult {
     let meta = written.map(|o| &o.metadata);
     ObjectResult {
         api_version: object.api_version.clone(),
@@ -264,14 +293,39 @@ fn result(object: &ObjectRef, outcome: Outcome, written: Option<&DynamicObject>)
         outcome,
         resource_version: meta.and_then(|m| m.resource_version.clone()),
         uid: meta.and_then(|m| m.uid.clone()),
+        diff: None,
+        job: None,
     }
+}
+
+/// For a dry run, adds to `result` what the change would do to the object.
+pub(crate) fn with_diff(
+    mut result: ObjectResult,
+    dry_run: bool,
+    before: Option<&DynamicObject>,
+    after: Option<&DynamicObject>,
+) -> ObjectResult {
+    if dry_run {
+        let value = |o: Option<&DynamicObject>| o.and_then(|o| serde_json::to_value(o).ok());
+        let kind = result.kind.clone();
+        result.diff = Some(crate::diff::changes(
+            &kind,
+            value(before).as_ref(),
+            value(after).as_ref(),
+        ));
+    }
+    result
 }
 
 fn version(object: &Option<DynamicObject>) -> Option<&str> {
     object.as_ref()?.metadata.resource_version.as_deref()
 }
 
-async fn get(cluster: &Cluster, t: &Target, verb: Verb) -> Result<Option<DynamicObject>, OpError> {
+pub(crate) async fn get(
+    cluster: &Cluster,
+    t: &Target,
+    verb: Verb,
+) -> Result<Option<DynamicObject>, OpError> {
     cluster
         .call(verb, &t.object, t.api.get_opt(&t.object.name))
         .await
@@ -297,10 +351,15 @@ async fn apply(
         }
     };
     let outcome = write_outcome(version(&before), after.metadata.resource_version.as_deref());
-    Ok(result(&t.object, outcome, Some(&after)))
+    Ok(with_diff(
+        result(&t.object, outcome, Some(&after)),
+        params.dry_run,
+        before.as_ref(),
+        Some(&after),
+    ))
 }
 
-async fn create(
+pub(crate) async fn create(
     cluster: &Cluster,
     t: &Target,
     body: Value,
@@ -312,7 +371,12 @@ async fn create(
         .call(Verb::Create, &t.object, t.api.create(&params, &object))
         .await
     {
-        Ok(created) => Ok(result(&t.object, Outcome::Created, Some(&created))),
+        Ok(created) => Ok(with_diff(
+            result(&t.object, Outcome::Created, Some(&created)),
+            params.dry_run,
+            None,
+            Some(&created),
+        )),
         Err(e) if is_status(&e, 409) => {
             // Ours from an earlier delivery (the worker died before acknowledging), or
             // someone else's?
@@ -353,7 +417,12 @@ async fn replace(
         current.metadata.resource_version.as_deref(),
         replaced.metadata.resource_version.as_deref(),
     );
-    Ok(result(&t.object, outcome, Some(&replaced)))
+    Ok(with_diff(
+        result(&t.object, outcome, Some(&replaced)),
+        params.dry_run,
+        Some(&current),
+        Some(&replaced),
+    ))
 }
 
 async fn patch_object(
@@ -409,7 +478,12 @@ async fn patch_object(
         current.metadata.resource_version.as_deref(),
         patched.metadata.resource_version.as_deref(),
     );
-    Ok(result(&t.object, outcome, Some(&patched)))
+    Ok(with_diff(
+        result(&t.object, outcome, Some(&patched)),
+        params.dry_run,
+        Some(&current),
+        Some(&patched),
+    ))
 }
 
 /// Adds the operation stamp to a merge or strategic-merge patch body.
@@ -431,6 +505,12 @@ async fn delete(
     t: &Target,
     params: &DeleteParams,
 ) -> Result<ObjectResult, OpError> {
+    let before = if params.dry_run {
+        get(cluster, t, Verb::Get).await?
+    } else {
+        None
+    };
+    let deleted = |r: ObjectResult| with_diff(r, params.dry_run, before.as_ref(), None);
     match cluster
         .call(
             Verb::Delete,
@@ -440,14 +520,18 @@ async fn delete(
         .await
     {
         // Left: deletion started (finalizers pending); Right: gone.
-        Ok(either) => Ok(result(&t.object, Outcome::Deleted, either.left().as_ref())),
+        Ok(either) => Ok(deleted(result(
+            &t.object,
+            Outcome::Deleted,
+            either.left().as_ref(),
+        ))),
         Err(e) if is_status(&e, 404) => Ok(result(&t.object, Outcome::NotFound, None)),
         Err(e) => Err(e),
     }
 }
 
 /// Whether `object` carries operation `id`'s stamp: that operation's write is in.
-fn stamped_by(object: &DynamicObject, id: &str) -> bool {
+pub(crate) fn stamped_by(object: &DynamicObject, id: &str) -> bool {
     object
         .metadata
         .annotations
@@ -456,18 +540,18 @@ fn stamped_by(object: &DynamicObject, id: &str) -> bool {
         .is_some_and(|v| v == id)
 }
 
-fn typed(t: &Target, body: Value) -> Result<DynamicObject, OpError> {
+pub(crate) fn typed(t: &Target, body: Value) -> Result<DynamicObject, OpError> {
     serde_json::from_value(body).map_err(|e| OpError::Manifest {
         object: t.object.to_string(),
         reason: format!("not a Kubernetes object: {e}"),
     })
 }
 
-fn is_status(err: &OpError, code: u16) -> bool {
+pub(crate) fn is_status(err: &OpError, code: u16) -> bool {
     matches!(err, OpError::Kube { source: kube::Error::Api(s), .. } if s.code == code)
 }
 
-fn not_found(verb: Verb, object: &ObjectRef) -> OpError {
+pub(crate) fn not_found(verb: Verb, object: &ObjectRef) -> OpError {
     let status = kube::core::Status::failure(&format!("{object} not found"), "NotFound")
         .with_code(404)
         .boxed();

@@ -31,6 +31,9 @@ pub enum Verb {
     Replace,
     Patch,
     Delete,
+    Scale,
+    List,
+    Watch,
 }
 
 /// Why one operation did not (yet) succeed. Objects are named as text (`v1/ConfigMap
@@ -88,4 +91,15 @@ pub enum OpError {
     /// in time and must not write under it any more.
     #[error("object fence: {0}")]
     Fence(String),
+    /// A waited-for object failed: its rollout exceeded its progress deadline, its Job
+    /// failed. `reason` comes from the object's conditions.
+    #[error("{object}: {reason}")]
+    Rollout { object: String, reason: String },
+    /// A waited-for object was not ready when the wait's timeout ran out.
+    #[error("{object}: not ready after {after:?} ({progress})")]
+    WaitTimeout {
+        object: String,
+        after: Duration,
+        progress: String,
+    },
 }

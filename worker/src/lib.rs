@@ -14,7 +14,10 @@
 //!   operation is never applied over a newer one;
 //! - [`clusters`]: the cluster registry (a client per kubeconfig context or in-cluster)
 //!   and each cluster's cache of discovered kinds;
-//! - [`apply`]: the actions (apply, create, replace, patch, delete) on each object;
+//! - [`apply`]: the actions (apply, create, replace, patch, delete) on each object, in
+//!   the dependency order of [`ordering`]; [`actions`] the deploy actions (scale,
+//!   rollout restart/pause/resume/undo, run-job); [`diff`] what a dry run would change;
+//! - [`wait`]: waiting for the objects to become stable, by the rules of [`readiness`];
 //! - [`policy`]: the one place an error becomes a decision (retry later, fail, terminate,
 //!   dead-letter);
 //! - [`deadletter`]: copying exhausted operations to the dead-letter stream, and the
@@ -25,16 +28,21 @@
 //! messages that arrive afterwards are handed back (nak without delay); operations already
 //! started get `drain_grace` to finish, and any still running then are handed back too.
 
+pub mod actions;
 pub mod apply;
 pub mod clusters;
 pub mod config;
 pub mod consumer;
 pub mod deadletter;
+pub mod diff;
 pub mod error;
 pub mod fence;
 pub mod operation;
+pub mod ordering;
 pub mod policy;
+pub mod readiness;
 pub mod status;
+pub mod wait;
 
 use std::sync::Arc;
 use std::time::Duration;

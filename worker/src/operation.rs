@@ -205,7 +205,7 @@ async fn fenced(
     let every = ctx.config.pool.ack_wait / 3;
     let report = guard
         .renewing(
-            apply::carry_out(cluster, envelope, &steps, Some(&guard)),
+            carry_out_and_wait(ctx, cluster, envelope, &steps, &guard),
             every,
         )
         .await;
@@ -227,6 +227,30 @@ async fn fenced(
         guard.keep(key).await;
     }
     guard.release(&applied).await;
+    report
+}
+
+/// Carries the operation out and, if it asks to wait, waits for its objects to become
+/// stable (still under the fences, so no other operation changes them meanwhile).
+async fn carry_out_and_wait(
+    ctx: &Context,
+    cluster: &crate::clusters::Cluster,
+    envelope: &Envelope,
+    steps: &[apply::Step<'_>],
+    guard: &crate::fence::Guard,
+) -> apply::Report {
+    let mut report = apply::carry_out(cluster, envelope, steps, Some(guard)).await;
+    if let (None, Some(wait)) = (&report.error, &envelope.spec.options.wait) {
+        let waited = crate::wait::until_stable(
+            cluster,
+            &ctx.status,
+            &envelope.id,
+            &mut report.results,
+            wait.timeout,
+        )
+        .await;
+        report.error = waited.err();
+    }
     report
 }
 

@@ -96,6 +96,9 @@ fn classify(err: &OpError) -> Class {
         OpError::Manifest { .. } => Permanent(ErrorClass::Invalid),
         OpError::UnknownCluster(_) => Permanent(ErrorClass::UnknownCluster),
         OpError::Malformed(_) => Permanent(ErrorClass::Malformed),
+        // The change is in; waiting again would not change how the rollout went.
+        OpError::Rollout { .. } => Permanent(ErrorClass::Rollout),
+        OpError::WaitTimeout { .. } => Permanent(ErrorClass::Timeout),
     }
 }
 

@@ -60,6 +60,7 @@ impl StatusStore {
             };
             let now = jiff::Timestamp::now();
             record.state = State::Running;
+            record.progress = None;
             record.attempts += 1;
             record.worker = Some(self.worker_id.clone());
             record.started_at = Some(now);
@@ -226,6 +227,38 @@ impl StatusStore {
             "record {id} kept changing; gave up recording it {}",
             state.as_str()
         )))
+    }
+
+    /// Shows how far a running operation's wait is. Best effort: a record that changed
+    /// meanwhile is read again (a few times); a terminal one is left alone, and a failure
+    /// only costs the pipeline a progress line.
+    pub async fn progress(&self, id: &OperationId, progress: &str) {
+        for _ in 0..CAS_ATTEMPTS {
+            let (mut record, revision) = match self.read(id).await {
+                Ok(Some((record, revision))) if record.state == State::Running => {
+                    (record, revision)
+                }
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::debug!(error = %e, "progress not recorded");
+                    return;
+                }
+            };
+            record.progress = Some(progress.to_owned());
+            record.updated_at = jiff::Timestamp::now();
+            match self
+                .kv
+                .update(id.as_str(), record.to_bytes(), revision)
+                .await
+            {
+                Ok(_) => return,
+                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "progress not recorded");
+                    return;
+                }
+            }
+        }
     }
 
     /// The operation's current state, if it has a record.

@@ -246,6 +246,7 @@ pub fn envelope(action: Action, manifests: Vec<Value>) -> Envelope {
             manifests,
             targets: vec![],
             patch: None,
+            params: Default::default(),
             options: Options::default(),
             pipeline: None,
         },
