@@ -119,6 +119,8 @@ pub struct HttpConfig {
     /// The URL clients reach the dispatcher at (e.g. `https://longshore.example.com`). When
     /// set, `Location` and `statusUrl` are absolute, as some pipeline tools need.
     pub public_url: Option<String>,
+    /// HTTPS: certificate and key files, and optionally a client CA for mutual TLS.
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// Publishing to the work queue.
@@ -156,6 +158,7 @@ impl Default for HttpConfig {
             drain_grace: Duration::from_secs(20),
             max_wait: Duration::from_secs(300),
             public_url: None,
+            tls: crate::tls::TlsConfig::default(),
         }
     }
 }
@@ -179,6 +182,7 @@ impl Config {
         config.cluster_names()?;
         // Read every secret now, so a missing one stops the binary before it serves.
         crate::auth::Auth::from_config(&config)?;
+        config.http.tls.server_config("http.tls")?;
         Ok(config)
     }
 

@@ -9,7 +9,7 @@
 //! through a KV watch. [`deadletters`] lists and requeues operations that exhausted their
 //! deliveries. [`context`] holds what handlers share and provisions the stream and buckets;
 //! [`error`] is the one place an error becomes an HTTP response; [`config`] is the typed
-//! configuration.
+//! configuration; [`tls`] serves HTTPS when certificate files are configured.
 
 pub mod api;
 pub mod auth;
@@ -22,6 +22,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod request;
 pub mod submit;
+pub mod tls;
 pub mod wait;
 
 use std::{future::Future, sync::Arc};
@@ -55,6 +56,7 @@ pub async fn run(
             "no API tokens configured: anyone who can reach the dispatcher may submit operations"
         );
     }
+    let tls = config.http.tls.server_config("http.tls")?;
     let (nats, js) = config.nats.connect("longshore-dispatcher").await?;
     let grace = config.http.drain_grace;
     let ctx = Arc::new(context::Context::new(config, clusters, auth, nats, js));
@@ -64,11 +66,28 @@ pub async fn run(
         let (ctx, stop) = (ctx.clone(), stop.clone());
         async move { ctx.provision(stop).await }
     });
-    tracing::info!(addr = %listener.local_addr()?, "dispatcher listening");
-    let serve = axum::serve(listener, api::router(ctx.clone()))
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .into_future();
-    let mut serve = tokio::spawn(serve);
+    let addr = listener.local_addr()?;
+    let router = api::router(ctx.clone());
+    let drained = stop.clone().cancelled_owned();
+    let mut serve = match tls {
+        Some(tls) => {
+            tracing::info!(%addr, "dispatcher listening (HTTPS)");
+            let listener = tls::TlsListener::new(listener, tls)?;
+            tokio::spawn(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(drained)
+                    .into_future(),
+            )
+        }
+        None => {
+            tracing::info!(%addr, "dispatcher listening");
+            tokio::spawn(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(drained)
+                    .into_future(),
+            )
+        }
+    };
 
     tokio::select! {
         result = &mut serve => {

@@ -83,7 +83,10 @@ pub fn key(cluster: &str, object: &ObjectRef) -> String {
         h.update([0]);
     }
     // 20 bytes = 160 bits = exactly 32 base32 characters, as operation ids.
-    format!("obj-{}", longshore_contract::id::base32_lower(&h.finalize()[..20]))
+    format!(
+        "obj-{}",
+        longshore_contract::id::base32_lower(&h.finalize()[..20])
+    )
 }
 
 /// The value of one object's fence.
