@@ -12,6 +12,8 @@
 //! - [`jetstream`]: stream, consumer and bucket definitions, created idempotently at start;
 //! - [`nats`]: how both binaries connect to NATS (authentication and TLS included);
 //! - [`secret`]: secrets read from files or environment variables, hidden from `Debug`;
+//! - `telemetry` (feature `telemetry`): logging and OpenTelemetry setup both binaries
+//!   share, and the W3C trace context carried in NATS headers;
 //! - [`settings`]: loading a binary's configuration (defaults < file < environment);
 //! - [`duration`]: human-friendly durations (`"30s"`, `"2m"`) for configuration.
 //!
@@ -28,6 +30,8 @@ pub mod record;
 pub mod secret;
 pub mod settings;
 pub mod spec;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 
 pub use cluster::ClusterName;
 pub use envelope::Envelope;

@@ -37,7 +37,12 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/hooks/{source}", post(hooks::receive))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            crate::observe::observe,
+        ))
         .with_state(ctx)
 }
 
@@ -119,6 +124,8 @@ pub(crate) async fn accept(
         "state": accepted.state,
         "statusUrl": status_url,
     });
+    ctx.metrics
+        .accepted(accepted.action.as_str(), accepted.replayed);
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     let h = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&status_url) {
@@ -246,6 +253,17 @@ async fn retry_operation(
     let status_url = format!("/v1/operations/{id}");
     let body = json!({"id": id, "idempotencyKey": record.idempotency_key, "state": record.state, "statusUrl": status_url});
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ctx.metrics.encode(),
+    )
+        .into_response()
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> Response {

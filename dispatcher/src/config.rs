@@ -7,7 +7,9 @@ use std::{
     time::Duration,
 };
 
-use longshore_contract::{ClusterName, nats::NatsConfig, settings::ConfigError};
+use longshore_contract::{
+    ClusterName, nats::NatsConfig, settings::ConfigError, telemetry::TelemetryConfig,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{hooks::mapping::MappingConfig, policy::PolicyConfig};
@@ -32,6 +34,8 @@ pub struct Config {
     pub tokens: BTreeMap<String, TokenConfig>,
     /// Signed webhook sources (`POST /v1/hooks/{source}`), by name.
     pub hooks: BTreeMap<String, HookConfig>,
+    /// Trace export (OTLP); see `docs/observability.md`.
+    pub telemetry: TelemetryConfig,
 }
 
 /// One bearer token: its secret, what it may do, and how often.
@@ -145,6 +149,7 @@ impl Default for Config {
             publish: PublishConfig::default(),
             tokens: BTreeMap::new(),
             hooks: BTreeMap::new(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -189,6 +194,7 @@ impl Config {
     /// Validates the configuration and returns the set of known clusters. Errors name the key.
     pub fn cluster_names(&self) -> Result<BTreeSet<ClusterName>, ConfigError> {
         self.nats.validate("nats").map_err(ConfigError)?;
+        self.telemetry.validate("telemetry").map_err(ConfigError)?;
         if self.clusters.is_empty() {
             return Err(ConfigError(
                 "clusters: at least one cluster name is required".into(),

@@ -21,6 +21,8 @@ pub struct Context {
     pub auth: Auth,
     pub nats: async_nats::Client,
     pub js: jetstream::Context,
+    /// Prometheus metrics (`GET /metrics`).
+    pub metrics: crate::metrics::Metrics,
     /// The status bucket, set once the stream and buckets exist.
     operations: OnceCell<jetstream::kv::Store>,
 }
@@ -39,6 +41,7 @@ impl Context {
             auth,
             nats,
             js,
+            metrics: crate::metrics::Metrics::default(),
             operations: OnceCell::new(),
         }
     }

@@ -49,6 +49,26 @@ pub enum Error {
     Timeout(std::time::Duration),
 }
 
+impl Error {
+    /// A fixed name for the kind of error, for span attributes (`error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Invalid(_) => "invalid",
+            Error::MalformedJson(_) => "malformed_json",
+            Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::KeyReused { .. } => "key_reused",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::Unavailable(_) => "unavailable",
+            Error::Timeout(_) => "timeout",
+        }
+    }
+}
+
 fn join(errors: &[FieldError]) -> String {
     errors
         .iter()

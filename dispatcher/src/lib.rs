@@ -9,7 +9,8 @@
 //! through a KV watch. [`deadletters`] lists and requeues operations that exhausted their
 //! deliveries. [`context`] holds what handlers share and provisions the stream and buckets;
 //! [`error`] is the one place an error becomes an HTTP response; [`config`] is the typed
-//! configuration; [`tls`] serves HTTPS when certificate files are configured.
+//! configuration; [`tls`] serves HTTPS when certificate files are configured; [`observe`]
+//! gives every request its server span and metrics ([`metrics`], `GET /metrics`).
 
 pub mod api;
 pub mod auth;
@@ -18,6 +19,8 @@ pub mod context;
 pub mod deadletters;
 pub mod error;
 pub mod hooks;
+pub mod metrics;
+pub mod observe;
 pub mod policy;
 pub mod ratelimit;
 pub mod request;

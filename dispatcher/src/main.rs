@@ -15,19 +15,17 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LONGSHORE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
     // Validate everything before binding a port.
     let config = longshore_dispatcher::Config::load(args.config.as_deref())?;
+    let instance = std::env::var("HOSTNAME").unwrap_or_else(|_| "dispatcher".into());
+    let telemetry =
+        longshore_contract::telemetry::init("longshore-dispatcher", &instance, &config.telemetry)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding listen address {}", config.listen))?;
-    longshore_dispatcher::run(config, listener, shutdown_signal()).await?;
+    let result = longshore_dispatcher::run(config, listener, shutdown_signal()).await;
+    telemetry.shutdown().await;
+    result?;
     Ok(())
 }
 

@@ -17,6 +17,9 @@ use longshore_contract::{
     id::fingerprint, spec::OperationSpec,
 };
 
+use longshore_contract::telemetry;
+use tracing::{Instrument, field};
+
 use crate::{
     context::Context,
     error::{Error, Result},
@@ -26,6 +29,7 @@ use crate::{
 #[derive(Debug)]
 pub struct Accepted {
     pub id: OperationId,
+    pub action: longshore_contract::Action,
     pub key: IdempotencyKey,
     pub state: State,
     /// True when an earlier request with this key had already been accepted.
@@ -56,7 +60,9 @@ pub async fn submit(
         if let Some(existing) = read(store, &id).await? {
             return replay(ctx, &envelope, existing).await;
         }
-        let record = OperationRecord::queued(&envelope);
+        let mut record = OperationRecord::queued(&envelope);
+        // The request's trace: the worker's spans join it through the message headers.
+        record.trace_id = telemetry::trace_id(&tracing::Span::current());
         let revision = match store.create(id.as_str(), record.to_bytes()).await {
             Ok(revision) => revision,
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
@@ -74,6 +80,7 @@ pub async fn submit(
         tracing::info!(op_id = %id, cluster = %envelope.spec.cluster, action = envelope.spec.action.as_str(), "accepted");
         return Ok(Accepted {
             id,
+            action: envelope.spec.action,
             key,
             state: State::Queued,
             replayed: false,
@@ -110,6 +117,7 @@ async fn replay(ctx: &Context, envelope: &Envelope, existing: OperationRecord) -
     }
     Ok(Accepted {
         id: existing.id,
+        action: existing.action,
         key: existing.idempotency_key,
         state: existing.state,
         replayed: true,
@@ -144,6 +152,44 @@ async fn publish(ctx: &Context, envelope: &Envelope) -> Result<jetstream::publis
 /// Publishes one message to the work queue with bounded retries (same headers, so the same
 /// `Nats-Msg-Id`, on every attempt).
 pub async fn publish_message(
+    ctx: &Context,
+    id: &OperationId,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    payload: bytes::Bytes,
+) -> Result<jetstream::publish::PublishAck> {
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format!("send {subject}"),
+        otel.kind = "producer",
+        otel.status_code = field::Empty,
+        error.type = field::Empty,
+        messaging.system = "nats",
+        messaging.destination.name = %subject,
+        messaging.message.id = %id,
+        messaging.operation.type = "send",
+        messaging.operation.name = "publish",
+    );
+    let mut headers = headers;
+    telemetry::inject_into_headers(&span, &mut headers);
+    let started = std::time::Instant::now();
+    let result = publish_attempts(ctx, id, subject, headers, payload)
+        .instrument(span.clone())
+        .await;
+    let outcome = match &result {
+        Ok(ack) if ack.duplicate => "duplicate",
+        Ok(_) => "ok",
+        Err(e) => {
+            span.record("otel.status_code", "error");
+            span.record("error.type", e.kind());
+            "error"
+        }
+    };
+    ctx.metrics.published(outcome, started.elapsed());
+    result
+}
+
+async fn publish_attempts(
     ctx: &Context,
     id: &OperationId,
     subject: String,

@@ -6,12 +6,14 @@
 //! - [`process`]: the real binaries as processes, for tests that SIGKILL them;
 //! - [`dispatcher`] and [`worker`]: the real binaries' `run` functions, in-process;
 //! - [`system`]: all of it together, with the calls a pipeline makes;
-//! - [`wait`]: bounded waits for asynchronous effects.
+//! - [`wait`]: bounded waits for asynchronous effects;
+//! - [`otlp`]: an OTLP/gRPC trace receiver, collecting the spans the binaries export.
 //!
 //! The Kubernetes API stand-in is the `longshore-kube-sim` crate beside this one.
 
 pub mod dispatcher;
 pub mod nats;
+pub mod otlp;
 pub mod process;
 pub mod system;
 pub mod wait;

@@ -8,6 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 pub struct Worker {
     pub id: String,
+    /// `http://127.0.0.1:<port>`, serving `/metrics`, `/healthz` and `/readyz`.
+    pub metrics_url: String,
     stop: CancellationToken,
     task: Option<JoinHandle<longshore_worker::Result<()>>>,
 }
@@ -25,6 +27,8 @@ impl Worker {
         config.retry.base = Duration::from_millis(50);
         config.retry.max = Duration::from_millis(500);
         config.drain_grace = Duration::from_secs(2);
+        // Many workers share a test process: each gets a free port for /metrics.
+        config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
         config
     }
 
@@ -35,12 +39,20 @@ impl Worker {
     pub fn start_with(config: Config) -> Self {
         let stop = CancellationToken::new();
         let id = config.worker_id.clone();
-        let task = tokio::spawn(longshore_worker::run(
+        let listener = std::net::TcpListener::bind(config.listen).expect("a free local port");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking socket");
+        let metrics_url = format!("http://{}", listener.local_addr().expect("bound"));
+        let listener = tokio::net::TcpListener::from_std(listener).expect("in a Tokio runtime");
+        let task = tokio::spawn(longshore_worker::run_on(
             config,
+            listener,
             stop.clone().cancelled_owned(),
         ));
         Self {
             id,
+            metrics_url,
             stop,
             task: Some(task),
         }

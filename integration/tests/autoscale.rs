@@ -106,6 +106,7 @@ impl Pool {
             self.started += 1;
             let mut env = self.env.clone();
             env.push(("LONGSHORE_WORKER_ID", name.clone()));
+            env.push(("LONGSHORE_LISTEN", "127.0.0.1:0".to_owned()));
             let p = Process::spawn(&name, &bin, &[], &env, self.logs.path()).unwrap();
             self.running.push(p);
         }

@@ -133,6 +133,7 @@ async fn chaos() {
     for i in 0..3 {
         let env = common(vec![
             ("LONGSHORE_WORKER_ID", format!("worker-{i}")),
+            ("LONGSHORE_LISTEN", "127.0.0.1:0".to_owned()),
             (
                 "LONGSHORE_CLUSTERS__KUBECONFIG",
                 kubeconfig.display().to_string(),

@@ -35,7 +35,11 @@ pub struct Cluster {
 impl Registry {
     /// Builds a client for each configured cluster. Fails (naming the cluster) if one
     /// cannot be built: a worker that silently lacks a cluster would fail its operations.
-    pub async fn load(config: &ClustersConfig, request_timeout: Duration) -> Result<Self> {
+    pub async fn load(
+        config: &ClustersConfig,
+        request_timeout: Duration,
+        metrics: &Arc<crate::metrics::Metrics>,
+    ) -> Result<Self> {
         let mut registry = Self::default();
         if let Some(path) = &config.kubeconfig {
             let file = Kubeconfig::read_from(path)
@@ -59,13 +63,13 @@ impl Registry {
                 let kube_config = kube::Config::from_custom_kubeconfig(file.clone(), &options)
                     .await
                     .map_err(|e| Error::Clusters(format!("context {context}: {e}")))?;
-                registry.insert(&context, kube_config, request_timeout)?;
+                registry.insert(&context, kube_config, request_timeout, metrics)?;
             }
         }
         if let Some(name) = &config.in_cluster {
             let kube_config = kube::Config::incluster()
                 .map_err(|e| Error::Clusters(format!("in-cluster config for {name}: {e}")))?;
-            registry.insert(name, kube_config, request_timeout)?;
+            registry.insert(name, kube_config, request_timeout, metrics)?;
         }
         Ok(registry)
     }
@@ -75,6 +79,7 @@ impl Registry {
         name: &str,
         mut config: kube::Config,
         request_timeout: Duration,
+        metrics: &Arc<crate::metrics::Metrics>,
     ) -> Result<()> {
         // Retries belong to the work queue (see `policy`): kube's own retry layer would hold
         // a worker slot for minutes on a throttled cluster, invisible to `max_deliver`.
@@ -85,8 +90,14 @@ impl Registry {
         // Count the read timeout from each request, not from when a pooled connection
         // went idle.
         config.reset_reader_on_write = true;
-        let client = kube::Client::try_from(config)
-            .map_err(|e| Error::Clusters(format!("client for {name}: {e}")))?;
+        let calls = crate::api_calls::ApiCallLayer {
+            cluster: Arc::from(name),
+            metrics: metrics.clone(),
+        };
+        let client = kube::client::ClientBuilder::try_from(config)
+            .map_err(|e| Error::Clusters(format!("client for {name}: {e}")))?
+            .with_layer(&calls)
+            .build();
         self.clusters.insert(
             name.to_owned(),
             Arc::new(Cluster {

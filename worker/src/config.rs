@@ -34,6 +34,11 @@ pub struct Config {
     /// Bound on a single Kubernetes API call (connect, send, and wait for the answer).
     #[serde(with = "longshore_contract::duration")]
     pub request_timeout: Duration,
+    /// Address of the HTTP listener for `/metrics`, `/healthz` and `/readyz` (port 0
+    /// picks a free one).
+    pub listen: std::net::SocketAddr,
+    /// Trace export (OTLP); see `docs/observability.md`.
+    pub telemetry: longshore_contract::telemetry::TelemetryConfig,
 }
 
 /// The worker pool: one durable pull consumer shared by every replica of the pool.
@@ -120,6 +125,8 @@ impl Default for Config {
             fence: FenceConfig::default(),
             drain_grace: Duration::from_secs(20),
             request_timeout: Duration::from_secs(30),
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9090)),
+            telemetry: Default::default(),
         }
     }
 }
@@ -158,6 +165,7 @@ impl Config {
     /// Checks every setting, returning the first problem as `key: reason`.
     pub fn validate(&self) -> Result<(), String> {
         self.nats.validate("nats")?;
+        self.telemetry.validate("telemetry")?;
         check(
             !self.worker_id.trim().is_empty(),
             "worker_id",

@@ -22,13 +22,17 @@
 //!   dead-letter);
 //! - [`deadletter`]: copying exhausted operations to the dead-letter stream, and the
 //!   sweeper for those whose last delivery no worker finished;
-//! - [`error`]: the error types.
+//! - [`error`]: the error types;
+//! - [`server`], [`metrics`], [`api_calls`]: the `/metrics`, `/healthz`, `/readyz`
+//!   listener, the Prometheus metrics, and the client span and metrics of every
+//!   Kubernetes API request.
 //!
 //! Shutdown: the future given to [`run`] resolving starts a drain. Pulling stops at once;
 //! messages that arrive afterwards are handed back (nak without delay); operations already
 //! started get `drain_grace` to finish, and any still running then are handed back too.
 
 pub mod actions;
+pub mod api_calls;
 pub mod apply;
 pub mod clusters;
 pub mod config;
@@ -37,10 +41,12 @@ pub mod deadletter;
 pub mod diff;
 pub mod error;
 pub mod fence;
+pub mod metrics;
 pub mod operation;
 pub mod ordering;
 pub mod policy;
 pub mod readiness;
+pub mod server;
 pub mod status;
 pub mod wait;
 
@@ -71,6 +77,19 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     config.validate().map_err(Error::Config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Config(format!("listen: cannot bind {}: {e}", config.listen)))?;
+    run_on(config, listener, shutdown).await
+}
+
+/// [`run`] with the metrics listener already bound (tests bind port 0 and read it back).
+pub async fn run_on(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    config.validate().map_err(Error::Config)?;
     let token = CancellationToken::new();
     let watcher = tokio::spawn({
         let token = token.clone();
@@ -79,19 +98,40 @@ pub async fn run(
             token.cancel();
         }
     });
-    let result = serve(config, token).await;
+    let shared = Arc::new(server::Shared {
+        pool: config.pool.name.clone(),
+        ..Default::default()
+    });
+    let stop_listener = CancellationToken::new();
+    let listening = tokio::spawn(server::serve(
+        listener,
+        shared.clone(),
+        stop_listener.clone(),
+    ));
+    let result = serve(config, token, shared).await;
+    stop_listener.cancel();
+    let _ = listening.await;
     watcher.abort();
     result
 }
 
-async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
-    let clusters = clusters::Registry::load(&config.clusters, config.request_timeout).await?;
+async fn serve(
+    config: Config,
+    shutdown: CancellationToken,
+    shared: Arc<server::Shared>,
+) -> Result<()> {
+    let clusters =
+        clusters::Registry::load(&config.clusters, config.request_timeout, &shared.metrics).await?;
     tracing::info!(worker = %config.worker_id, clusters = ?clusters.names(), "clusters loaded");
     let (_client, js) = config.nats.connect(&config.worker_id).await?;
     let Some(ready) = provision(&js, &config, &shutdown).await? else {
         return Ok(());
     };
     tracing::info!(pool = %config.pool.name, "pulling operations");
+    let _ = shared.consumer.set(ready.consumer.clone());
+    shared
+        .pulling
+        .store(true, std::sync::atomic::Ordering::Relaxed);
 
     let status = status::StatusStore::new(ready.records, config.worker_id.clone());
     let sweeper = deadletter::Sweeper {
@@ -106,6 +146,7 @@ async fn serve(config: Config, shutdown: CancellationToken) -> Result<()> {
         js,
         config,
         clusters,
+        metrics: shared.metrics.clone(),
     });
     let tracker = TaskTracker::new();
     let abort = CancellationToken::new();

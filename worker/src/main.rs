@@ -20,7 +20,6 @@ struct Args {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing();
     match start(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -41,23 +40,14 @@ async fn start(args: Args) -> anyhow::Result<()> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    longshore_worker::run(config, shutdown_signal())
-        .await
-        .context("worker stopped")
-}
-
-fn init_tracing() {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("LONGSHORE_LOG")
-        .ok()
-        .and_then(|s| EnvFilter::try_new(s).ok())
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal())
-        .init();
+    let telemetry = longshore_contract::telemetry::init(
+        "longshore-worker",
+        &config.worker_id,
+        &config.telemetry,
+    )?;
+    let result = longshore_worker::run(config, shutdown_signal()).await;
+    telemetry.shutdown().await;
+    result.context("worker stopped")
 }
 
 /// Resolves on the first SIGTERM (how Kubernetes stops a pod) or SIGINT.

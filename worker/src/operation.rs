@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, Message};
+use longshore_contract::jetstream as js_defs;
 use longshore_contract::record::{ErrorClass, ErrorInfo, Outcome};
+use longshore_contract::telemetry::{self, NatsHeadersRef};
 use longshore_contract::{Envelope, OperationId};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
@@ -29,6 +31,36 @@ pub struct Context {
     pub fences: Fences,
     /// For dead letters.
     pub js: jetstream::Context,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// How a delivery ended, for the operations counter.
+#[derive(Default)]
+struct Tally {
+    action: &'static str,
+    outcome: &'static str,
+    class: Option<ErrorClass>,
+}
+
+impl Tally {
+    fn set(tally: &std::sync::Mutex<Tally>, outcome: &'static str, class: Option<ErrorClass>) {
+        if let Ok(mut t) = tally.lock() {
+            t.outcome = outcome;
+            t.class = class;
+        }
+    }
+}
+
+/// A client span for a call to a KV bucket.
+fn kv_span(operation: &'static str, bucket: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "kv",
+        otel.name = %format!("{operation} {bucket}"),
+        otel.kind = "client",
+        db.system.name = "nats_kv",
+        db.collection.name = bucket,
+        db.operation.name = operation,
+    )
 }
 
 /// How a message leaves the worker.
@@ -53,18 +85,50 @@ pub async fn handle(ctx: Arc<Context>, message: Message, abort: CancellationToke
             return;
         }
     };
+    let subject = message.subject.as_str();
     let span = tracing::info_span!(
         "operation",
+        otel.name = %format!("process {subject}"),
+        otel.kind = "consumer",
+        otel.status_code = field::Empty,
+        error.type = field::Empty,
+        messaging.system = "nats",
+        messaging.destination.name = subject,
+        messaging.message.id = field::Empty,
+        messaging.operation.type = "process",
+        messaging.consumer.group.name = %ctx.config.pool.name,
         op_id = field::Empty,
         cluster = field::Empty,
         action = field::Empty,
         seq = sequence,
         attempt = delivered,
+        trace_id = field::Empty,
     );
-    async move {
+    // Every delivery, the first and each redelivery, continues the submitter's trace.
+    telemetry::continue_from(&span, &NatsHeadersRef(message.headers.as_ref()));
+    if let Some(id) = telemetry::trace_id(&span) {
+        span.record("trace_id", id);
+    }
+    if let Some(id) = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+    {
+        span.record("messaging.message.id", id.as_str());
+    }
+    let _in_flight = crate::metrics::InFlight::enter(&ctx.metrics.in_flight);
+    if delivered > 1 {
+        ctx.metrics.redeliveries.inc();
+    }
+    let tally = std::sync::Mutex::new(Tally {
+        action: "unknown",
+        outcome: "handed_back",
+        class: None,
+    });
+    async {
         let every = ctx.config.pool.ack_wait / 3;
         let work = with_progress(
-            process(&ctx, &message, sequence, delivered),
+            process(&ctx, &message, sequence, delivered, &tally),
             &message,
             every,
         );
@@ -72,27 +136,75 @@ pub async fn handle(ctx: Arc<Context>, message: Message, abort: CancellationToke
             reply = work => reply,
             () = abort.cancelled() => {
                 tracing::info!("drain grace period over; handing the operation back");
+                Tally::set(&tally, "handed_back", None);
                 Reply::Nak(Duration::ZERO)
             }
         };
         send(&message, reply).await;
     }
-    .instrument(span)
+    .instrument(span.clone())
     .await;
+    let tally = tally.into_inner().unwrap_or_default();
+    if let Some(class) = tally.class {
+        span.record("otel.status_code", "error");
+        span.record("error.type", crate::metrics::class_label(Some(class)));
+    }
+    ctx.metrics
+        .operation(tally.action, tally.outcome, tally.class);
 }
 
-async fn process(ctx: &Context, message: &Message, sequence: u64, delivered: u64) -> Reply {
+async fn process(
+    ctx: &Context,
+    message: &Message,
+    sequence: u64,
+    delivered: u64,
+    tally: &std::sync::Mutex<Tally>,
+) -> Reply {
     let span = tracing::Span::current();
     let envelope = match Envelope::from_message(message.headers.as_ref(), &message.payload) {
         Ok(envelope) => envelope,
-        Err(e) => return unreadable(ctx, message, delivered, e.to_string()).await,
+        Err(e) => {
+            Tally::set(tally, "failed", Some(ErrorClass::Malformed));
+            return unreadable(ctx, message, delivered, e.to_string()).await;
+        }
     };
     span.record("op_id", envelope.id.as_str());
     span.record("cluster", envelope.spec.cluster.as_str());
     span.record("action", envelope.spec.action.as_str());
+    let action = envelope.spec.action.as_str();
+    if let Ok(mut t) = tally.lock() {
+        t.action = action;
+    }
+    let waited = jiff::Timestamp::now().duration_since(envelope.submitted_at);
+    ctx.metrics
+        .queue_wait
+        .get_or_create(&crate::metrics::ActionLabels { action })
+        .observe(waited.as_secs_f64().max(0.0));
+    let started = std::time::Instant::now();
+    let reply = carry(ctx, message, sequence, delivered, tally, &envelope).await;
+    ctx.metrics
+        .apply_duration
+        .get_or_create(&crate::metrics::ActionLabels { action })
+        .observe(started.elapsed().as_secs_f64());
+    reply
+}
 
-    let (record, revision) = match ctx.status.claim(&envelope, sequence).await {
+async fn carry(
+    ctx: &Context,
+    message: &Message,
+    sequence: u64,
+    delivered: u64,
+    tally: &std::sync::Mutex<Tally>,
+    envelope: &Envelope,
+) -> Reply {
+    let claimed = ctx
+        .status
+        .claim(envelope, sequence)
+        .instrument(kv_span("claim", js_defs::OPERATIONS_BUCKET))
+        .await;
+    let (record, revision) = match claimed {
         Ok(Claim::Terminal(state)) => {
+            Tally::set(tally, "already_done", None);
             tracing::info!(
                 state = state.as_str(),
                 "already terminal, acknowledging without touching the cluster"
@@ -100,11 +212,14 @@ async fn process(ctx: &Context, message: &Message, sequence: u64, delivered: u64
             return Reply::Ack;
         }
         Ok(Claim::Running { record, revision }) => (*record, revision),
-        Err(e) => return retry_or_hand_over(ctx, &e, delivered),
+        Err(e) => {
+            Tally::set(tally, "retried", None);
+            return retry_or_hand_over(ctx, &e, delivered);
+        }
     };
 
     let report = match ctx.clusters.get(envelope.spec.cluster.as_str()) {
-        Some(cluster) => fenced(ctx, &cluster, &envelope, sequence).await,
+        Some(cluster) => fenced(ctx, &cluster, envelope, sequence).await,
         None => apply::Report {
             results: Vec::new(),
             error: Some(OpError::UnknownCluster(envelope.spec.cluster.to_string())),
@@ -120,6 +235,10 @@ async fn process(ctx: &Context, message: &Message, sequence: u64, delivered: u64
         None => (Finish::Succeeded(report.results), Reply::Ack),
         Some(e) => match decide(ctx, &e, delivered) {
             Decision::Retry(delay) => {
+                if matches!(e, OpError::Fenced { .. }) {
+                    ctx.metrics.fence_waits.inc();
+                }
+                Tally::set(tally, "retried", None);
                 tracing::warn!(error = %e, retry_in = ?delay, "transient failure; will retry");
                 return Reply::Nak(delay);
             }
@@ -143,6 +262,7 @@ async fn process(ctx: &Context, message: &Message, sequence: u64, delivered: u64
                     // This was the last delivery: handing it back makes JetStream announce
                     // it exhausted, and the sweeper dead-letters it.
                     tracing::warn!(error = %e, "cannot dead-letter now; leaving it to the sweeper");
+                    Tally::set(tally, "retried", None);
                     return Reply::Nak(Duration::ZERO);
                 }
                 tracing::warn!(error = %info.message, "deliveries exhausted; dead-lettered");
@@ -150,14 +270,27 @@ async fn process(ctx: &Context, message: &Message, sequence: u64, delivered: u64
             }
         },
     };
-    match ctx.status.finish(record, revision, finish).await {
+    let class = match &finish {
+        Finish::Failed(_, info) | Finish::DeadLettered(_, info) => Some(info.class),
+        Finish::Succeeded(_) | Finish::Superseded(_) => None,
+    };
+    let finished = ctx
+        .status
+        .finish(record, revision, finish)
+        .instrument(kv_span("finish", js_defs::OPERATIONS_BUCKET))
+        .await;
+    match finished {
         Ok(state) => {
             tracing::info!(state = state.as_str(), "operation finished");
+            Tally::set(tally, state.as_str(), class);
             reply
         }
         // The effects are done and idempotent: redo the operation rather than leave a
         // record that says `running` forever.
-        Err(e) => retry_or_hand_over(ctx, &e, delivered),
+        Err(e) => {
+            Tally::set(tally, "retried", None);
+            retry_or_hand_over(ctx, &e, delivered)
+        }
     }
 }
 
@@ -338,6 +471,24 @@ async fn with_progress<T>(work: impl Future<Output = T>, message: &Message, ever
 }
 
 async fn send(message: &Message, reply: Reply) {
+    let name = match reply {
+        Reply::Ack => "ack",
+        Reply::Nak(_) => "nak",
+        Reply::Term => "term",
+    };
+    let span = tracing::info_span!(
+        "settle",
+        otel.name = %format!("{name} {}", message.subject),
+        otel.kind = "client",
+        messaging.system = "nats",
+        messaging.destination.name = message.subject.as_str(),
+        messaging.operation.type = "settle",
+        messaging.operation.name = name,
+    );
+    send_inner(message, reply).instrument(span).await;
+}
+
+async fn send_inner(message: &Message, reply: Reply) {
     let sent = match reply {
         // Wait for the server's confirmation: after it, the operation is settled.
         Reply::Ack => message.double_ack().await,

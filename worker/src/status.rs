@@ -58,6 +58,11 @@ impl StatusStore {
                 Some((record, revision)) => (record, Some(revision)),
                 None => (OperationRecord::queued(envelope), None),
             };
+            if record.trace_id.is_none() {
+                // A record the dispatcher did not write (lost or expired): keep this trace.
+                record.trace_id =
+                    longshore_contract::telemetry::trace_id(&tracing::Span::current());
+            }
             let now = jiff::Timestamp::now();
             record.state = State::Running;
             record.progress = None;

@@ -127,6 +127,8 @@ impl Fixture {
         let mut config = longshore_worker::Config {
             worker_id: worker_id.into(),
             drain_grace: Duration::from_secs(5),
+            // Tests run side by side: each worker's /metrics listener takes a free port.
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             ..Default::default()
         };
         config.nats.url = self.nats.url.clone();

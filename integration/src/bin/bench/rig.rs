@@ -102,6 +102,7 @@ impl Rig {
         let mut env = vec![
             ("LONGSHORE_NATS__URL", self.nats.url()),
             ("LONGSHORE_WORKER_ID", format!("worker-{i}")),
+            ("LONGSHORE_LISTEN", "127.0.0.1:0".to_owned()),
             (
                 "LONGSHORE_CLUSTERS__KUBECONFIG",
                 self.kubeconfig.display().to_string(),

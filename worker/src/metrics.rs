@@ -1,0 +1,258 @@
+//! The worker's Prometheus metrics, prefixed `longshore_worker_`, served on `GET /metrics`
+//! by [`crate::server`]. Error labels come from the fixed [`ErrorClass`] set, never from
+//! error messages.
+
+use std::time::Duration;
+
+use longshore_contract::record::ErrorClass;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub action: &'static str,
+    /// `succeeded`, `failed`, `superseded`, `dead_lettered`, `retried` (handed back with
+    /// a delay), `already_done` (a redelivery of a finished operation), `handed_back`.
+    pub outcome: &'static str,
+    /// An [`ErrorClass`] in snake case, or `none`.
+    pub error_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub cluster: String,
+    pub method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiErrorLabels {
+    pub cluster: String,
+    /// `4xx`, `5xx`, `429`, or `transport` (no answer: connect error, reset, timeout).
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub operations: Family<OperationLabels, Counter>,
+    pub queue_wait: Family<ActionLabels, Histogram>,
+    pub apply_duration: Family<ActionLabels, Histogram>,
+    pub in_flight: Gauge,
+    pub redeliveries: Counter,
+    pub fence_waits: Counter,
+    pub api_duration: Family<ApiLabels, Histogram>,
+    pub api_errors: Family<ApiErrorLabels, Counter>,
+    pub pending: Family<PoolLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub ack_pending: Family<PoolLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub lag: Family<PoolLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+}
+
+fn buckets(start: f64, count: u16) -> Histogram {
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        start, 2.0, count,
+    ))
+}
+
+fn seconds_buckets() -> Histogram {
+    // 5 ms to ~11 min: queue waits and waits for rollouts are long.
+    buckets(0.005, 18)
+}
+
+fn api_buckets() -> Histogram {
+    // 1 ms to ~33 s.
+    buckets(0.001, 16)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("longshore_worker");
+        let operations = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "operations",
+            "Deliveries handled, by action, outcome and error class",
+            operations.clone(),
+        );
+        let queue_wait =
+            Family::<ActionLabels, Histogram>::new_with_constructor(seconds_buckets as fn() -> _);
+        registry.register(
+            "queue_wait_seconds",
+            "Time from the operation's submission to a worker starting it (each delivery)",
+            queue_wait.clone(),
+        );
+        let apply_duration =
+            Family::<ActionLabels, Histogram>::new_with_constructor(seconds_buckets as fn() -> _);
+        registry.register(
+            "apply_duration_seconds",
+            "Time a worker spent on one delivery, from claiming it to recording its outcome",
+            apply_duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "operations_in_flight",
+            "Operations this replica is working on",
+            in_flight.clone(),
+        );
+        let redeliveries = Counter::default();
+        registry.register(
+            "redeliveries",
+            "Deliveries after the first (retries, hand-backs, ack timeouts)",
+            redeliveries.clone(),
+        );
+        let fence_waits = Counter::default();
+        registry.register(
+            "fence_waits",
+            "Operations handed back because another operation held one of their objects' fences",
+            fence_waits.clone(),
+        );
+        let api_duration =
+            Family::<ApiLabels, Histogram>::new_with_constructor(api_buckets as fn() -> _);
+        registry.register(
+            "kube_request_duration_seconds",
+            "Kubernetes API requests, by cluster and method",
+            api_duration.clone(),
+        );
+        let api_errors = Family::<ApiErrorLabels, Counter>::default();
+        registry.register(
+            "kube_request_errors",
+            "Kubernetes API requests that failed, by cluster and kind of failure",
+            api_errors.clone(),
+        );
+        let pending = Family::default();
+        registry.register(
+            "consumer_pending",
+            "Messages the pool's consumer has not delivered yet (num_pending)",
+            pending.clone(),
+        );
+        let ack_pending = Family::default();
+        registry.register(
+            "consumer_ack_pending",
+            "Messages delivered to the pool and not yet acknowledged (num_ack_pending)",
+            ack_pending.clone(),
+        );
+        let lag = Family::default();
+        registry.register(
+            "consumer_lag",
+            "num_pending + num_ack_pending of the pool's consumer: what KEDA scales on",
+            lag.clone(),
+        );
+        Self {
+            registry,
+            operations,
+            queue_wait,
+            apply_duration,
+            in_flight,
+            redeliveries,
+            fence_waits,
+            api_duration,
+            api_errors,
+            pending,
+            ack_pending,
+            lag,
+        }
+    }
+}
+
+/// The label value of an error class.
+pub fn class_label(class: Option<ErrorClass>) -> &'static str {
+    let Some(class) = class else { return "none" };
+    match class {
+        ErrorClass::Invalid => "invalid",
+        ErrorClass::Forbidden => "forbidden",
+        ErrorClass::NotFound => "not_found",
+        ErrorClass::Conflict => "conflict",
+        ErrorClass::UnknownCluster => "unknown_cluster",
+        ErrorClass::Malformed => "malformed",
+        ErrorClass::Transient => "transient",
+        ErrorClass::Rollout => "rollout",
+        ErrorClass::Timeout => "timeout",
+    }
+}
+
+impl Metrics {
+    pub fn operation(
+        &self,
+        action: &'static str,
+        outcome: &'static str,
+        class: Option<ErrorClass>,
+    ) {
+        self.operations
+            .get_or_create(&OperationLabels {
+                action,
+                outcome,
+                error_class: class_label(class),
+            })
+            .inc();
+    }
+
+    pub fn api_call(
+        &self,
+        cluster: &str,
+        method: &str,
+        took: Duration,
+        error: Option<&'static str>,
+    ) {
+        self.api_duration
+            .get_or_create(&ApiLabels {
+                cluster: cluster.to_owned(),
+                method: method.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+        if let Some(kind) = error {
+            self.api_errors
+                .get_or_create(&ApiErrorLabels {
+                    cluster: cluster.to_owned(),
+                    kind,
+                })
+                .inc();
+        }
+    }
+
+    pub fn consumer(&self, pool: &str, pending: u64, ack_pending: usize) {
+        let labels = PoolLabels {
+            pool: pool.to_owned(),
+        };
+        let pending = i64::try_from(pending).unwrap_or(i64::MAX);
+        let ack_pending = i64::try_from(ack_pending).unwrap_or(i64::MAX);
+        self.pending.get_or_create(&labels).set(pending);
+        self.ack_pending.get_or_create(&labels).set(ack_pending);
+        self.lag
+            .get_or_create(&labels)
+            .set(pending.saturating_add(ack_pending));
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Keeps the in-flight gauge right however a handler ends.
+pub struct InFlight<'a>(&'a Gauge<i64, std::sync::atomic::AtomicI64>);
+
+impl<'a> InFlight<'a> {
+    pub fn enter(gauge: &'a Gauge<i64, std::sync::atomic::AtomicI64>) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,70 @@
+//! The worker's small HTTP listener: `/metrics` (Prometheus), `/healthz` (the process
+//! runs) and `/readyz` (connected, provisioned and pulling).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::PullConsumer;
+use axum::{
+    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
+};
+use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// What the listener reports on; filled in as the worker starts.
+#[derive(Default)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub pool: String,
+    /// The pool's consumer, once provisioned: its lag is read on each scrape.
+    pub consumer: OnceCell<PullConsumer>,
+    pub pulling: AtomicBool,
+}
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(shared);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        tracing::warn!(error = %e, "metrics listener stopped");
+    }
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if let Some(consumer) = shared.consumer.get() {
+        let mut consumer = consumer.clone();
+        match tokio::time::timeout(Duration::from_secs(2), consumer.info()).await {
+            Ok(Ok(info)) => {
+                shared
+                    .metrics
+                    .consumer(&shared.pool, info.num_pending, info.num_ack_pending);
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "reading the pool consumer's state"),
+            Err(_) => tracing::debug!("reading the pool consumer's state timed out"),
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        shared.metrics.encode(),
+    )
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    if shared.pulling.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not pulling yet")
+    }
+}
