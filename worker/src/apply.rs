@@ -183,10 +183,10 @@ pub(crate) async fn target(
     let mut object = object.clone();
     let api = if caps.scope == Scope::Namespaced {
         let namespace = object.namespace.get_or_insert_with(|| "default".into());
-        Api::namespaced_with(cluster.client.clone(), namespace, &resource)
+        Api::namespaced_with(cluster.client()?, namespace, &resource)
     } else {
         object.namespace = None;
-        Api::all_with(cluster.client.clone(), &resource)
+        Api::all_with(cluster.client()?, &resource)
     };
     Ok(Target { object, api })
 }

@@ -1,5 +1,10 @@
 //! The cluster registry: a Kubernetes client per named cluster, and per cluster a cache of
 //! discovered kinds so any kind the cluster serves (custom resources included) can be used.
+//!
+//! A worker may serve thousands of clusters, most of them idle at any moment. Each
+//! cluster's configuration is read and checked at start (so a broken one stops the worker
+//! with its name), but its client (connection pool, TLS set-up) is built on first use: a
+//! fleet costs little memory and starts in well under a second.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,7 +32,10 @@ pub struct Registry {
 /// One cluster: its client and what has been discovered about it.
 pub struct Cluster {
     pub name: String,
-    pub client: kube::Client,
+    config: kube::Config,
+    client: std::sync::OnceLock<kube::Client>,
+    /// Per-cluster API metrics, recorded by the client's [`crate::api_calls`] layer.
+    metrics: Arc<crate::metrics::Metrics>,
     request_timeout: Duration,
     kinds: RwLock<HashMap<(String, String), Kind>>,
 }
@@ -60,9 +68,12 @@ impl Registry {
                     context: Some(context.clone()),
                     ..Default::default()
                 };
-                let kube_config = kube::Config::from_custom_kubeconfig(file.clone(), &options)
-                    .await
-                    .map_err(|e| Error::Clusters(format!("context {context}: {e}")))?;
+                // Only this context's entries: cloning the whole file per context would make
+                // loading a fleet quadratic.
+                let kube_config =
+                    kube::Config::from_custom_kubeconfig(only_context(&file, &context), &options)
+                        .await
+                        .map_err(|e| Error::Clusters(format!("context {context}: {e}")))?;
                 registry.insert(&context, kube_config, request_timeout, metrics)?;
             }
         }
@@ -90,19 +101,13 @@ impl Registry {
         // Count the read timeout from each request, not from when a pooled connection
         // went idle.
         config.reset_reader_on_write = true;
-        let calls = crate::api_calls::ApiCallLayer {
-            cluster: Arc::from(name),
-            metrics: metrics.clone(),
-        };
-        let client = kube::client::ClientBuilder::try_from(config)
-            .map_err(|e| Error::Clusters(format!("client for {name}: {e}")))?
-            .with_layer(&calls)
-            .build();
         self.clusters.insert(
             name.to_owned(),
             Arc::new(Cluster {
                 name: name.to_owned(),
-                client,
+                config,
+                client: std::sync::OnceLock::new(),
+                metrics: metrics.clone(),
                 request_timeout,
                 kinds: RwLock::default(),
             }),
@@ -121,7 +126,53 @@ impl Registry {
     }
 }
 
+/// The part of `file` that `context` uses: the context, its cluster and its user.
+fn only_context(file: &Kubeconfig, context: &str) -> Kubeconfig {
+    let named = file.contexts.iter().find(|c| c.name == context).cloned();
+    let (cluster, user) = named
+        .as_ref()
+        .and_then(|c| c.context.as_ref())
+        .map(|c| (Some(c.cluster.clone()), c.user.clone()))
+        .unwrap_or_default();
+    Kubeconfig {
+        preferences: file.preferences.clone(),
+        clusters: file
+            .clusters
+            .iter()
+            .filter(|c| Some(&c.name) == cluster.as_ref())
+            .cloned()
+            .collect(),
+        auth_infos: file
+            .auth_infos
+            .iter()
+            .filter(|a| Some(&a.name) == user.as_ref())
+            .cloned()
+            .collect(),
+        contexts: named.into_iter().collect(),
+        current_context: Some(context.to_owned()),
+        ..Default::default()
+    }
+}
+
 impl Cluster {
+    /// The cluster's client, built on first use.
+    pub fn client(&self) -> Result<kube::Client, OpError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client.clone());
+        }
+        let calls = crate::api_calls::ApiCallLayer {
+            cluster: Arc::from(self.name.as_str()),
+            metrics: self.metrics.clone(),
+        };
+        let client = kube::client::ClientBuilder::try_from(self.config.clone())
+            .map_err(|e| {
+                OpError::UnknownCluster(format!("{}: cannot build a client: {e}", self.name))
+            })?
+            .with_layer(&calls)
+            .build();
+        Ok(self.client.get_or_init(|| client).clone())
+    }
+
     /// Bounds one API call by the request timeout.
     pub async fn call<T>(
         &self,
@@ -166,7 +217,7 @@ impl Cluster {
             .call(
                 Verb::Discover,
                 object,
-                discovery::pinned_kind(&self.client, &gvk),
+                discovery::pinned_kind(&self.client()?, &gvk),
             )
             .await
         {

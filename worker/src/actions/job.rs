@@ -84,7 +84,7 @@ fn outcome(job: &DynamicObject) -> (String, Option<String>) {
 /// when there are none or the cluster does not serve them.
 async fn logs(cluster: &Cluster, t: &Target) -> Option<String> {
     let namespace = t.object.namespace.as_deref().unwrap_or("default");
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(cluster.client().ok()?, namespace);
     let selector = format!("job-name={}", t.object.name);
     let list = cluster
         .call(

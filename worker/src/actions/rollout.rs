@@ -155,8 +155,7 @@ async fn history(
     };
     let (resource, _) = cluster.resolve(&rs_ref).await?;
     let namespace = t.object.namespace.as_deref().unwrap_or("default");
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(cluster.client.clone(), namespace, &resource);
+    let api: Api<DynamicObject> = Api::namespaced_with(cluster.client()?, namespace, &resource);
     let list = cluster
         .call(Verb::List, &t.object, api.list(&ListParams::default()))
         .await?;
