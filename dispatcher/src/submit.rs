@@ -2,12 +2,13 @@
 //! holds it.
 //!
 //! 1. The operation id is derived from (source, key), so every replica computes the same one.
-//! 2. An existing record under that id answers the retry: 422 if the request differs,
-//!    otherwise the same operation (a `queued` one is published again, which the stream's
-//!    `Nats-Msg-Id` dedup or the worker's claim on the record makes harmless).
-//! 3. Otherwise the `queued` record is created first (`create` fails if another replica won
-//!    the race, whose record then answers), and the envelope is published, retried with
-//!    the same `Nats-Msg-Id` through stream leader elections.
+//! 2. The `queued` record is created (`create` fails if the key exists: a retry, or another
+//!    replica that won the race), then the envelope is published, retried with the same
+//!    `Nats-Msg-Id` through stream leader elections.
+//! 3. An existing record answers the retry: 422 if the request differs, otherwise the same
+//!    operation (a `queued` one is published again, which the stream's `Nats-Msg-Id` dedup
+//!    or the worker's claim on the record makes harmless).
+
 //! 4. If the publish fails, the record is withdrawn, so the client's retry starts afresh,
 //!    and the answer is 503: nothing was accepted.
 
@@ -56,18 +57,24 @@ pub async fn submit(
     };
 
     // Two passes at most: a lost create race is answered from the winner's record.
+    // Create first, read only when the key exists: a new operation (the common case) costs
+    // one KV round trip, not two.
     for _ in 0..2 {
-        if let Some(existing) = read(store, &id).await? {
-            return replay(ctx, &envelope, existing).await;
-        }
         let mut record = OperationRecord::queued(&envelope);
         // The request's trace: the worker's spans join it through the message headers.
         record.trace_id = telemetry::trace_id(&tracing::Span::current());
         let revision = match store.create(id.as_str(), record.to_bytes()).await {
             Ok(revision) => revision,
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => continue,
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                match read(store, &id).await? {
+                    Some(existing) => return replay(ctx, &envelope, existing).await,
+                    // Withdrawn in between: try to create it again.
+                    None => continue,
+                }
+            }
             Err(e) => return Err(Error::Unavailable(format!("recording the operation: {e}"))),
         };
+
         if let Err(e) = publish(ctx, &envelope).await {
             if let Err(withdraw) = store
                 .delete_expect_revision(id.as_str(), Some(revision))
