@@ -17,6 +17,10 @@ NATS_PORT=${NATS_PORT:-4222}
 SIM_PORT=${SIM_PORT:-6443}
 DISPATCHER_PORTS=(${DISPATCHER_PORTS:-8081 8082})
 WORKERS=${WORKERS:-3}
+# Worker i serves /metrics, /healthz and /readyz on WORKER_PORT_BASE + i.
+WORKER_PORT_BASE=${WORKER_PORT_BASE:-19090}
+WORKER_PORTS=()
+for i in $(seq 1 "$WORKERS"); do WORKER_PORTS+=($((WORKER_PORT_BASE + i))); done
 state="$root/.longshore"
 mkdir -p "$state/logs"
 rm -rf "$state/nats"
@@ -31,9 +35,9 @@ ensure_kubectl
 command -v cargo >/dev/null || die "cargo is required (https://rustup.rs)"
 command -v curl >/dev/null || die "curl is required"
 
-for port in "$NATS_PORT" "$SIM_PORT" "${DISPATCHER_PORTS[@]}"; do
+for port in "$NATS_PORT" "$SIM_PORT" "${DISPATCHER_PORTS[@]}" "${WORKER_PORTS[@]}"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "port $port is in use: stop what uses it, or set NATS_PORT / SIM_PORT / DISPATCHER_PORTS"
+    die "port $port is in use: stop what uses it, or set NATS_PORT / SIM_PORT / DISPATCHER_PORTS / WORKER_PORT_BASE"
   fi
 done
 
@@ -86,9 +90,11 @@ done
 for i in $(seq 1 "$WORKERS"); do
   say "starting worker $i"
   LONGSHORE_WORKER_ID="worker-$i" LONGSHORE_CLUSTERS__KUBECONFIG="$kubeconfig" \
+    LONGSHORE_LISTEN="127.0.0.1:${WORKER_PORTS[$((i - 1))]}" \
     start "worker-$i" "$bin/longshore-worker"
 done
 for port in "${DISPATCHER_PORTS[@]}"; do wait_for "dispatcher on $port" "http://127.0.0.1:$port/readyz"; done
+for port in "${WORKER_PORTS[@]}"; do wait_for "worker on $port" "http://127.0.0.1:$port/readyz"; done
 
 # --- deploy the sample application through the API ---------------------------
 api="http://127.0.0.1:${DISPATCHER_PORTS[0]}"
@@ -126,6 +132,8 @@ longshore is running: 2 dispatchers, $WORKERS workers, clusters prod and staging
   Status:   curl -s $other/v1/operations/$id
   Clusters: kubectl --kubeconfig $kubeconfig --context staging get all -A
   Writes:   curl -s http://127.0.0.1:$SIM_PORT/_sim/clusters/prod/writes
+  Metrics:  curl -s http://127.0.0.1:${DISPATCHER_PORTS[0]}/metrics   curl -s http://127.0.0.1:${WORKER_PORTS[0]}/metrics
+
   Logs:     $state/logs/
 
 Press Ctrl-C to stop everything.
