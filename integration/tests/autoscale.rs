@@ -128,8 +128,6 @@ struct Run {
     back_to_min_while_flowing: bool,
     scale_ins: Vec<ScaleIn>,
     worker_counts: Vec<usize>,
-    /// Operations still unfinished HANDBACK_BOUND after the load stopped.
-    late: usize,
 }
 
 async fn records(kv: &async_nats::jetstream::kv::Store, ids: &[String]) -> HashMap<String, Value> {
@@ -332,31 +330,21 @@ async fn run(max: usize) -> (Run, longshore_kube_sim::ClusterHandle, KubeSim, Na
     let mut ops = burst;
     ops.extend(trickle.await.unwrap());
 
-    // Every operation finishes. A message the server delivers to a worker's last pull
-    // request as the worker exits is only redelivered after ack_wait (a race in the
-    // worker's shutdown, not work it held): allow for it, and report how many it hit.
-    let all_done = |within: Duration| {
+    // Every operation finishes, long before ack_wait: a worker that exits hands back what
+    // reaches its last pull request, so nothing waits for a redelivery.
+    let done = eventually(HANDBACK_BOUND, "every operation to finish", || {
         let (kv, ops) = (kv.clone(), ops.clone());
-        eventually(within, "every operation to finish", move || {
-            let (kv, ops) = (kv.clone(), ops.clone());
-            async move {
-                let r = records(&kv, &ops).await;
-                (r.len() == ops.len() && r.values().all(terminal)).then_some(())
-            }
-        })
-    };
-    let late = match all_done(HANDBACK_BOUND).await {
-        Ok(()) => 0,
-        Err(_) => {
+        async move {
             let r = records(&kv, &ops).await;
-            ops.len() - r.values().filter(|r| terminal(r)).count()
+            (r.len() == ops.len() && r.values().all(terminal)).then_some(())
         }
-    };
-    if let Err(e) = all_done(ACK_WAIT * 2).await {
+    })
+    .await;
+    if let Err(e) = done {
         let r = records(&kv, &ops).await;
         let stuck: Vec<&Value> = r.values().filter(|r| !terminal(r)).take(5).collect();
         panic!(
-            "{e}: e.g. {stuck:#?}; logs in {}",
+            "{e} within {HANDBACK_BOUND:?} (ack_wait is {ACK_WAIT:?}): e.g. {stuck:#?}; logs in {}",
             pool.logs.keep().display()
         );
     }
@@ -370,7 +358,6 @@ async fn run(max: usize) -> (Run, longshore_kube_sim::ClusterHandle, KubeSim, Na
             back_to_min_while_flowing,
             scale_ins,
             worker_counts,
-            late,
         },
         prod,
         sim,
@@ -453,12 +440,6 @@ async fn workers_follow_the_lag_from_2_to_max_and_back_without_losing_or_repeati
         run.burst_drained.as_secs_f64(),
         run.worker_counts
     );
-    if run.late > 0 {
-        println!(
-            "autoscale: {} operations delivered to exiting workers waited for ack_wait",
-            run.late
-        );
-    }
     if let Some(fixed) = fixed {
         println!(
             "autoscale: the same burst with a fixed {MIN_WORKERS} workers drained in {:.1}s",

@@ -13,10 +13,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::operation::{self, Context};
 
-/// How long one pull request waits for messages. A pull cannot be withdrawn, so on
-/// shutdown the worker waits out the one in flight (handing back what it brings) rather
-/// than leave late messages undelivered until `ack_wait`. Short keeps shutdown quick; the
-/// cost is one idle request per this period per replica.
+/// How long one pull request waits for messages. A pull cannot be withdrawn: the server
+/// keeps delivering to it until it is full or expires, and a message it delivers after the
+/// worker stopped listening waits out `ack_wait`. So on shutdown the worker reads the one in
+/// flight until the server ends it (handing back what it brings). Short keeps shutdown
+/// quick; the cost is one idle request per this period per replica.
 const PULL_EXPIRES: Duration = Duration::from_secs(2);
 
 /// Pauses between failed pull requests (NATS unreachable): doubling up to the maximum.
@@ -42,11 +43,13 @@ impl Puller {
         loop {
             // Only ask for what can start now: a buffered message's ack_wait is running.
             let first = tokio::select! {
+                // Shutdown first: a pull issued after it only brings messages to hand back.
+                biased;
+                () = self.shutdown.cancelled() => return,
                 permit = slots.clone().acquire_owned() => match permit {
                     Ok(p) => p,
                     Err(_) => return,
                 },
-                () = self.shutdown.cancelled() => return,
             };
             let mut permits = vec![first];
             while permits.len() < pool.pull_batch {
@@ -106,24 +109,24 @@ impl Puller {
         }
     }
 
-    /// Reads the rest of a pull already requested and hands every message back at once.
+    /// Reads the rest of a pull already requested, until the server ends it (full, expired,
+    /// or an error status), and hands every message back at once. Returning earlier would
+    /// leave the request open at the server: what it delivered then would be dropped with
+    /// the subscription and wait for `ack_wait`. The batch's own timer (`expires` plus a
+    /// margin) bounds this if the server's end never comes.
     async fn hand_back_rest(&self, mut batch: async_nats::jetstream::consumer::pull::Batch) {
-        let rest = async {
-            let mut handed_back = 0usize;
-            while let Some(next) = batch.next().await {
-                if let Ok(message) = next {
-                    operation::hand_back(&message).await;
-                    handed_back += 1;
-                }
+        let mut handed_back = 0usize;
+        while let Some(next) = batch.next().await {
+            if let Ok(message) = next {
+                operation::hand_back(&message).await;
+                handed_back += 1;
             }
-            handed_back
-        };
-        match tokio::time::timeout(PULL_EXPIRES + Duration::from_secs(1), rest).await {
-            Ok(0) | Err(_) => {}
-            Ok(n) => tracing::info!(
-                count = n,
+        }
+        if handed_back > 0 {
+            tracing::info!(
+                count = handed_back,
                 "handed back messages that arrived during shutdown"
-            ),
+            );
         }
     }
 }

@@ -123,7 +123,7 @@ async fn serve(
     let clusters =
         clusters::Registry::load(&config.clusters, config.request_timeout, &shared.metrics).await?;
     tracing::info!(worker = %config.worker_id, clusters = ?clusters.names(), "clusters loaded");
-    let (_client, js) = config.nats.connect(&config.worker_id).await?;
+    let (client, js) = config.nats.connect(&config.worker_id).await?;
     let Some(ready) = provision(&js, &config, &shutdown).await? else {
         return Ok(());
     };
@@ -180,6 +180,17 @@ async fn serve(
     }
     // The sweeper stops with the shutdown signal; an advisory it was handling is redelivered.
     let _ = tokio::time::timeout(HAND_BACK_GRACE, sweeping).await;
+    // Hand-backs are published without waiting for the server, and the connection drops
+    // whatever is still in its write buffer when the last handle goes: a message handed
+    // back just before exit would wait out ack_wait. A flush returns once the server has
+    // read everything sent before it.
+    match tokio::time::timeout(HAND_BACK_GRACE, client.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "final flush failed; JetStream will redeliver after ack_wait")
+        }
+        Err(_) => tracing::warn!("final flush timed out; JetStream will redeliver after ack_wait"),
+    }
     tracing::info!("drained");
     Ok(())
 }

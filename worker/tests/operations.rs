@@ -256,3 +256,35 @@ async fn a_slow_operation_signals_progress_and_is_not_redelivered_meanwhile() {
     assert_eq!(fx.writes_by(&op.id).len(), 1);
     worker.stop().await.expect("clean drain");
 }
+
+#[tokio::test]
+async fn shutdown_hands_back_what_reaches_the_pull_pending_at_shutdown() {
+    let fx = Fixture::start().await;
+    let mut config = fx.config("w1");
+    // One slot, one message per pull: the message ends the pull request at once, so the
+    // worker exits right after handing it back.
+    config.pool.concurrency = 1;
+    config.pool.pull_batch = 1;
+    let mut consumer = fx.pool_consumer(&config).await;
+    let first = RunningWorker::start(config);
+    eventually("w1's pull request waiting at the server", || {
+        let mut consumer = consumer.clone();
+        async move { (consumer.info().await.ok()?.num_waiting > 0).then_some(()) }
+    })
+    .await;
+
+    // Shutdown is requested as the operation reaches the pull still open at the server:
+    // whichever the worker sees first, the operation must not wait for ack_wait.
+    let op = envelope(Action::Apply, vec![configmap("web", "1")]);
+    let (stopped, ()) = tokio::join!(first.stop(), fx.submit(&op));
+    stopped.expect("clean drain");
+
+    // No pull request left open, and the message handed back rather than left to wait out
+    // ack_wait (30s): a second replica finishes it within the 10s `eventually` bound.
+    assert_eq!(consumer.info().await.unwrap().num_waiting, 0);
+    let second = RunningWorker::start(fx.config("w2"));
+    let record = fx.finished(&op.id).await;
+    assert_eq!(record.state, State::Succeeded, "{record:?}");
+    assert_eq!(fx.writes_by(&op.id).len(), 1);
+    second.stop().await.expect("clean drain");
+}
