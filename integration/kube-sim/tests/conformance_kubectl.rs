@@ -91,6 +91,11 @@ async fn run(dir: &Path, args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_apply_scale_restart_delete() {
     if !kubectl_present() {
+        // CI installs kubectl (integration/test.sh): there, its absence is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kubectl is required in CI"
+        );
         eprintln!("SKIPPED: kubectl is not installed");
         return;
     }
@@ -175,6 +180,11 @@ async fn kubectl_apply_scale_restart_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_watch_sees_an_update() {
     if !kubectl_present() {
+        // CI installs kubectl (integration/test.sh): there, its absence is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kubectl is required in CI"
+        );
         eprintln!("SKIPPED: kubectl is not installed");
         return;
     }
