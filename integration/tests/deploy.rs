@@ -444,9 +444,9 @@ fn configuration_loads_into_the_binaries_structs_and_matches_the_pods() {
     }
 }
 
-/// Kinds kube-sim does not serve yet, registered as custom resources so kubectl can send
-/// them: KEDA's ScaledObject (as KEDA's own CRD would), and the built-in PodDisruptionBudget
-/// and HorizontalPodAutoscaler. Their schemas are checked by the typed test above.
+/// KEDA's ScaledObject, registered as KEDA's own CRD would, so kubectl can send it
+/// (kube-sim serves the built-in PodDisruptionBudget and HorizontalPodAutoscaler itself).
+/// Its schema is checked by the typed test above.
 const CRDS: &str = r#"
 apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -461,32 +461,6 @@ spec:
       storage: true
       schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
       subresources: {status: {}}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: poddisruptionbudgets.policy}
-spec:
-  group: policy
-  scope: Namespaced
-  names: {kind: PodDisruptionBudget, plural: poddisruptionbudgets, shortNames: [pdb]}
-  versions:
-    - name: v1
-      served: true
-      storage: true
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: horizontalpodautoscalers.autoscaling}
-spec:
-  group: autoscaling
-  scope: Namespaced
-  names: {kind: HorizontalPodAutoscaler, plural: horizontalpodautoscalers, shortNames: [hpa]}
-  versions:
-    - name: v2
-      served: true
-      storage: true
-      schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
 "#;
 
 fn kubectl(dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
@@ -529,7 +503,7 @@ async fn every_overlay_applies_with_a_server_side_dry_run() {
         let dir = dir_path.clone();
         tokio::task::spawn_blocking(move || kubectl(&dir, &args, &stdin))
     };
-    // The CRDs and the namespace for real, so the dry run has somewhere to go.
+    // The CRD and the namespace for real, so the dry run has somewhere to go.
     let out = run(
         vec!["apply", "--server-side", "-f", "-"],
         format!("{CRDS}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: longshore}}\n"),

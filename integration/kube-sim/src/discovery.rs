@@ -179,4 +179,29 @@ mod tests {
         let deploy = &apps["versions"][0]["resources"].as_array().unwrap()[0];
         assert_eq!(deploy["shortNames"][0], "deploy");
     }
+
+    #[test]
+    fn pdb_and_hpa_are_discoverable_with_their_short_names() {
+        let reg = Registry::builtin();
+        let g = group(&reg, "autoscaling").unwrap();
+        assert_eq!(g["preferredVersion"]["groupVersion"], "autoscaling/v2");
+        let listed = groups(&reg).to_string();
+        assert!(listed.contains("policy/v1") && listed.contains("autoscaling/v2"));
+        for (grp, version, plural, short) in [
+            ("policy", "v1", "poddisruptionbudgets", "pdb"),
+            ("autoscaling", "v2", "horizontalpodautoscalers", "hpa"),
+        ] {
+            let doc = resources(&reg, grp, version).unwrap();
+            let r = doc["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == plural)
+                .unwrap_or_else(|| panic!("{plural} in {grp}/{version}"));
+            assert_eq!(r["namespaced"], true);
+            assert_eq!(r["shortNames"][0], short);
+            let agg = aggregated(&reg, false).to_string();
+            assert!(agg.contains(plural), "{plural} in aggregated discovery");
+        }
+    }
 }

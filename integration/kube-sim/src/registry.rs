@@ -92,6 +92,8 @@ impl ResourceType {
 
 struct Builtin {
     group: &'static str,
+    /// Served versions; the first is the storage and preferred version.
+    versions: &'static [&'static str],
     kind: &'static str,
     plural: &'static str,
     namespaced: bool,
@@ -115,6 +117,7 @@ const fn b(
 ) -> Builtin {
     Builtin {
         group,
+        versions: &["v1"],
         kind,
         plural,
         namespaced,
@@ -122,6 +125,13 @@ const fn b(
         status,
         scale,
         all,
+    }
+}
+
+impl Builtin {
+    /// The same row served at other versions than `v1`.
+    const fn at(self, versions: &'static [&'static str]) -> Builtin {
+        Builtin { versions, ..self }
     }
 }
 
@@ -262,6 +272,27 @@ const BUILTINS: &[Builtin] = &[
         false,
     ),
     b(
+        "policy",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        true,
+        &["pdb"],
+        true,
+        false,
+        false,
+    ),
+    b(
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        true,
+        &["hpa"],
+        true,
+        false,
+        true,
+    )
+    .at(&["v2"]),
+    b(
         "apiextensions.k8s.io",
         "CustomResourceDefinition",
         "customresourcedefinitions",
@@ -286,7 +317,7 @@ impl Registry {
             .map(|t| {
                 Arc::new(ResourceType {
                     group: t.group.into(),
-                    versions: vec!["v1".into()],
+                    versions: t.versions.iter().map(|v| v.to_string()).collect(),
                     kind: t.kind.into(),
                     plural: t.plural.into(),
                     singular: t.kind.to_ascii_lowercase(),
@@ -508,6 +539,28 @@ mod tests {
         assert_eq!(d.plural, "deployments");
         assert!(d.namespaced && d.status && d.scale.is_some());
         assert!(!r.find("", "v1", "namespaces").unwrap().namespaced);
+    }
+
+    #[test]
+    fn policy_and_autoscaling_kinds_are_built_in() {
+        let r = Registry::builtin();
+        let pdb = r.find_kind("policy/v1", "pdb").unwrap();
+        assert_eq!(
+            (pdb.kind.as_str(), pdb.plural.as_str()),
+            ("PodDisruptionBudget", "poddisruptionbudgets")
+        );
+        assert!(pdb.namespaced && pdb.status && pdb.scale.is_none());
+        let hpa = r
+            .find("autoscaling", "v2", "horizontalpodautoscalers")
+            .unwrap();
+        assert_eq!(hpa.kind, "HorizontalPodAutoscaler");
+        assert!(hpa.namespaced && hpa.status && hpa.short_names == ["hpa"]);
+        assert_eq!(hpa.categories, ["all"]);
+        // Only v2: v1's schema differs and kube-sim converts nothing.
+        assert!(r.find_kind("autoscaling/v1", "hpa").is_none());
+        let groups = r.groups();
+        assert!(groups.contains(&("policy".into(), vec!["v1".into()])));
+        assert!(groups.contains(&("autoscaling".into(), vec!["v2".into()])));
     }
 
     #[test]
