@@ -21,6 +21,8 @@ const FIELDS: &[&str] = &[
     "manifests",
     "targets",
     "patch",
+    "replicas",
+    "toRevision",
     "options",
     "pipeline",
     "idempotencyKey",
@@ -284,6 +286,23 @@ mod tests {
         assert_eq!(s.spec.action, Action::Apply);
         assert_eq!(s.spec.manifests.len(), 2);
         assert_eq!(s.spec.manifests[1]["data"]["a"], "1");
+    }
+
+    #[test]
+    fn action_parameters_are_top_level_fields() {
+        let target = json!({"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "web", "name": "api"});
+        let s = parse_json(
+            json!({"cluster": "prod", "action": "scale", "replicas": 5, "targets": [target]}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.spec.params.replicas, Some(5));
+        let s = parse_json(
+            json!({"cluster": "prod", "action": "rollout-undo", "toRevision": 2, "targets": [target]}),
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.spec.params.to_revision, Some(2));
     }
 
     #[test]
