@@ -7,12 +7,13 @@
 
 mod client;
 mod output;
+mod request;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::client::{Client, Failure};
+use crate::client::Client;
 
 #[derive(Parser)]
 #[command(
@@ -44,12 +45,44 @@ pub enum Format {
     Json,
 }
 
+/// The actions `submit` offers (docs/actions.md); all but `patch`, which takes a patch body
+/// rather than files.
 #[derive(Clone, Copy, ValueEnum)]
 enum Action {
     Apply,
     Create,
     Replace,
     Delete,
+    /// Set the replica count (--replicas) of the objects the files name.
+    Scale,
+    /// Restart the pods of the workloads the files name.
+    RolloutRestart,
+    /// Pause the rollouts of the Deployments the files name.
+    RolloutPause,
+    /// Resume the rollouts of the Deployments the files name.
+    RolloutResume,
+    /// Roll the Deployments the files name back (to --to-revision, or the previous one).
+    RolloutUndo,
+    /// Create the Job in the file under a name derived from the operation.
+    RunJob,
+}
+
+impl From<Action> for longshore_contract::spec::Action {
+    fn from(a: Action) -> Self {
+        use longshore_contract::spec::Action as A;
+        match a {
+            Action::Apply => A::Apply,
+            Action::Create => A::Create,
+            Action::Replace => A::Replace,
+            Action::Delete => A::Delete,
+            Action::Scale => A::Scale,
+            Action::RolloutRestart => A::RolloutRestart,
+            Action::RolloutPause => A::RolloutPause,
+            Action::RolloutResume => A::RolloutResume,
+            Action::RolloutUndo => A::RolloutUndo,
+            Action::RunJob => A::RunJob,
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -62,6 +95,12 @@ enum Command {
         cluster: String,
         #[arg(long, value_enum, default_value = "apply")]
         action: Action,
+        /// The replica count, for --action scale.
+        #[arg(long)]
+        replicas: Option<i32>,
+        /// The revision to roll back to, for --action rollout-undo (default: the previous).
+        #[arg(long)]
+        to_revision: Option<i64>,
         /// Makes retries of this command safe: the same key is the same operation.
         #[arg(long)]
         idempotency_key: Option<String>,
@@ -101,25 +140,24 @@ async fn main() -> ExitCode {
             files,
             cluster,
             action,
+            replicas,
+            to_revision,
             idempotency_key,
             dry_run,
             wait,
             timeout,
         } => {
-            let manifests = match read_manifests(&files) {
-                Ok(m) => m,
+            let submit = request::Submit {
+                action: action.into(),
+                files,
+                replicas,
+                to_revision,
+                dry_run,
+            };
+            let body = match request::body(&cluster, &submit) {
+                Ok(b) => b,
                 Err(f) => return output::failure(&f),
             };
-            let action = match action {
-                Action::Apply => "apply",
-                Action::Create => "create",
-                Action::Replace => "replace",
-                Action::Delete => "delete",
-            };
-            let body = serde_json::json!({
-                "cluster": cluster, "action": action, "manifests": manifests,
-                "options": {"dryRun": dry_run},
-            });
             match client.submit(&body, idempotency_key.as_deref()).await {
                 Err(f) => Err(f),
                 Ok(accepted) if !wait => {
@@ -142,19 +180,4 @@ async fn main() -> ExitCode {
         Ok(record) => output::record(cli.output, &record),
         Err(f) => output::failure(&f),
     }
-}
-
-/// The files' contents as one multi-document YAML string (JSON is YAML too).
-fn read_manifests(files: &[PathBuf]) -> Result<String, Failure> {
-    let mut docs = Vec::new();
-    for file in files {
-        let text = if file.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin())
-        } else {
-            std::fs::read_to_string(file)
-        }
-        .map_err(|e| Failure::Usage(format!("reading {}: {e}", file.display())))?;
-        docs.push(text);
-    }
-    Ok(docs.join("\n---\n"))
 }
