@@ -87,7 +87,8 @@ impl From<Action> for longshore_contract::spec::Action {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Submit manifests (YAML or JSON files; `-` reads stdin) as one operation.
+    /// Submit manifests (YAML or JSON files; `-` reads stdin) as one operation. For scale
+    /// and the rollout actions the files only name the objects to act on.
     Submit {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         files: Vec<PathBuf>,
