@@ -10,6 +10,10 @@ use longshore_contract::{
 use longshore_integration::{dispatcher::Dispatcher, nats::NatsServer};
 use serde_json::{Value, json};
 
+async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn stream_messages(js: &jetstream::Context, name: &str) -> u64 {
     js.get_stream(name)
         .await
@@ -85,14 +89,7 @@ async fn a_dead_letter_is_listed_and_requeued_once() {
     assert_eq!(stream_messages(&js, names::STREAM).await, 0);
     let http = reqwest::Client::new();
 
-    let list: Value = http
-        .get(format!("{}/v1/dead-letters", d.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&http, format!("{}/v1/dead-letters", d.url)).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
     assert_eq!(list["items"][0]["id"], id.as_str());
     assert_eq!(list["items"][0]["cluster"], "prod");
@@ -105,14 +102,7 @@ async fn a_dead_letter_is_listed_and_requeued_once() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 202);
-    let status: Value = http
-        .get(format!("{}/v1/operations/{id}", d.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = get_json(&http, format!("{}/v1/operations/{id}", d.url)).await;
     assert_eq!(status["state"], "queued");
     assert!(status.get("error").is_none());
     assert_eq!(
@@ -125,14 +115,7 @@ async fn a_dead_letter_is_listed_and_requeued_once() {
         0,
         "the dead letter is gone"
     );
-    let list: Value = http
-        .get(format!("{}/v1/dead-letters", d.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&http, format!("{}/v1/dead-letters", d.url)).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
 
     // A second retry finds nothing to retry.
@@ -199,24 +182,14 @@ async fn dead_letters_are_paged_by_sequence() {
         .unwrap();
     }
     let http = reqwest::Client::new();
-    let page1: Value = http
-        .get(format!("{}/v1/dead-letters?limit=3", d.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page1: Value = get_json(&http, format!("{}/v1/dead-letters?limit=3", d.url)).await;
     assert_eq!(page1["items"].as_array().unwrap().len(), 3);
     let next = page1["next"].as_u64().unwrap();
-    let page2: Value = http
-        .get(format!("{}/v1/dead-letters?limit=3&after={next}", d.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page2: Value = get_json(
+        &http,
+        format!("{}/v1/dead-letters?limit=3&after={next}", d.url),
+    )
+    .await;
     assert_eq!(page2["items"].as_array().unwrap().len(), 2);
     assert_eq!(page2["next"], Value::Null);
 }
