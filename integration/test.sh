@@ -15,14 +15,22 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== build (integration tests run the real binaries as processes)"
 cargo build --workspace --bins --quiet
+echo "== benchmark smoke run (checks every benchmark mode runs; asserts no figure)"
+cargo run --quiet -p longshore-integration --bin bench -- smoke
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --no-fail-fast
   # Doc tests are not run by nextest.
   cargo test --workspace --doc --quiet
+  log=$(mktemp)
+  trap 'rm -f "$log"' EXIT
+  status=0
+  cargo nextest run --workspace --no-fail-fast 2>&1 | tee "$log" || status=$?
+  # The closing line, in the plain form: "N passed, N failed".
+  summary=$(grep -E '^ +Summary ' "$log" | tail -n 1)
+  passed=$(sed -nE 's/.* ([0-9]+) passed.*/\1/p' <<<"$summary")
+  failed=$(sed -nE 's/.* ([0-9]+) failed.*/\1/p' <<<"$summary")
+  echo "tests: ${passed:-0} passed, ${failed:-0} failed"
+  exit "$status"
 else
   cargo test --workspace --no-fail-fast
 fi
-echo "== benchmark smoke run (checks every benchmark mode runs; asserts no figure)"
-cargo run --quiet -p longshore-integration --bin bench -- smoke
-
