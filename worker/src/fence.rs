@@ -121,7 +121,8 @@ pub struct Fences {
 
 /// What acquiring one fence found.
 enum Taken {
-    Held,
+    /// Taken: the value written and its revision.
+    Held(Fence, u64),
     Superseded,
     Busy(Holder),
 }
@@ -145,15 +146,15 @@ impl Fences {
             fences: self.clone(),
             op: op.clone(),
             seq,
-            held: tokio::sync::Mutex::new(BTreeSet::new()),
+            held: tokio::sync::Mutex::new(BTreeMap::new()),
             superseded: BTreeSet::new(),
             valid_until: std::sync::Mutex::new(started),
         };
         // BTreeMap iterates in key order: every operation takes fences in the same order.
         for (key, object) in objects {
             match self.take(key, op, seq).await {
-                Ok(Taken::Held) => {
-                    guard.held.get_mut().insert(key.clone());
+                Ok(Taken::Held(fence, revision)) => {
+                    guard.held.get_mut().insert(key.clone(), (fence, revision));
                 }
                 Ok(Taken::Superseded) => {
                     guard.superseded.insert(key.clone());
@@ -206,7 +207,7 @@ impl Fences {
                 ..current
             };
             match self.write(key, &next, revision).await? {
-                Some(_) => return Ok(Taken::Held),
+                Some(revision) => return Ok(Taken::Held(next, revision)),
                 None => continue,
             }
         }
@@ -228,22 +229,29 @@ impl Fences {
     }
 
     /// Read-modify-compare-and-set on one fence. `change` returns the new value, or `None`
-    /// to leave the fence as it is.
+    /// to leave the fence as it is. `known` is the value and revision this worker last
+    /// wrote, if any: the first attempt starts from it instead of reading (the fence is
+    /// usually unchanged since), and a stale one only costs the failed compare-and-set.
+    /// Returns what was written.
     async fn modify(
         &self,
         key: &str,
+        mut known: Option<(Fence, u64)>,
         change: impl Fn(Fence) -> Result<Option<Fence>, OpError>,
-    ) -> Result<(), OpError> {
+    ) -> Result<Option<(Fence, u64)>, OpError> {
         for _ in 0..CAS_ATTEMPTS {
-            let (current, revision) = match self.read(key).await? {
+            let (current, revision) = match known.take() {
                 Some((fence, revision)) => (fence, Some(revision)),
-                None => (Fence::default(), None),
+                None => match self.read(key).await? {
+                    Some((fence, revision)) => (fence, Some(revision)),
+                    None => (Fence::default(), None),
+                },
             };
             let Some(next) = change(current)? else {
-                return Ok(());
+                return Ok(None);
             };
-            if self.write(key, &next, revision).await?.is_some() {
-                return Ok(());
+            if let Some(revision) = self.write(key, &next, revision).await? {
+                return Ok(Some((next, revision)));
             }
         }
         Err(OpError::Fence(format!("fence {key} kept changing")))
@@ -305,7 +313,8 @@ pub struct Guard {
     fences: Fences,
     op: OperationId,
     seq: u64,
-    held: tokio::sync::Mutex<BTreeSet<String>>,
+    /// Each held fence with the value and revision this worker last wrote to it.
+    held: tokio::sync::Mutex<BTreeMap<String, (Fence, u64)>>,
     /// Keys of objects a later operation has already been applied to.
     pub superseded: BTreeSet<String>,
     valid_until: std::sync::Mutex<Instant>,
@@ -341,12 +350,12 @@ impl Guard {
     /// Extends every held lease; trusts them again only if all were extended.
     pub async fn renew(&self) {
         let started = Instant::now();
-        let held = self.held.lock().await;
+        let mut held = self.held.lock().await;
         let mut all = true;
-        for key in held.iter() {
+        for (key, known) in held.iter_mut() {
             let renewed = self
                 .fences
-                .modify(key, |mut fence| match &fence.holder {
+                .modify(key, Some(known.clone()), |mut fence| match &fence.holder {
                     Some(h) if h.op == self.op => {
                         fence.holder = Some(self.fences.holder(
                             &self.op,
@@ -361,9 +370,13 @@ impl Guard {
                     ))),
                 })
                 .await;
-            if let Err(e) = renewed {
-                tracing::warn!(error = %e, "lease not renewed");
-                all = false;
+            match renewed {
+                Ok(Some(written)) => *known = written,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "lease not renewed");
+                    all = false;
+                }
             }
         }
         if all {
@@ -386,11 +399,11 @@ impl Guard {
     /// effort: a fence that cannot be released now expires with its lease.
     pub async fn release(&self, applied: &BTreeSet<String>) {
         let held = std::mem::take(&mut *self.held.lock().await);
-        for key in &held {
-            let advance = applied.contains(key);
+        for (key, known) in held {
+            let advance = applied.contains(&key);
             let released = self
                 .fences
-                .modify(key, |mut fence| {
+                .modify(&key, Some(known), |mut fence| {
                     let ours = fence.holder.as_ref().is_some_and(|h| h.op == self.op);
                     let advance = advance && self.seq > fence.applied_seq;
                     if !ours && !advance {
