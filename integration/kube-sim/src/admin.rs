@@ -94,13 +94,10 @@ async fn set_faults(
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let faults: Faults = match serde_json::from_slice(&body) {
+    let faults = match setting::<Faults>(&body, "faults", Faults::validate) {
         Ok(f) => f,
-        Err(e) => return Error::BadRequest(format!("invalid faults JSON: {e}")).into_response(),
+        Err(r) => return *r,
     };
-    if let Err(e) = faults.validate() {
-        return Error::Unprocessable(e).into_response();
-    }
     c.set_faults(faults);
     status::json_body(&json!(c.faults()))
 }
@@ -141,15 +138,26 @@ async fn set_rollouts(
         Ok(c) => c,
         Err(r) => return *r,
     };
-    let rollouts: Rollouts = match serde_json::from_slice(&body) {
+    let rollouts = match setting::<Rollouts>(&body, "rollouts", Rollouts::validate) {
         Ok(r) => r,
-        Err(e) => return Error::BadRequest(format!("invalid rollouts JSON: {e}")).into_response(),
+        Err(r) => return *r,
     };
-    if let Err(e) = rollouts.validate() {
-        return Error::Unprocessable(e).into_response();
-    }
     c.lock().rollouts.settings = rollouts.clone();
     status::json_body(&json!(rollouts))
+}
+
+/// A runtime setting from a request body: 400 if it is not the JSON expected, 422 (naming
+/// the field) if its values are refused.
+fn setting<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+    validate: impl Fn(&T) -> Result<(), String>,
+) -> Result<T, Box<Response>> {
+    let value: T = serde_json::from_slice(body).map_err(|e| {
+        Box::new(Error::BadRequest(format!("invalid {what} JSON: {e}")).into_response())
+    })?;
+    validate(&value).map_err(|e| Box::new(Error::Unprocessable(e).into_response()))?;
+    Ok(value)
 }
 
 async fn clear_rollouts(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
