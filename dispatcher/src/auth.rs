@@ -103,12 +103,10 @@ impl Auth {
                 policy: None,
             });
         }
-        let presented = authorization
-            .and_then(|v| v.strip_prefix(b"Bearer "))
-            .ok_or_else(|| {
-                Error::Unauthorized("an `Authorization: Bearer <token>` header is required".into())
-            })?;
-        let digest: [u8; 32] = Sha256::digest(presented.trim_ascii()).into();
+        let presented = authorization.and_then(bearer_token).ok_or_else(|| {
+            Error::Unauthorized("an `Authorization: Bearer <token>` header is required".into())
+        })?;
+        let digest: [u8; 32] = Sha256::digest(presented).into();
         let mut found = None;
         for token in &self.tokens {
             if bool::from(token.digest.ct_eq(&digest)) {
@@ -128,6 +126,14 @@ impl Auth {
             policy: Some(token.policy.clone()),
         })
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme name is
+/// case-insensitive (RFC 9110, section 11.1), and spaces may separate it from the token.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = value.split_at_checked(value.iter().position(|b| *b == b' ')?)?;
+    let token = token.trim_ascii();
+    (scheme.eq_ignore_ascii_case(b"bearer") && !token.is_empty()).then_some(token)
 }
 
 impl Hook {
@@ -243,6 +249,32 @@ mod tests {
             Err(Error::Unauthorized(_))
         ));
         assert!(matches!(a.authenticate(None), Err(Error::Unauthorized(_))));
+    }
+
+    #[test]
+    fn the_scheme_name_is_case_insensitive() {
+        // RFC 9110 section 11.1: the authentication scheme is a case-insensitive token.
+        let a = auth(0.0);
+        for header in [
+            &b"bearer ci-token"[..],
+            b"BEARER ci-token",
+            b"BeArEr   ci-token",
+        ] {
+            let caller = a.authenticate(Some(header));
+            assert_eq!(
+                caller.map(|c| c.source).ok().as_deref(),
+                Some("ci"),
+                "{}",
+                String::from_utf8_lossy(header)
+            );
+        }
+        for header in [&b"Basic ci-token"[..], b"Bearerci-token", b"Bearer"] {
+            assert!(
+                matches!(a.authenticate(Some(header)), Err(Error::Unauthorized(_))),
+                "{}",
+                String::from_utf8_lossy(header)
+            );
+        }
     }
 
     #[test]
