@@ -42,7 +42,9 @@ pub async fn observe(State(ctx): State<Arc<Context>>, request: Request, next: Ne
     }
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
+    // An integer, as the semantic conventions have it (unsigned fields would be exported
+    // as strings).
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "error");
     }

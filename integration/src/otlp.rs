@@ -21,17 +21,46 @@ pub struct ReceivedSpan {
     pub parent_span_id: String,
     /// OTLP's `SpanKind`: 2 server, 3 client, 4 producer, 5 consumer.
     pub kind: i32,
-    pub attributes: Vec<(String, String)>,
+    /// Each attribute with its value as sent, type included: backends query
+    /// `http.response.status_code >= 500` only on integers.
+    pub attributes: Vec<(String, Attr)>,
     /// OTLP's status code: 2 is error.
     pub status_code: i32,
 }
 
+/// An attribute value, keeping the OTLP type it was sent as.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Attr {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+    Double(f64),
+    /// Arrays, maps, bytes: not sent by longshore.
+    Other,
+}
+
 impl ReceivedSpan {
-    pub fn attr(&self, key: &str) -> Option<&str> {
+    fn value(&self, key: &str) -> Option<&Attr> {
         self.attributes
             .iter()
             .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
+    }
+
+    /// A string attribute; `None` if absent or of another type.
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        match self.value(key)? {
+            Attr::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// An integer attribute; `None` if absent or of another type.
+    pub fn int(&self, key: &str) -> Option<i64> {
+        match self.value(key)? {
+            Attr::Int(i) => Some(*i),
+            _ => None,
+        }
     }
 }
 
@@ -124,9 +153,19 @@ fn convert(service: &str, span: Span) -> ReceivedSpan {
         attributes: span
             .attributes
             .iter()
-            .map(|kv| (kv.key.clone(), value_of(kv)))
+            .map(|kv| (kv.key.clone(), typed(kv)))
             .collect(),
         status_code: span.status.map_or(0, |s| s.code),
+    }
+}
+
+fn typed(kv: &KeyValue) -> Attr {
+    match kv.value.as_ref().and_then(|v: &AnyValue| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => Attr::Str(s.clone()),
+        Some(Value::IntValue(i)) => Attr::Int(*i),
+        Some(Value::BoolValue(b)) => Attr::Bool(*b),
+        Some(Value::DoubleValue(d)) => Attr::Double(*d),
+        _ => Attr::Other,
     }
 }
 

@@ -38,6 +38,7 @@ async fn one_trace_follows_an_operation_from_the_request_to_the_kubernetes_calls
     let logs = tempfile::tempdir().unwrap();
     let kubeconfig = logs.path().join("kubeconfig");
     sim.write_kubeconfig(&kubeconfig).unwrap();
+    let sim_port = sim.addr().port();
     let receiver = OtlpReceiver::start().await.unwrap();
     let otel = |extra: Vec<(&'static str, String)>| {
         let mut env = vec![
@@ -153,7 +154,11 @@ async fn one_trace_follows_an_operation_from_the_request_to_the_kubernetes_calls
         server.parent_span_id, caller_span,
         "continues the caller's trace"
     );
-    assert_eq!(server.attr("http.response.status_code"), Some("202"));
+    assert_eq!(
+        server.int("http.response.status_code"),
+        Some(202),
+        "an integer, as the conventions say: {server:?}"
+    );
     assert_eq!(
         returned,
         format!("00-{caller_trace}-{}-01", server.span_id),
@@ -181,6 +186,8 @@ async fn one_trace_follows_an_operation_from_the_request_to_the_kubernetes_calls
     assert_eq!(consumer.attr("messaging.message.id"), Some(id.as_str()));
     assert_eq!(consumer.attr("messaging.operation.type"), Some("process"));
     assert_eq!(consumer.attr("op_id"), Some(id.as_str()));
+    assert!(consumer.int("seq").is_some_and(|s| s > 0), "{consumer:?}");
+    assert_eq!(consumer.int("attempt"), Some(1), "{consumer:?}");
 
     let kube: Vec<&ReceivedSpan> = spans
         .iter()
@@ -193,7 +200,13 @@ async fn one_trace_follows_an_operation_from_the_request_to_the_kubernetes_calls
         assert_eq!(span.parent_span_id, consumer.span_id, "{span:?}");
         assert_eq!(span.attr("k8s.cluster.name"), Some("prod"));
         assert!(span.attr("http.request.method").is_some());
-        assert!(span.attr("http.response.status_code").is_some(), "{span:?}");
+        assert!(
+            span.int("http.response.status_code")
+                .is_some_and(|c| (200..600).contains(&c)),
+            "{span:?}"
+        );
+        assert_eq!(span.attr("server.address"), Some("127.0.0.1"), "{span:?}");
+        assert_eq!(span.int("server.port"), Some(i64::from(sim_port)), "{span:?}");
     }
     let write = kube
         .iter()

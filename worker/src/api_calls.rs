@@ -19,8 +19,28 @@ use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct ApiCallLayer {
-    pub cluster: Arc<str>,
-    pub metrics: Arc<Metrics>,
+    cluster: Arc<str>,
+    /// The API server's host and port (`server.address`, `server.port`): requests reach
+    /// this layer with a path only, the base URL is added below it.
+    host: Arc<str>,
+    port: Option<u16>,
+    metrics: Arc<Metrics>,
+}
+
+impl ApiCallLayer {
+    pub fn new(cluster: &str, server: &http::Uri, metrics: Arc<Metrics>) -> Self {
+        let port = server.port_u16().or(match server.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        });
+        Self {
+            cluster: Arc::from(cluster),
+            host: Arc::from(server.host().unwrap_or_default().trim_matches(['[', ']'])),
+            port,
+            metrics,
+        }
+    }
 }
 
 impl<S> tower::Layer<S> for ApiCallLayer {
@@ -64,7 +84,8 @@ where
             error.type = field::Empty,
             http.request.method = %method,
             url.path = %path,
-            server.address = request.uri().host().unwrap_or_default(),
+            server.address = &*self.layer.host,
+            server.port = self.layer.port.map(i64::from),
             http.response.status_code = field::Empty,
             k8s.cluster.name = %self.layer.cluster,
             k8s.resource = %target.resource,
@@ -83,7 +104,7 @@ where
                 let error = match &result {
                     Ok(response) => {
                         let status = response.status();
-                        span.record("http.response.status_code", status.as_u16());
+                        span.record("http.response.status_code", i64::from(status.as_u16()));
                         match status.as_u16() {
                             // An answer (a read before a create, a delete of what is gone),
                             // not a failure of the call.

@@ -160,10 +160,11 @@ impl Cluster {
         if let Some(client) = self.client.get() {
             return Ok(client.clone());
         }
-        let calls = crate::api_calls::ApiCallLayer {
-            cluster: Arc::from(self.name.as_str()),
-            metrics: self.metrics.clone(),
-        };
+        let calls = crate::api_calls::ApiCallLayer::new(
+            &self.name,
+            &self.config.cluster_url,
+            self.metrics.clone(),
+        );
         let client = kube::client::ClientBuilder::try_from(self.config.clone())
             .map_err(|e| {
                 OpError::UnknownCluster(format!("{}: cannot build a client: {e}", self.name))

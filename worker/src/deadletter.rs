@@ -174,7 +174,11 @@ impl Sweeper {
             .and_then(|c| ClusterName::new(c.trim_start_matches('.')).ok());
         match (id, cluster) {
             (Some(id), Some(cluster)) => {
-                let span = tracing::info_span!("dead_letter", op_id = %id, seq);
+                let span = tracing::info_span!(
+                    "dead_letter",
+                    op_id = %id,
+                    seq = i64::try_from(seq).unwrap_or(i64::MAX)
+                );
                 let _enter = span.enter();
                 let terminal = self
                     .status

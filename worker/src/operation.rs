@@ -100,8 +100,9 @@ pub async fn handle(ctx: Arc<Context>, message: Message, abort: CancellationToke
         op_id = field::Empty,
         cluster = field::Empty,
         action = field::Empty,
-        seq = sequence,
-        attempt = delivered,
+        // Integers on the span (tracing exports unsigned values as strings).
+        seq = i64::try_from(sequence).unwrap_or(i64::MAX),
+        attempt = i64::try_from(delivered).unwrap_or(i64::MAX),
         trace_id = field::Empty,
     );
     // Every delivery, the first and each redelivery, continues the submitter's trace.
