@@ -298,7 +298,10 @@ pub(crate) fn result(
     }
 }
 
-/// For a dry run, adds to `result` what the change would do to the object.
+/// For a dry run, adds to `result` what the change would do to the object, and settles
+/// its outcome from that: a dry-run write leaves the resourceVersion as it was, so an
+/// existing object is `configured` when the change would alter it (what the real write
+/// would report), `unchanged` only when it would not.
 pub(crate) fn with_diff(
     mut result: ObjectResult,
     dry_run: bool,
@@ -308,11 +311,15 @@ pub(crate) fn with_diff(
     if dry_run {
         let value = |o: Option<&DynamicObject>| o.and_then(|o| serde_json::to_value(o).ok());
         let kind = result.kind.clone();
-        result.diff = Some(crate::diff::changes(
-            &kind,
-            value(before).as_ref(),
-            value(after).as_ref(),
-        ));
+        let diff = crate::diff::changes(&kind, value(before).as_ref(), value(after).as_ref());
+        if matches!(result.outcome, Outcome::Unchanged | Outcome::Configured) {
+            result.outcome = if diff.is_empty() {
+                Outcome::Unchanged
+            } else {
+                Outcome::Configured
+            };
+        }
+        result.diff = Some(diff);
     }
     result
 }

@@ -202,3 +202,47 @@ async fn a_custom_resource_applies_in_the_same_operation_as_its_definition() {
     );
     worker.stop().await.expect("clean drain");
 }
+
+/// A dry run reports the outcome the real write would (as `kubectl --dry-run=server`
+/// does): `configured` for an existing object the change would alter, never `unchanged`
+/// alongside a diff that lists changes.
+#[tokio::test]
+async fn a_dry_run_reports_the_outcome_the_write_would_have() {
+    let fx = Fixture::start().await;
+    let worker = RunningWorker::start(fx.config("w1"));
+    let record = run_op(&fx, &envelope(Action::Apply, vec![configmap("cm", "1")])).await;
+    assert_eq!(record.results[0].outcome, Outcome::Created, "{record:?}");
+
+    let dry = |mut op: longshore_contract::Envelope| {
+        op.spec.options.dry_run = true;
+        op
+    };
+    let apply = dry(envelope(Action::Apply, vec![configmap("cm", "2")]));
+    let replace = dry(envelope(Action::Replace, vec![configmap("cm", "2")]));
+    let mut patch = dry(envelope(Action::Patch, vec![]));
+    patch.spec.targets = vec![target("cm")];
+    patch.spec.patch = Some(PatchSpec {
+        patch_type: PatchType::Merge,
+        body: json!({"data": {"key": "3"}}),
+    });
+    for op in [apply, replace, patch] {
+        let action = op.spec.action;
+        let record = run_op(&fx, &op).await;
+        assert_eq!(record.state, State::Succeeded, "{action:?}: {record:?}");
+        let result = &record.results[0];
+        let diff = result.diff.as_ref().expect("a dry run lists its changes");
+        assert!(
+            diff.iter().any(|c| c.path == "data.key"),
+            "{action:?}: {diff:?}"
+        );
+        assert_eq!(result.outcome, Outcome::Configured, "{action:?}: {result:?}");
+    }
+    let created = run_op(&fx, &dry(envelope(Action::Apply, vec![configmap("new", "1")]))).await;
+    assert_eq!(created.results[0].outcome, Outcome::Created, "{created:?}");
+    assert!(
+        fx.prod()
+            .get("v1", "ConfigMap", Some("default"), "new")
+            .is_none()
+    );
+    worker.stop().await.expect("clean drain");
+}
