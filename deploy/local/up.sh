@@ -14,8 +14,10 @@ once=false
 [ "${1:-}" = "--once" ] && once=true
 
 NATS_PORT=${NATS_PORT:-4222}
+NATS_MONITOR_PORT=$((NATS_PORT + 4000))
 SIM_PORT=${SIM_PORT:-6443}
-DISPATCHER_PORTS=(${DISPATCHER_PORTS:-8081 8082})
+# The first dispatcher listens on 8080, where the longshore CLI looks by default.
+DISPATCHER_PORTS=(${DISPATCHER_PORTS:-8080 8081})
 WORKERS=${WORKERS:-3}
 # Worker i serves /metrics, /healthz and /readyz on WORKER_PORT_BASE + i.
 WORKER_PORT_BASE=${WORKER_PORT_BASE:-19090}
@@ -35,9 +37,9 @@ ensure_kubectl
 command -v cargo >/dev/null || die "cargo is required (https://rustup.rs)"
 command -v curl >/dev/null || die "curl is required"
 
-for port in "$NATS_PORT" "$SIM_PORT" "${DISPATCHER_PORTS[@]}" "${WORKER_PORTS[@]}"; do
+for port in "$NATS_PORT" "$NATS_MONITOR_PORT" "$SIM_PORT" "${DISPATCHER_PORTS[@]}" "${WORKER_PORTS[@]}"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    die "port $port is in use: stop what uses it, or set NATS_PORT / SIM_PORT / DISPATCHER_PORTS / WORKER_PORT_BASE"
+    die "port $port is in use: stop what uses it, or set NATS_PORT (monitoring: NATS_PORT + 4000) / SIM_PORT / DISPATCHER_PORTS / WORKER_PORT_BASE"
   fi
 done
 
@@ -72,8 +74,8 @@ wait_for() { # what url
 }
 
 say "starting nats-server with JetStream on 127.0.0.1:$NATS_PORT"
-start nats "$NATS_SERVER_BIN" -js -a 127.0.0.1 -p "$NATS_PORT" -m $((NATS_PORT + 4000)) -sd "$state/nats"
-wait_for nats-server "http://127.0.0.1:$((NATS_PORT + 4000))/healthz"
+start nats "$NATS_SERVER_BIN" -js -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR_PORT" -sd "$state/nats"
+wait_for nats-server "http://127.0.0.1:$NATS_MONITOR_PORT/healthz"
 
 say "starting kube-sim with clusters prod and staging on 127.0.0.1:$SIM_PORT"
 kubeconfig="$state/kubeconfig"
@@ -122,6 +124,10 @@ kubectl --kubeconfig "$kubeconfig" --context prod -n shop get configmap,deployme
 
 if $once; then exit 0; fi
 
+# The CLI was built with the rest; it talks to http://127.0.0.1:8080 unless told otherwise.
+cli=target/debug/longshore
+[ "$api" = http://127.0.0.1:8080 ] || cli="$cli --server $api"
+
 cat <<TXT
 
 longshore is running: 2 dispatchers, $WORKERS workers, clusters prod and staging.
@@ -130,6 +136,12 @@ longshore is running: 2 dispatchers, $WORKERS workers, clusters prod and staging
     curl -s -X POST $api/v1/operations -H 'Content-Type: application/json' -H 'Idempotency-Key: hello-1' \\
       -d '{"cluster":"staging","action":"apply","manifests":[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"hello","namespace":"default"},"data":{"from":"longshore"}}]}'
   Status:   curl -s $other/v1/operations/$id
+
+  The same with the longshore CLI, from $root
+  (its commands and flags: $cli --help, and docs/pipelines.md):
+    $cli submit -f deploy/local/sample-app.yaml --cluster staging --wait
+    $cli status $id
+
   Clusters: kubectl --kubeconfig $kubeconfig --context staging get all -A
   Writes:   curl -s http://127.0.0.1:$SIM_PORT/_sim/clusters/prod/writes
   Metrics:  curl -s http://127.0.0.1:${DISPATCHER_PORTS[0]}/metrics   curl -s http://127.0.0.1:${WORKER_PORTS[0]}/metrics
