@@ -7,7 +7,7 @@
 //! removed while what lives in it is still being deleted one by one. Objects of the same
 //! rank keep the order they were submitted in. Results are reported in this applied order.
 
-use longshore_contract::spec::Action;
+use longshore_contract::spec::{Action, Order};
 
 /// Where a kind goes when applying; lower first.
 pub fn rank(kind: &str) -> u8 {
@@ -33,15 +33,14 @@ pub fn rank(kind: &str) -> u8 {
     }
 }
 
-/// Sorts `items` (each with its kind) into the order `action` writes them in.
+/// Sorts `items` (each with its kind) into the order `action` writes them in (its
+/// [`Order`] in the table of what actions accept).
 pub fn sort<T>(action: Action, items: &mut [T], kind: impl Fn(&T) -> &str) {
-    match action {
-        Action::Apply | Action::Create | Action::Replace => {
-            items.sort_by_key(|item| rank(kind(item)));
-        }
+    match action.accepts().order {
+        Order::Dependencies => items.sort_by_key(|item| rank(kind(item))),
         // Reverse rank, the submitted order kept within a rank.
-        Action::Delete => items.sort_by_key(|item| std::cmp::Reverse(rank(kind(item)))),
-        _ => {}
+        Order::Reverse => items.sort_by_key(|item| std::cmp::Reverse(rank(kind(item)))),
+        Order::AsGiven => {}
     }
 }
 
