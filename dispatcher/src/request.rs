@@ -8,25 +8,35 @@ use std::collections::BTreeSet;
 
 use longshore_contract::{
     ClusterName, IdempotencyKey, OperationSpec,
-    spec::{FieldError, PipelineContext},
+    spec::{
+        Action, ActionParams, FieldError, ObjectRef, Options, Param, PatchSpec, PipelineContext,
+    },
 };
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
-/// The top-level fields a submission may carry.
-const FIELDS: &[&str] = &[
+/// The top-level fields every submission may carry; the parameters some actions take
+/// ([`Param`]: `replicas`, `toRevision`) come from the table of what actions accept.
+const COMMON_FIELDS: &[&str] = &[
     "cluster",
     "action",
     "manifests",
     "targets",
     "patch",
-    "replicas",
-    "toRevision",
     "options",
     "pipeline",
     "idempotencyKey",
 ];
+
+fn known_fields() -> Vec<&'static str> {
+    COMMON_FIELDS
+        .iter()
+        .copied()
+        .chain(Param::ALL.map(Param::field))
+        .collect()
+}
 
 /// A parsed, validated submission.
 #[derive(Debug)]
@@ -37,6 +47,10 @@ pub struct Submission {
 }
 
 /// Parses and validates a submission body against the known clusters.
+///
+/// Each top-level field is read on its own, so a problem is reported under the field it is
+/// in (`replicas`, `options.dryRun`, `targets[0].kind`), a missing field under its own
+/// name, and every field's problem at once rather than the first.
 pub fn parse(
     body: &[u8],
     header_key: Option<&str>,
@@ -47,28 +61,148 @@ pub fn parse(
     let Value::Object(mut obj) = value else {
         return Err(Error::field("", "the body must be a JSON object"));
     };
-    if let Some(unknown) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+    let known = known_fields();
+    if let Some(unknown) = obj.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(Error::field(
             unknown.clone(),
-            format!("unknown field; expected one of {}", FIELDS.join(", ")),
+            format!("unknown field; expected one of {}", known.join(", ")),
         ));
     }
     let key = idempotency_key(obj.remove("idempotencyKey"), header_key)?;
-    check_cluster(&obj, clusters)?;
-    if let Some(manifests) = obj.remove("manifests") {
-        obj.insert("manifests".into(), Value::Array(manifests_from(manifests)?));
+    let mut fields = Fields {
+        obj,
+        errors: Vec::new(),
+    };
+    let cluster = fields
+        .required::<ClusterName>("cluster")
+        .and_then(|c| fields.known_cluster(c, clusters));
+    let action = fields.required::<Action>("action");
+    let manifests = match fields.obj.remove("manifests") {
+        None | Some(Value::Null) => Some(Vec::new()),
+        Some(v) => manifests_from(v)
+            .map_err(|e| fields.errors.extend(self::fields(&e)))
+            .ok(),
+    };
+    let targets = fields.optional::<Vec<ObjectRef>>("targets");
+    let patch = fields.optional::<PatchSpec>("patch");
+    let replicas = fields.optional::<i32>(Param::Replicas.field());
+    let to_revision = fields.optional::<i64>(Param::ToRevision.field());
+    let options = fields.optional::<Options>("options");
+    let pipeline = fields.optional::<PipelineContext>("pipeline");
+    let (Some(cluster), Some(action), Some(manifests), Some(targets), Some(patch)) =
+        (cluster, action, manifests, targets, patch)
+    else {
+        return Err(Error::Invalid(fields.errors));
+    };
+    let (Some(replicas), Some(to_revision), Some(options), Some(pipeline)) =
+        (replicas, to_revision, options, pipeline)
+    else {
+        return Err(Error::Invalid(fields.errors));
+    };
+    if !fields.errors.is_empty() {
+        return Err(Error::Invalid(fields.errors));
     }
-    let spec: OperationSpec =
-        serde_path_to_error::deserialize(Value::Object(obj)).map_err(|e| {
-            let path = e.path().to_string();
-            Error::field(
-                if path == "." { String::new() } else { path },
-                e.inner().to_string(),
-            )
-        })?;
+    let spec = OperationSpec {
+        cluster,
+        action,
+        manifests,
+        targets: targets.unwrap_or_default(),
+        patch,
+        params: ActionParams {
+            replicas,
+            to_revision,
+        },
+        options: options.unwrap_or_default(),
+        pipeline,
+    };
     spec.validate().map_err(Error::Invalid)?;
     check_names(&spec)?;
     Ok(Submission { spec, key })
+}
+
+/// The fields of a submission still to be read, and the problems found so far.
+struct Fields {
+    obj: Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl Fields {
+    /// A field that must be there. `None` (with the problem noted) if it is missing or
+    /// of the wrong type.
+    fn required<T: DeserializeOwned>(&mut self, name: &str) -> Option<T> {
+        match self.obj.remove(name) {
+            None | Some(Value::Null) => {
+                self.errors.push(FieldError::new(name, "is required"));
+                None
+            }
+            Some(value) => self.read(name, value),
+        }
+    }
+
+    /// A field that may be left out: `Some(None)` when it is, `None` (with the problem
+    /// noted) when it is there but not of its type.
+    fn optional<T: DeserializeOwned>(&mut self, name: &str) -> Option<Option<T>> {
+        match self.obj.remove(name) {
+            None | Some(Value::Null) => Some(None),
+            Some(value) => self.read(name, value).map(Some),
+        }
+    }
+
+    fn read<T: DeserializeOwned>(&mut self, name: &str, value: Value) -> Option<T> {
+        match serde_path_to_error::deserialize(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.errors.push(located(name, &e));
+                None
+            }
+        }
+    }
+
+    fn known_cluster(
+        &mut self,
+        name: ClusterName,
+        clusters: &BTreeSet<ClusterName>,
+    ) -> Option<ClusterName> {
+        if clusters.contains(&name) {
+            return Some(name);
+        }
+        let list: Vec<&str> = clusters.iter().map(ClusterName::as_str).collect();
+        self.errors.push(FieldError::new(
+            "cluster",
+            format!(
+                "unknown cluster {:?}; known clusters: {}",
+                name.as_str(),
+                list.join(", ")
+            ),
+        ));
+        None
+    }
+}
+
+/// A deserialisation problem inside field `name`, at the path it happened: `options.dryRun`
+/// for a type error, `patch.body` for a missing field (serde names it only in the message).
+fn located(name: &str, e: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+    let mut field = name.to_owned();
+    let path = e.path().to_string();
+    if path != "." {
+        if !path.starts_with('[') {
+            field.push('.');
+        }
+        field.push_str(&path);
+    }
+    let reason = e.inner().to_string();
+    // serde_json appends " at line 1 column 5": meaningless for a value inside the body.
+    let reason = match reason.rfind(" at line ") {
+        Some(at) => reason[..at].to_owned(),
+        None => reason,
+    };
+    match reason
+        .strip_prefix("missing field `")
+        .and_then(|r| r.strip_suffix('`'))
+    {
+        Some(missing) => FieldError::new(format!("{field}.{missing}"), "is required"),
+        None => FieldError::new(field, reason),
+    }
 }
 
 /// Refuses names no Kubernetes object can have, whatever its kind: a name must be a path
@@ -155,24 +289,6 @@ fn idempotency_key(
     };
     key.map(|k| IdempotencyKey::new(k).map_err(|reason| Error::field("idempotencyKey", reason)))
         .transpose()
-}
-
-fn check_cluster(obj: &Map<String, Value>, clusters: &BTreeSet<ClusterName>) -> Result<()> {
-    let Some(Value::String(name)) = obj.get("cluster") else {
-        return Ok(()); // missing or mistyped: deserialisation names it
-    };
-    let known = ClusterName::new(name.clone()).is_ok_and(|c| clusters.contains(&c));
-    if known {
-        return Ok(());
-    }
-    let list: Vec<&str> = clusters.iter().map(ClusterName::as_str).collect();
-    Err(Error::field(
-        "cluster",
-        format!(
-            "unknown cluster {name:?}; known clusters: {}",
-            list.join(", ")
-        ),
-    ))
 }
 
 /// Manifests as given: an array of objects, or a YAML (or JSON) multi-document string.
@@ -383,6 +499,43 @@ mod tests {
             parse(b"[]", None, &clusters()),
             Err(Error::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn type_errors_and_missing_fields_name_their_field() {
+        let target = json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"});
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}});
+        let cases = [
+            (
+                json!({"cluster": "prod", "action": "scale", "replicas": "5", "targets": [target]}),
+                "replicas",
+            ),
+            (
+                json!({"cluster": "prod", "action": "rollout-undo", "toRevision": "2", "targets": [target]}),
+                "toRevision",
+            ),
+            (json!({"action": "apply", "manifests": [cm]}), "cluster"),
+            (json!({"cluster": "prod", "manifests": [cm]}), "action"),
+            (json!({"cluster": 7, "action": "apply", "manifests": [cm]}), "cluster"),
+            (
+                json!({"cluster": "prod", "action": "patch", "targets": [target], "patch": {"type": "merge"}}),
+                "patch.body",
+            ),
+            (
+                json!({"cluster": "prod", "action": "apply", "manifests": [cm], "pipeline": {"attempt": "x"}}),
+                "pipeline.attempt",
+            ),
+        ];
+        for (body, field) in cases {
+            let err = parse_json(body.clone(), None).unwrap_err();
+            let errors = fields(&err);
+            assert_eq!(
+                errors.first().map(|e| e.field.as_str()),
+                Some(field),
+                "{body}: {err}"
+            );
+            assert!(errors.iter().all(|e| !e.field.is_empty()), "{errors:?}");
+        }
     }
 
     #[test]
