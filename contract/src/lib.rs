@@ -2,6 +2,7 @@
 //!
 //! Everything both halves must agree on lives here, and nothing else:
 //!
+//! - [`backoff`]: exponential backoff with jitter, for every retry loop;
 //! - [`cluster`]: cluster names (DNS labels) and the subject each cluster's work goes to;
 //! - [`spec`]: what a pipeline asks for (action, manifests, targets, options), with the
 //!   validation both sides apply;
@@ -19,6 +20,7 @@
 //!
 //! `docs/contract.md` shows a JSON example of each message and record.
 
+pub mod backoff;
 pub mod cluster;
 pub mod deadletter;
 pub mod duration;

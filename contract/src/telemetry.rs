@@ -231,10 +231,12 @@ fn exporter(config: &TelemetryConfig) -> Result<opentelemetry_otlp::SpanExporter
 }
 
 impl Telemetry {
-    /// Exports what is still buffered (bounded by the exporter's timeout).
+    /// Exports what is still buffered, for two seconds at most: a process that is told to
+    /// stop must not wait out an unreachable collector.
     pub async fn shutdown(self) {
         let provider = self.provider;
-        let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), flushed).await;
     }
 }
 

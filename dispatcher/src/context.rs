@@ -4,7 +4,7 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use async_nats::{connection::State as ConnState, jetstream};
-use longshore_contract::{ClusterName, jetstream as js_defs};
+use longshore_contract::{ClusterName, backoff::Backoff, jetstream as js_defs};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -13,6 +13,9 @@ use crate::{
     config::Config,
     error::{Error, Result},
 };
+
+/// Pauses while JetStream cannot be provisioned.
+const PROVISION_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 pub struct Context {
     pub config: Config,
@@ -71,7 +74,7 @@ impl Context {
     /// Idempotent and safe with many replicas starting at once.
     pub async fn provision(&self, stop: CancellationToken) {
         let settings = &self.config.nats.jetstream;
-        let mut delay = Duration::from_millis(100);
+        let mut retries = PROVISION_BACKOFF.retries();
         loop {
             let attempt = async {
                 js_defs::ensure_stream(&self.js, settings.stream()).await?;
@@ -85,13 +88,15 @@ impl Context {
                     tracing::info!("JetStream stream and buckets ready");
                     return;
                 }
-                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "provisioning JetStream"),
+                Err(e) => {
+                    let delay = retries.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?delay, "provisioning JetStream");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
             }
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 }

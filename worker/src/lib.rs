@@ -29,7 +29,8 @@
 //!
 //! Shutdown: the future given to [`run`] resolving starts a drain. Pulling stops at once;
 //! messages that arrive afterwards are handed back (nak without delay); operations already
-//! started get `drain_grace` to finish, and any still running then are handed back too.
+//! started get most of `drain_grace` to finish, and any still running then are handed
+//! back too. The whole drain keeps within `drain_grace` ([`shutdown`]).
 
 pub mod actions;
 pub mod api_calls;
@@ -47,6 +48,7 @@ pub mod ordering;
 pub mod policy;
 pub mod readiness;
 pub mod server;
+pub mod shutdown;
 pub mod status;
 pub mod wait;
 
@@ -54,6 +56,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, kv, stream};
+use longshore_contract::backoff::Backoff;
 use longshore_contract::jetstream::{
     ProvisionError, ensure_bucket, ensure_consumer, ensure_stream,
 };
@@ -63,9 +66,10 @@ use tokio_util::task::TaskTracker;
 pub use crate::apply::OPERATION_ID_ANNOTATION;
 pub use crate::config::Config;
 pub use crate::error::{Error, Result};
+use crate::shutdown::Shutdown;
 
-/// How long in-flight operations have to hand their messages back after the grace period.
-const HAND_BACK_GRACE: Duration = Duration::from_secs(5);
+/// The longest pause between attempts to provision JetStream while it is not ready.
+const PROVISION_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 /// Runs a worker until `shutdown` resolves, then drains and returns `Ok(())`.
 ///
@@ -84,20 +88,16 @@ pub async fn run(
 }
 
 /// [`run`] with the metrics listener already bound (tests bind port 0 and read it back).
+///
+/// Once `shutdown` resolves the worker drains and returns within `drain_grace`, whatever
+/// NATS does (see [`shutdown`]).
 pub async fn run_on(
     config: Config,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     config.validate().map_err(Error::Config)?;
-    let token = CancellationToken::new();
-    let watcher = tokio::spawn({
-        let token = token.clone();
-        async move {
-            shutdown.await;
-            token.cancel();
-        }
-    });
+    let stop = Shutdown::new(config.drain_grace);
     let shared = Arc::new(server::Shared {
         pool: config.pool.name.clone(),
         ..Default::default()
@@ -108,18 +108,30 @@ pub async fn run_on(
         shared.clone(),
         stop_listener.clone(),
     ));
-    let result = serve(config, token, shared).await;
+    let serving = serve(config, stop.clone(), shared);
+    tokio::pin!(serving);
+    let result = tokio::select! {
+        // A start-up failure, before any shutdown.
+        result = &mut serving => result,
+        () = shutdown => {
+            stop.begin();
+            // The drain keeps to the deadline on its own; this is the bound whatever it
+            // is waiting for.
+            match tokio::time::timeout_at(stop.deadline(), &mut serving).await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::warn!("drain_grace is over; exiting with the drain unfinished (JetStream redelivers what was not acknowledged after ack_wait)");
+                    Ok(())
+                }
+            }
+        }
+    };
     stop_listener.cancel();
-    let _ = listening.await;
-    watcher.abort();
+    let _ = tokio::time::timeout(Duration::from_millis(200), listening).await;
     result
 }
 
-async fn serve(
-    config: Config,
-    shutdown: CancellationToken,
-    shared: Arc<server::Shared>,
-) -> Result<()> {
+async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) -> Result<()> {
     let clusters =
         clusters::Registry::load(&config.clusters, config.request_timeout, &shared.metrics).await?;
     tracing::info!(worker = %config.worker_id, clusters = ?clusters.names(), "clusters loaded");
@@ -158,40 +170,39 @@ async fn serve(
     };
     puller.run(ready.consumer).await;
 
-    // Drain: what is running gets the grace period, then is handed back.
+    // Drain: what is running gets until the work deadline, then is handed back.
     tracker.close();
-    let grace = ctx.config.drain_grace;
-    tracing::info!(in_flight = tracker.len(), grace = ?grace, "draining");
-    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+    tracing::info!(in_flight = tracker.len(), "draining");
+    if tokio::time::timeout_at(shutdown.work_deadline(), tracker.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             in_flight = tracker.len(),
-            "grace period over; handing back what is still running"
+            "drain time is up; handing back what is still running"
         );
         abort.cancel();
-        if tokio::time::timeout(HAND_BACK_GRACE, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                in_flight = tracker.len(),
-                "some operations could not be handed back; JetStream will redeliver them after ack_wait"
-            );
-        }
     }
     // The sweeper stops with the shutdown signal; an advisory it was handling is redelivered.
-    let _ = tokio::time::timeout(HAND_BACK_GRACE, sweeping).await;
+    let _ = tokio::time::timeout_at(shutdown.deadline(), async {
+        tracker.wait().await;
+        let _ = sweeping.await;
+    })
+    .await;
     // Hand-backs are published without waiting for the server, and the connection drops
     // whatever is still in its write buffer when the last handle goes: a message handed
     // back just before exit would wait out ack_wait. A flush returns once the server has
-    // read everything sent before it.
-    match tokio::time::timeout(HAND_BACK_GRACE, client.flush()).await {
-        Ok(Ok(())) => {}
+    // read everything sent before it (never, while NATS is away: hence the deadline).
+    match tokio::time::timeout_at(shutdown.deadline(), client.flush()).await {
+        Ok(Ok(())) => tracing::info!("drained"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "final flush failed; JetStream will redeliver after ack_wait")
         }
-        Err(_) => tracing::warn!("final flush timed out; JetStream will redeliver after ack_wait"),
+        Err(_) => tracing::warn!(
+            in_flight = tracker.len(),
+            "drain time is up before NATS confirmed the hand-backs; JetStream will redeliver after ack_wait"
+        ),
     }
-    tracing::info!("drained");
     Ok(())
 }
 
@@ -209,11 +220,11 @@ struct Ready {
 async fn provision(
     js: &jetstream::Context,
     config: &Config,
-    shutdown: &CancellationToken,
+    shutdown: &Shutdown,
 ) -> Result<Option<Ready>> {
     let settings = &config.nats.jetstream;
     let pool = config.pool_consumer();
-    let mut pause = Duration::from_millis(100);
+    let mut retries = PROVISION_BACKOFF.retries();
     loop {
         let attempt = async {
             let stream = ensure_stream(js, settings.stream()).await?;
@@ -247,18 +258,18 @@ async fn provision(
         };
         let outcome = tokio::select! {
             outcome = attempt => outcome,
-            () = shutdown.cancelled() => return Ok(None),
+            () = shutdown.started() => return Ok(None),
         };
         match outcome {
             Ok(ready) => return Ok(Some(ready)),
             Err(e) if refused(&e) => return Err(e.into()),
             Err(e) => {
+                let pause = retries.next_delay();
                 tracing::warn!(error = %e, retry_in = ?pause, "JetStream not ready");
                 tokio::select! {
                     () = tokio::time::sleep(pause) => {}
-                    () = shutdown.cancelled() => return Ok(None),
+                    () = shutdown.started() => return Ok(None),
                 }
-                pause = (pause * 2).min(Duration::from_secs(5));
             }
         }
     }
