@@ -516,7 +516,10 @@ mod tests {
             ),
             (json!({"action": "apply", "manifests": [cm]}), "cluster"),
             (json!({"cluster": "prod", "manifests": [cm]}), "action"),
-            (json!({"cluster": 7, "action": "apply", "manifests": [cm]}), "cluster"),
+            (
+                json!({"cluster": 7, "action": "apply", "manifests": [cm]}),
+                "cluster",
+            ),
             (
                 json!({"cluster": "prod", "action": "patch", "targets": [target], "patch": {"type": "merge"}}),
                 "patch.body",

@@ -8,14 +8,14 @@
 
 use std::time::{Duration, Instant};
 
+use longshore_contract::jetstream::{ensure_consumer, ensure_stream};
+use longshore_integration::worker::Worker;
 use longshore_integration::{
     dispatcher::Dispatcher,
     nats::{NatsCluster, NatsServer},
     process::{Process, binary},
     wait::eventually,
 };
-use longshore_contract::jetstream::{ensure_consumer, ensure_stream};
-use longshore_integration::worker::Worker;
 use longshore_kube_sim::{KubeSim, Rollouts, SimOptions};
 use serde_json::{Value, json};
 
@@ -31,7 +31,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn worker(nats_url: &str, kubeconfig: &std::path::Path, port: u16, logs: &std::path::Path) -> Process {
+fn worker(
+    nats_url: &str,
+    kubeconfig: &std::path::Path,
+    port: u16,
+    logs: &std::path::Path,
+) -> Process {
     Process::spawn(
         &format!("worker-{port}"),
         &binary("longshore-worker").unwrap(),
@@ -91,8 +96,10 @@ async fn a_worker_drains_within_its_grace_when_nats_is_gone() {
                 "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}});
     let accepted: Value = http
         .post(format!("{}/v1/operations", dispatcher.url))
-        .json(&json!({"cluster": "prod", "action": "apply", "manifests": [deployment],
-            "options": {"wait": {"timeout": "5m"}}}))
+        .json(
+            &json!({"cluster": "prod", "action": "apply", "manifests": [deployment],
+            "options": {"wait": {"timeout": "5m"}}}),
+        )
         .send()
         .await
         .unwrap()
@@ -100,15 +107,19 @@ async fn a_worker_drains_within_its_grace_when_nats_is_gone() {
         .await
         .unwrap();
     let id = accepted["id"].as_str().expect("accepted").to_owned();
-    eventually(Duration::from_secs(20), "the operation to be running", || {
-        let r = http
-            .get(format!("{}/v1/operations/{id}", dispatcher.url))
-            .send();
-        async move {
-            let record: Value = r.await.ok()?.json().await.ok()?;
-            (record["state"] == "running").then_some(())
-        }
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the operation to be running",
+        || {
+            let r = http
+                .get(format!("{}/v1/operations/{id}", dispatcher.url))
+                .send();
+            async move {
+                let record: Value = r.await.ok()?.json().await.ok()?;
+                (record["state"] == "running").then_some(())
+            }
+        },
+    )
     .await
     .unwrap();
 
@@ -258,19 +269,23 @@ async fn failing_pulls_back_off_and_pulling_resumes_when_the_consumer_is_back() 
     let dispatcher = Dispatcher::start(&nats.url(), &["prod"]).await.unwrap();
     // As a pipeline would: the same key again while the cluster is still electing leaders
     // (503, Retry-After).
-    let id = eventually(Duration::from_secs(30), "the operation to be accepted", || {
-        let r = http
-            .post(format!("{}/v1/operations", dispatcher.url))
-            .header("idempotency-key", "after-the-outage")
-            .json(&json!({"cluster": "prod", "action": "apply", "manifests": [
+    let id = eventually(
+        Duration::from_secs(30),
+        "the operation to be accepted",
+        || {
+            let r = http
+                .post(format!("{}/v1/operations", dispatcher.url))
+                .header("idempotency-key", "after-the-outage")
+                .json(&json!({"cluster": "prod", "action": "apply", "manifests": [
                 {"apiVersion": "v1", "kind": "ConfigMap",
                  "metadata": {"name": "after", "namespace": "default"}, "data": {"k": "v"}}]}))
-            .send();
-        async move {
-            let accepted: Value = r.await.ok()?.json().await.ok()?;
-            accepted["id"].as_str().map(str::to_owned)
-        }
-    })
+                .send();
+            async move {
+                let accepted: Value = r.await.ok()?.json().await.ok()?;
+                accepted["id"].as_str().map(str::to_owned)
+            }
+        },
+    )
     .await
     .unwrap();
     eventually(Duration::from_secs(30), "the operation to succeed", || {

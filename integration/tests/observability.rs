@@ -206,7 +206,11 @@ async fn one_trace_follows_an_operation_from_the_request_to_the_kubernetes_calls
             "{span:?}"
         );
         assert_eq!(span.attr("server.address"), Some("127.0.0.1"), "{span:?}");
-        assert_eq!(span.int("server.port"), Some(i64::from(sim_port)), "{span:?}");
+        assert_eq!(
+            span.int("server.port"),
+            Some(i64::from(sim_port)),
+            "{span:?}"
+        );
     }
     let write = kube
         .iter()

@@ -21,11 +21,11 @@ use std::time::Duration;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use bytes::Bytes;
 use futures::StreamExt;
+use longshore_contract::backoff::Backoff;
 use longshore_contract::jetstream::{STREAM, Settings};
 use longshore_contract::record::{ErrorClass, ErrorInfo};
 use longshore_contract::{ClusterName, Envelope, OperationId, deadletter};
 use serde::Deserialize;
-use longshore_contract::backoff::Backoff;
 
 use crate::shutdown::Shutdown;
 use crate::status::StatusStore;

@@ -235,9 +235,17 @@ async fn a_dry_run_reports_the_outcome_the_write_would_have() {
             diff.iter().any(|c| c.path == "data.key"),
             "{action:?}: {diff:?}"
         );
-        assert_eq!(result.outcome, Outcome::Configured, "{action:?}: {result:?}");
+        assert_eq!(
+            result.outcome,
+            Outcome::Configured,
+            "{action:?}: {result:?}"
+        );
     }
-    let created = run_op(&fx, &dry(envelope(Action::Apply, vec![configmap("new", "1")]))).await;
+    let created = run_op(
+        &fx,
+        &dry(envelope(Action::Apply, vec![configmap("new", "1")])),
+    )
+    .await;
     assert_eq!(created.results[0].outcome, Outcome::Created, "{created:?}");
     assert!(
         fx.prod()
