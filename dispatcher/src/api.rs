@@ -1,16 +1,16 @@
-//! The HTTP API: routes, and the translation between HTTP and [`crate::submit`].
+//! The HTTP API: routes, and the translation between HTTP and [`crate::submit`]; what
+//! accepting routes share on the way in is in [`crate::intake`].
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
-    body::Bytes,
-    extract::{DefaultBodyLimit, Path, Query, State, rejection::BytesRejection},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    extract::{DefaultBodyLimit, Path, Query, State},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use longshore_contract::{IdempotencyKey, OperationId, OperationRecord};
+use longshore_contract::{OperationId, OperationRecord};
 use serde_json::json;
 
 use crate::{
@@ -18,13 +18,13 @@ use crate::{
     context::Context,
     deadletters,
     error::{Error, Result},
-    hooks, request, submit, wait,
+    hooks,
+    intake::{self, JsonBody, KeyHeader, KeySource},
+    submit, wait,
 };
 
 /// The source recorded for operations submitted through the plain API.
 pub const API_SOURCE: &str = "api";
-/// The header a client sends its idempotency key in (IETF httpapi draft).
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 pub fn router(ctx: Arc<Context>) -> Router {
     let limit = ctx.config.http.body_limit;
@@ -49,110 +49,13 @@ pub fn router(ctx: Arc<Context>) -> Router {
 async fn create_operation(
     State(ctx): State<Arc<Context>>,
     caller: Caller,
-    headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    KeyHeader(key): KeyHeader,
+    JsonBody(body): JsonBody,
 ) -> Result<Response> {
-    check_content_type(&headers)?;
-    let body = read_body(&ctx, body)?;
-    accept(&ctx, &caller, &body, header_key(&headers)?).await
-}
-
-/// The body, or 413 naming the limit.
-pub(crate) fn read_body(
-    ctx: &Context,
-    body: std::result::Result<Bytes, BytesRejection>,
-) -> Result<Bytes> {
-    body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => Error::PayloadTooLarge {
-            limit: ctx.config.http.body_limit,
-        },
-        _ => Error::MalformedJson(rejection.body_text()),
-    })
-}
-
-/// The `Idempotency-Key` header, if given.
-pub(crate) fn header_key(headers: &HeaderMap) -> Result<Option<&str>> {
-    match headers.get(IDEMPOTENCY_KEY) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(Some)
-            .map_err(|_| Error::field("Idempotency-Key", "must be visible ASCII")),
-    }
-}
-
-/// Parses, checks the caller's policy, and accepts a submission: 202 with the operation.
-pub(crate) async fn accept(
-    ctx: &Context,
-    caller: &Caller,
-    body: &[u8],
-    header_key: Option<&str>,
-) -> Result<Response> {
-    let submission = request::parse(body, header_key, &ctx.clusters)?;
-    caller.check(&submission.spec)?;
-    let key = match submission.key {
-        Some(key) => key,
-        None => match submission
-            .spec
-            .pipeline
-            .as_ref()
-            .and_then(request::pipeline_key)
-        {
-            Some(key) => key,
-            // No key given: make one, and return it so the client can retry safely.
-            None => IdempotencyKey::new(uuid::Uuid::now_v7().to_string())
-                .map_err(|r| Error::field("Idempotency-Key", r))?,
-        },
+    let source = KeySource::Client {
+        header: key.as_deref(),
     };
-    let timeout = ctx.config.http.request_timeout;
-    let accepted = tokio::time::timeout(
-        timeout,
-        submit::submit(ctx, &caller.source, submission.spec, key),
-    )
-    .await
-    .map_err(|_| Error::Timeout(timeout))??;
-
-    let base = ctx.config.http.public_url.as_deref().unwrap_or_default();
-    let status_url = format!(
-        "{}/v1/operations/{}",
-        base.trim_end_matches('/'),
-        accepted.id
-    );
-    let body = json!({
-        "id": accepted.id,
-        "idempotencyKey": accepted.key,
-        "state": accepted.state,
-        "statusUrl": status_url,
-    });
-    ctx.metrics
-        .accepted(accepted.action.as_str(), accepted.replayed);
-    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&status_url) {
-        h.insert(header::LOCATION, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(accepted.key.as_str()) {
-        h.insert(IDEMPOTENCY_KEY, v);
-    }
-    if accepted.replayed {
-        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
-}
-
-pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<()> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(()); // JSON is the only format; a bare body is read as JSON
-    };
-    let ct = value.to_str().unwrap_or_default().to_ascii_lowercase();
-    let essence = ct.split(';').next().unwrap_or_default().trim();
-    if essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
-    {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedMediaType(ct))
-    }
+    intake::accept(&ctx, &caller, &body, source).await
 }
 
 /// `?wait=60s`: hold the request until the operation is terminal or the time is up.
@@ -250,9 +153,8 @@ async fn retry_operation(
     let current = read_record(&ctx, &id).await?;
     caller.check_cluster_action(&current.cluster, current.action)?;
     let record = deadletters::retry(&ctx, &id).await?;
-    let status_url = format!("/v1/operations/{id}");
-    let body = json!({"id": id, "idempotencyKey": record.idempotency_key, "state": record.state, "statusUrl": status_url});
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    let requeued = intake::requeued(id, record.action, record.idempotency_key);
+    Ok(intake::accepted(&ctx, &requeued))
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> Response {

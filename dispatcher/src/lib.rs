@@ -1,8 +1,9 @@
 //! The longshore dispatcher: a stateless HTTP front door that turns pipeline requests into
 //! operations on the JetStream work queue. Run any number of replicas.
 //!
-//! A request goes [`api`] (routes, HTTP in and out) → [`auth`] (bearer token, naming the
-//! source) and [`ratelimit`] → [`request`] (parse and validate the body, name the field at
+//! A request goes [`api`] (routes, HTTP in and out; [`intake`] the body, key and 202 the
+//! accepting routes share) → [`auth`] (bearer token, naming the source) and
+//! [`ratelimit`] → [`request`] (parse and validate the body, name the field at
 //! fault; webhooks through [`hooks`] instead: signature, then the source's mapping) →
 //! [`policy`] (what the token or source may touch) → [`submit`] (idempotency: record, then
 //! publish, then 202) → JetStream. [`wait`] long-polls and streams an operation's state
@@ -19,6 +20,7 @@ pub mod context;
 pub mod deadletters;
 pub mod error;
 pub mod hooks;
+pub mod intake;
 pub mod metrics;
 pub mod observe;
 pub mod policy;
@@ -52,14 +54,26 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), RunError> {
-    let clusters = config.cluster_names()?;
-    let auth = auth::Auth::from_config(&config)?;
+    run_checked(config.check()?, listener, shutdown).await
+}
+
+/// [`run`] with a configuration already checked (the binary checks it before binding).
+pub async fn run_checked(
+    checked: config::Checked,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RunError> {
+    let config::Checked {
+        config,
+        clusters,
+        auth,
+        tls,
+    } = checked;
     if auth.is_open() {
         tracing::warn!(
             "no API tokens configured: anyone who can reach the dispatcher may submit operations"
         );
     }
-    let tls = config.http.tls.server_config("http.tls")?;
     let (nats, js) = config.nats.connect("longshore-dispatcher").await?;
     let grace = config.http.drain_grace;
     let ctx = Arc::new(context::Context::new(config, clusters, auth, nats, js));

@@ -262,6 +262,57 @@ async fn signed_webhooks_are_accepted_and_unsigned_ones_refused() {
     let (s, _) = hook(&d, "nobody", &[], &body).await;
     assert_eq!(s, 404);
 
+    // A captured delivery replayed inside the window starts no second operation: not as
+    // it was, and not with an unsigned header changed.
+    let keyless = serde_json::to_vec(&json!({"cluster": "prod", "action": "apply",
+        "manifests": [configmap("default", "c")]}))
+    .unwrap();
+    let signed = sig(now(), &keyless);
+    let (s, original) = hook(
+        &d,
+        "deployer",
+        &[("x-longshore-signature", signed.clone())],
+        &keyless,
+    )
+    .await;
+    assert_eq!(s, 202, "{original}");
+    let (s, replay) = hook(
+        &d,
+        "deployer",
+        &[("x-longshore-signature", signed.clone())],
+        &keyless,
+    )
+    .await;
+    assert_eq!(
+        (s, &replay["id"]),
+        (202, &original["id"]),
+        "a replay is the same operation"
+    );
+    let (s, b) = hook(
+        &d,
+        "deployer",
+        &[
+            ("x-longshore-signature", signed.clone()),
+            ("idempotency-key", "replayed-under-another-key".to_owned()),
+        ],
+        &keyless,
+    )
+    .await;
+    assert_eq!(
+        s, 400,
+        "an unsigned key must not make a second operation: {b}"
+    );
+    assert_eq!(b["errors"][0]["field"], "Idempotency-Key", "{b}");
+    // The key the signed body names is the key.
+    let (s, keyed) = hook(
+        &d,
+        "deployer",
+        &[("x-longshore-signature", sig(now(), &body))],
+        &body,
+    )
+    .await;
+    assert_eq!((s, keyed["idempotencyKey"].as_str()), (202, Some("hook-1")));
+
     // GitHub: mapped payload, the delivery id as the key, and the source's policy.
     let payload = |cluster: &str| {
         serde_json::to_vec(&json!({"repository": {"full_name": "acme/shop"},
@@ -281,15 +332,23 @@ async fn signed_webhooks_are_accepted_and_unsigned_ones_refused() {
     ];
     let (s, first) = hook(&d, "github", &headers, &gh).await;
     assert_eq!(s, 202, "{first}");
-    assert_eq!(
-        first["idempotencyKey"],
-        "72d3162e-cc78-11e3-81ab-4c9367dc0958"
-    );
+    // GitHub signs neither the delivery id nor a timestamp: the key comes from what is
+    // signed, so a captured delivery cannot be made into a second operation.
+    let key = first["idempotencyKey"].as_str().unwrap();
+    assert!(key.starts_with("signed:sha256:"), "{first}");
     let (s, again) = hook(&d, "github", &headers, &gh).await;
     assert_eq!(
         (s, &again["id"]),
         (202, &first["id"]),
         "a redelivery is the same operation"
+    );
+    let mut replayed = headers.clone();
+    replayed[1].1 = "a-different-delivery-id".to_owned();
+    let (s, again) = hook(&d, "github", &replayed, &gh).await;
+    assert_eq!(
+        (s, &again["id"]),
+        (202, &first["id"]),
+        "a replay under another delivery id is still the same operation"
     );
     let prod = payload("prod");
     let (s, b) = hook(

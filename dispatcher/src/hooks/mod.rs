@@ -2,7 +2,11 @@
 //!
 //! The signature is checked over the raw body before anything else is read ([`signature`]),
 //! then the source's rate limit, then the payload is mapped to a submission ([`mapping`])
-//! and accepted exactly like `POST /v1/operations`, under the source's name and policy.
+//! and accepted like `POST /v1/operations`, under the source's name and policy. The one
+//! difference: the idempotency key comes only from what was signed (the body's
+//! `idempotencyKey` or the mapped one, the pipeline context, else the signed content's
+//! digest), never from an unsigned header, so a captured delivery cannot start a second
+//! operation.
 
 pub mod mapping;
 pub mod signature;
@@ -10,36 +14,31 @@ pub mod signature;
 use std::sync::Arc;
 
 use axum::{
-    body::Bytes,
-    extract::{Path, State, rejection::BytesRejection},
+    extract::{Path, State},
     http::HeaderMap,
     response::Response,
 };
 use serde_json::Value;
 
 use crate::{
-    api,
     context::Context,
     error::{Error, Result},
+    intake::{self, JsonBody, KeySource},
 };
-
-/// GitHub's delivery id: the same on a redelivery, so a good idempotency key.
-const GITHUB_DELIVERY: &str = "x-github-delivery";
 
 pub async fn receive(
     State(ctx): State<Arc<Context>>,
     Path(source): Path<String>,
     headers: HeaderMap,
-    body: std::result::Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody,
 ) -> Result<Response> {
     let hook = ctx
         .auth
         .hooks
         .get(&source)
         .ok_or_else(|| Error::NotFound(format!("webhook source {source:?}")))?;
-    let body = api::read_body(&ctx, body)?;
     let now = jiff::Timestamp::now().as_second();
-    signature::verify(
+    let signed = signature::verify(
         hook.config.signature,
         hook.secret.expose().as_bytes(),
         &headers,
@@ -48,19 +47,25 @@ pub async fn receive(
         hook.config.replay_window,
     )?;
     let caller = hook.caller(&source)?;
-    api::check_content_type(&headers)?;
-    let mut header_key = api::header_key(&headers)?;
+    if headers.contains_key(intake::IDEMPOTENCY_KEY) {
+        // Not signed: honouring it would let a captured delivery be replayed as a new
+        // operation by changing it.
+        return Err(Error::field(
+            "Idempotency-Key",
+            "a webhook's key must be signed: give it as the body's idempotencyKey (or map it), or leave it out to key the delivery by its signed content",
+        ));
+    }
     let submission = match &hook.config.map {
         None => body.to_vec(),
         Some(map) => {
             let payload: Value =
                 serde_json::from_slice(&body).map_err(|e| Error::MalformedJson(e.to_string()))?;
-            let submission = map.apply(&payload)?;
-            if header_key.is_none() && submission.get("idempotencyKey").is_none() {
-                header_key = headers.get(GITHUB_DELIVERY).and_then(|v| v.to_str().ok());
-            }
-            serde_json::to_vec(&submission).map_err(|e| Error::MalformedJson(e.to_string()))?
+            serde_json::to_vec(&map.apply(&payload)?)
+                .map_err(|e| Error::MalformedJson(e.to_string()))?
         }
     };
-    api::accept(&ctx, &caller, &submission, header_key).await
+    let key = KeySource::Signed {
+        digest: &signed.digest,
+    };
+    intake::accept(&ctx, &caller, &submission, key).await
 }

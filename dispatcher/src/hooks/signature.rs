@@ -2,15 +2,20 @@
 //!
 //! - `longshore`: `X-Longshore-Signature: t=<unix seconds>,sha256=<hex>`, the HMAC of
 //!   `"<t>.<body>"`. The timestamp is signed, so a captured request replays only within the
-//!   replay window; inside it, the idempotency key makes a replay a no-op.
+//!   replay window.
 //! - `github`: `X-Hub-Signature-256: sha256=<hex>`, the HMAC of the body. GitHub signs no
-//!   timestamp; its `X-GitHub-Delivery` id (the same on redelivery) is used as the
-//!   idempotency key when the mapping gives none, so a replayed delivery acts once.
+//!   timestamp, and not its `X-GitHub-Delivery` id.
+//!
+//! Either way [`verify`] returns the digest of exactly what was signed ([`Signed`]): the
+//! webhook's idempotency key comes from signed content only, so a replay, inside the
+//! window or (for GitHub) at any time, finds the operation its original started, whatever
+//! unsigned headers it changes.
 
 use std::time::Duration;
 
 use axum::http::HeaderMap;
 use ring::hmac;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{
@@ -34,6 +39,25 @@ pub fn sign_github(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex(mac(secret, &[body]).as_ref()))
 }
 
+/// What a verified signature covers.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Signed {
+    /// SHA-256 of the signed bytes (`"<t>.<body>"`, or the body), in hex.
+    pub digest: String,
+}
+
+impl Signed {
+    fn of(parts: &[&[u8]]) -> Self {
+        let mut h = Sha256::new();
+        for part in parts {
+            h.update(part);
+        }
+        Self {
+            digest: hex(&h.finalize()),
+        }
+    }
+}
+
 /// Checks the request's signature under `scheme` at unix time `now`.
 pub fn verify(
     scheme: SignatureScheme,
@@ -42,7 +66,7 @@ pub fn verify(
     body: &[u8],
     now: i64,
     window: Duration,
-) -> Result<()> {
+) -> Result<Signed> {
     let header = match scheme {
         SignatureScheme::Longshore => "X-Longshore-Signature",
         SignatureScheme::Github => "X-Hub-Signature-256",
@@ -88,11 +112,11 @@ pub fn verify(
                     window.as_secs()
                 )));
             }
-            return Ok(());
+            return Ok(Signed::of(&[t_text.as_bytes(), b".", body]));
         }
     };
     if equal(expected.as_ref(), &given) {
-        Ok(())
+        Ok(Signed::of(&[body]))
     } else {
         Err(Error::Unauthorized(format!(
             "{header}: signature does not match"
@@ -142,7 +166,7 @@ mod tests {
         h
     }
 
-    fn reason(r: Result<()>) -> String {
+    fn reason(r: Result<Signed>) -> String {
         match r {
             Err(Error::Unauthorized(m)) => m,
             other => panic!("expected 401, got {other:?}"),
@@ -163,7 +187,21 @@ mod tests {
         let body = br#"{"a":1}"#;
         let sig = sign(b"k", 1_000, body);
         let h = headers(LONGSHORE_HEADER, &sig);
-        verify(SignatureScheme::Longshore, b"k", &h, body, 1_100, WINDOW).unwrap();
+        let signed = verify(SignatureScheme::Longshore, b"k", &h, body, 1_100, WINDOW).unwrap();
+        let later = headers(LONGSHORE_HEADER, &sign(b"k", 1_001, body));
+        let resigned = verify(
+            SignatureScheme::Longshore,
+            b"k",
+            &later,
+            body,
+            1_100,
+            WINDOW,
+        );
+        assert_ne!(
+            resigned.unwrap(),
+            signed,
+            "a delivery signed at another time is another delivery"
+        );
         let m = reason(verify(
             SignatureScheme::Longshore,
             b"k",
