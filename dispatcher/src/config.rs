@@ -14,6 +14,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{hooks::mapping::MappingConfig, policy::PolicyConfig};
 
+/// A configuration that passed [`Config::check`], with what checking it produced.
+pub struct Checked {
+    pub config: Config,
+    pub clusters: BTreeSet<ClusterName>,
+    pub auth: crate::auth::Auth,
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+}
+
 /// Everything the dispatcher needs to run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -181,14 +189,24 @@ impl Default for PublishConfig {
 pub const LIST_KEYS: &[&str] = &["clusters"];
 
 impl Config {
-    /// Loads defaults, then the file, then `LONGSHORE_*` variables, and validates.
+    /// Loads defaults, then the file, then `LONGSHORE_*` variables. [`Config::check`]
+    /// validates the result.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let config: Self = longshore_contract::settings::load(file, "LONGSHORE", LIST_KEYS)?;
-        config.cluster_names()?;
-        // Read every secret now, so a missing one stops the binary before it serves.
-        crate::auth::Auth::from_config(&config)?;
-        config.http.tls.server_config("http.tls")?;
-        Ok(config)
+        longshore_contract::settings::load(file, "LONGSHORE", LIST_KEYS)
+    }
+
+    /// Validates everything and reads every secret (tokens, webhook secrets, the TLS key),
+    /// once: a problem stops the binary before it binds a port, naming the key.
+    pub fn check(self) -> Result<Checked, ConfigError> {
+        let clusters = self.cluster_names()?;
+        let auth = crate::auth::Auth::from_config(&self)?;
+        let tls = self.http.tls.server_config("http.tls")?;
+        Ok(Checked {
+            config: self,
+            clusters,
+            auth,
+            tls,
+        })
     }
 
     /// Validates the configuration and returns the set of known clusters. Errors name the key.

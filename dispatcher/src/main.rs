@@ -15,15 +15,16 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // Validate everything before binding a port.
-    let config = longshore_dispatcher::Config::load(args.config.as_deref())?;
+    // Validate everything, and read every secret, before binding a port.
+    let checked = longshore_dispatcher::Config::load(args.config.as_deref())?.check()?;
+    let config = &checked.config;
     let instance = std::env::var("HOSTNAME").unwrap_or_else(|_| "dispatcher".into());
     let telemetry =
         longshore_contract::telemetry::init("longshore-dispatcher", &instance, &config.telemetry)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding listen address {}", config.listen))?;
-    let result = longshore_dispatcher::run(config, listener, shutdown_signal()).await;
+    let result = longshore_dispatcher::run_checked(checked, listener, shutdown_signal()).await;
     telemetry.shutdown().await;
     result?;
     Ok(())
