@@ -1,12 +1,10 @@
-//! What the worker's tests run against: a real `nats-server` on a free port with a
-//! temporary store, kube-sim in-process, and the worker itself through `run`.
+//! What the worker's tests run against: a real `nats-server` (the shared test harness,
+//! `longshore-testkit`), kube-sim in-process, and the worker itself through `run`.
 
 #![allow(dead_code)] // each test file uses its own part of the harness
 
 use std::future::Future;
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
@@ -16,69 +14,21 @@ use longshore_contract::record::OperationRecord;
 use longshore_contract::spec::{Action, OperationSpec, Options};
 use longshore_contract::{ClusterName, Envelope, IdempotencyKey, OperationId};
 use longshore_kube_sim::{KubeSim, SimOptions};
+pub use longshore_testkit::nats::NatsServer;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// A `nats-server -js` on a free port, killed and cleaned up on drop.
-pub struct NatsServer {
-    pub url: String,
-    child: Child,
-    _store: tempfile::TempDir,
-}
-
-impl NatsServer {
-    pub async fn start() -> Self {
-        let store = tempfile::tempdir().expect("temporary store");
-        // Ask the OS for a free port, then hand it to the server.
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let child = Command::new("nats-server")
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server on PATH");
-        let addr = format!("127.0.0.1:{port}");
-        eventually("nats-server accepting connections", || async {
-            tokio::net::TcpStream::connect(&addr).await.ok().map(|_| ())
-        })
-        .await;
-        Self {
-            url: format!("nats://{addr}"),
-            child,
-            _store: store,
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `check` until it returns `Some`, failing the test after 10 seconds.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+/// Polls `check` until it returns `Some`, failing the test after 10 seconds: the shared
+/// harness's bounded wait, with the bound every worker test uses.
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    longshore_testkit::wait::eventually(Duration::from_secs(10), what, check)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// NATS, one simulated cluster named `prod`, and the JetStream handles a test reads.
@@ -93,7 +43,7 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn start() -> Self {
-        let nats = NatsServer::start().await;
+        let nats = NatsServer::start().await.expect("nats-server starts");
         let sim = KubeSim::start(SimOptions {
             clusters: vec!["prod".into()],
             ..Default::default()
@@ -104,7 +54,7 @@ impl Fixture {
         let kubeconfig = dir.path().join("kubeconfig");
         sim.write_kubeconfig(&kubeconfig)
             .expect("kubeconfig written");
-        let client = async_nats::connect(&nats.url).await.expect("connect");
+        let client = async_nats::connect(nats.url()).await.expect("connect");
         let js = jetstream::new(client);
         // As the dispatcher would: the stream and the bucket exist before anything is sent.
         let settings = Settings::default();
@@ -131,7 +81,7 @@ impl Fixture {
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
             ..Default::default()
         };
-        config.nats.url = self.nats.url.clone();
+        config.nats.url = self.nats.url();
         config.clusters.kubeconfig = Some(self.kubeconfig.clone());
         config.retry.base = Duration::from_millis(50);
         config.retry.max = Duration::from_millis(200);
