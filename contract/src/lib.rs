@@ -11,6 +11,7 @@
 //! - [`deadletter`]: how an operation that exhausted its deliveries is kept for retry;
 //! - [`record`]: the status record kept in the `LONGSHORE_OPERATIONS` bucket;
 //! - [`jetstream`]: stream, consumer and bucket definitions, created idempotently at start;
+//! - [`store`]: the one typed compare-and-set store every KV user goes through;
 //! - [`nats`]: how both binaries connect to NATS (authentication and TLS included);
 //! - [`secret`]: secrets read from files or environment variables, hidden from `Debug`;
 //! - `telemetry` (feature `telemetry`): logging and OpenTelemetry setup both binaries
@@ -32,6 +33,7 @@ pub mod record;
 pub mod secret;
 pub mod settings;
 pub mod spec;
+pub mod store;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 

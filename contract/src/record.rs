@@ -131,6 +131,35 @@ pub struct ErrorInfo {
     pub message: String,
 }
 
+/// How an operation ends, for [`OperationRecord::finish`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum End {
+    Succeeded,
+    /// Every object was superseded: nothing of this operation was applied.
+    Superseded,
+    Failed(ErrorInfo),
+    /// Deliveries exhausted; a copy is in the dead-letter stream.
+    DeadLettered(ErrorInfo),
+}
+
+impl End {
+    pub fn state(&self) -> State {
+        match self {
+            End::Succeeded => State::Succeeded,
+            End::Superseded => State::Superseded,
+            End::Failed(_) => State::Failed,
+            End::DeadLettered(_) => State::DeadLettered,
+        }
+    }
+
+    pub fn error(&self) -> Option<&ErrorInfo> {
+        match self {
+            End::Failed(e) | End::DeadLettered(e) => Some(e),
+            End::Succeeded | End::Superseded => None,
+        }
+    }
+}
+
 /// The status of an operation as pipelines read it (`GET /v1/operations/{id}`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -195,6 +224,54 @@ impl OperationRecord {
         }
     }
 
+    /// A worker starts (or restarts, after a redelivery) the operation.
+    pub fn start(&mut self, worker: &str, stream_sequence: u64, now: jiff::Timestamp) {
+        self.state = State::Running;
+        self.progress = None;
+        self.attempts += 1;
+        self.worker = Some(worker.to_owned());
+        self.started_at = Some(now);
+        self.updated_at = now;
+        self.stream_sequence = Some(stream_sequence);
+    }
+
+    /// How far a running operation's wait is.
+    pub fn show_progress(&mut self, progress: &str, now: jiff::Timestamp) {
+        self.progress = Some(progress.to_owned());
+        self.updated_at = now;
+    }
+
+    /// The operation ends as `end` says, with its per-object results, recorded by `worker`.
+    pub fn finish(
+        &mut self,
+        end: End,
+        results: Vec<ObjectResult>,
+        worker: &str,
+        now: jiff::Timestamp,
+    ) {
+        let (state, error) = match end {
+            End::Succeeded => (State::Succeeded, None),
+            End::Superseded => (State::Superseded, None),
+            End::Failed(error) => (State::Failed, Some(error)),
+            End::DeadLettered(error) => (State::DeadLettered, Some(error)),
+        };
+        self.state = state;
+        self.results = results;
+        self.error = error;
+        self.finished_at = Some(now);
+        self.updated_at = now;
+        self.worker = Some(worker.to_owned());
+    }
+
+    /// A dead-lettered operation goes back to the queue (a retry): as if just accepted,
+    /// its history of attempts kept.
+    pub fn requeue(&mut self, now: jiff::Timestamp) {
+        self.state = State::Queued;
+        self.error = None;
+        self.worker = None;
+        self.updated_at = now;
+    }
+
     pub fn to_bytes(&self) -> bytes::Bytes {
         // A record is plain data with string keys: serialising it cannot fail.
         bytes::Bytes::from(serde_json::to_vec(self).unwrap_or_default())
@@ -221,6 +298,37 @@ mod tests {
         ] {
             assert!(s.is_terminal(), "{s:?}");
         }
+    }
+
+    #[test]
+    fn a_record_moves_through_its_states_by_its_methods() {
+        let env = crate::envelope::tests_support::sample();
+        let mut rec = OperationRecord::queued(&env);
+        let t0 = jiff::Timestamp::now();
+        rec.start("w1", 7, t0);
+        assert_eq!((rec.state, rec.attempts), (State::Running, 1));
+        assert_eq!(rec.stream_sequence, Some(7));
+        rec.show_progress("1/3 replicas", t0);
+        rec.start("w2", 9, t0);
+        assert_eq!(rec.attempts, 2, "a redelivery counts");
+        assert_eq!(rec.progress, None, "progress belongs to an attempt");
+        let error = ErrorInfo {
+            class: ErrorClass::Transient,
+            message: "gave up".into(),
+        };
+        rec.finish(End::DeadLettered(error.clone()), Vec::new(), "w2", t0);
+        assert_eq!(rec.state, State::DeadLettered);
+        assert_eq!(rec.error.as_ref(), Some(&error));
+        assert_eq!(rec.finished_at, Some(t0));
+        rec.requeue(t0);
+        assert_eq!(
+            (rec.state, rec.error.clone(), rec.worker.clone()),
+            (State::Queued, None, None)
+        );
+        assert_eq!(rec.attempts, 2, "kept across a retry");
+        rec.start("w3", 12, t0);
+        rec.finish(End::Succeeded, Vec::new(), "w3", t0);
+        assert_eq!((rec.state, rec.error.clone()), (State::Succeeded, None));
     }
 
     #[test]

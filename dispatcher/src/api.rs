@@ -20,7 +20,7 @@ use crate::{
     error::{Error, Result},
     hooks,
     intake::{self, JsonBody, KeyHeader, KeySource},
-    submit, wait,
+    wait,
 };
 
 /// The source recorded for operations submitted through the plain API.
@@ -99,9 +99,10 @@ async fn get_operation(
 
 async fn read_record(ctx: &Context, id: &OperationId) -> Result<OperationRecord> {
     let store = ctx.operations()?;
-    tokio::time::timeout(Duration::from_secs(5), submit::read(store, id))
+    tokio::time::timeout(Duration::from_secs(5), store.read(id.as_str()))
         .await
         .map_err(|_| Error::Timeout(Duration::from_secs(5)))??
+        .map(|v| v.value)
         .ok_or_else(|| Error::NotFound(id.to_string()))
 }
 

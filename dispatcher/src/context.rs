@@ -4,7 +4,9 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use async_nats::{connection::State as ConnState, jetstream};
-use longshore_contract::{ClusterName, backoff::Backoff, jetstream as js_defs};
+use longshore_contract::{
+    ClusterName, OperationRecord, backoff::Backoff, jetstream as js_defs, store::Store,
+};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
@@ -26,8 +28,8 @@ pub struct Context {
     pub js: jetstream::Context,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
-    /// The status bucket, set once the stream and buckets exist.
-    operations: OnceCell<jetstream::kv::Store>,
+    /// The status records, set once the stream and buckets exist.
+    operations: OnceCell<Store<OperationRecord>>,
 }
 
 impl Context {
@@ -51,7 +53,7 @@ impl Context {
 
     /// The status bucket, or 503 while NATS is unreachable or not yet provisioned. Checking
     /// the connection first makes an outage answer at once instead of after a timeout.
-    pub fn operations(&self) -> Result<&jetstream::kv::Store> {
+    pub fn operations(&self) -> Result<&Store<OperationRecord>> {
         if self.nats.connection_state() != ConnState::Connected {
             return Err(Error::Unavailable("not connected to NATS".into()));
         }
@@ -83,8 +85,10 @@ impl Context {
                 js_defs::ensure_bucket(&self.js, settings.operations_bucket()).await
             };
             match attempt.await {
-                Ok(store) => {
-                    let _ = self.operations.set(store);
+                Ok(kv) => {
+                    let _ = self
+                        .operations
+                        .set(Store::new(kv, js_defs::OPERATIONS_BUCKET));
                     tracing::info!("JetStream stream and buckets ready");
                     return;
                 }

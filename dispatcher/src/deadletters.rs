@@ -1,16 +1,17 @@
 //! Dead letters: listing the operations that exhausted their deliveries, and requeueing one.
 //!
-//! A retry moves the record from `dead_lettered` back to `queued` by compare-and-set (so two
-//! concurrent retries requeue once), publishes the original envelope again, and removes the
+//! A retry moves the record from `dead_lettered` back to `queued` by compare-and-set
+//! ([`OperationRecord::requeue`], so two concurrent retries requeue once), publishes the original envelope again, and removes the
 //! dead letter. The requeued message gets a new stream sequence: for the per-object order
 //! the retried operation is the latest intent, as if it had just been submitted.
 
-use async_nats::jetstream::{self, kv, stream::DirectGetErrorKind};
+use async_nats::jetstream::{self, stream::DirectGetErrorKind};
 use longshore_contract::{
     ClusterName, OperationId, OperationRecord, State,
     deadletter::{self, DeadLetter},
     envelope,
     jetstream::DEAD_LETTER_STREAM,
+    store::Change,
 };
 
 use crate::{
@@ -59,21 +60,12 @@ pub async fn list(
 /// Requeues a dead-lettered operation.
 pub async fn retry(ctx: &Context, id: &OperationId) -> Result<OperationRecord> {
     let store = ctx.operations()?;
-    let entry = store
-        .entry(id.as_str())
-        .await
-        .map_err(|e| Error::Unavailable(format!("reading the operation record: {e}")))?
-        .filter(|e| e.operation == kv::Operation::Put)
+    let current = store
+        .read(id.as_str())
+        .await?
         .ok_or_else(|| Error::NotFound(id.to_string()))?;
-    let mut record = OperationRecord::from_bytes(&entry.value)
-        .map_err(|e| Error::Unavailable(format!("unreadable record for {id}: {e}")))?;
-    if record.state != State::DeadLettered {
-        return Err(Error::Conflict(format!(
-            "operation {id} is {}; only dead-lettered operations can be retried",
-            record.state.as_str()
-        )));
-    }
-    let cluster = ClusterName::new(record.cluster.clone())
+    only_dead_lettered(id, &current.value)?;
+    let cluster = ClusterName::new(current.value.cluster.clone())
         .map_err(|e| Error::Unavailable(format!("record of {id} names an invalid cluster: {e}")))?;
     let stream = dead_letter_stream(&ctx.js).await?;
     let letter = match stream
@@ -89,19 +81,21 @@ pub async fn retry(ctx: &Context, id: &OperationId) -> Result<OperationRecord> {
         Err(e) => return Err(Error::Unavailable(format!("reading the dead letter: {e}"))),
     };
 
-    let dead = record.clone();
-    record.state = State::Queued;
-    record.error = None;
-    record.worker = None;
-    record.updated_at = jiff::Timestamp::now();
-    let revision = store
-        .update(id.as_str(), record.to_bytes(), entry.revision)
-        .await
-        .map_err(|_| {
-            Error::Conflict(format!(
-                "operation {id} changed while being retried; read it and try again"
-            ))
-        })?;
+    // By compare-and-set from the record as read: two retries at once requeue once (the
+    // second finds it queued).
+    let dead = current.value.clone();
+    let now = jiff::Timestamp::now();
+    let queued = store
+        .modify(id.as_str(), Some(current), |record| {
+            let record = record.ok_or_else(|| Error::NotFound(id.to_string()))?;
+            only_dead_lettered(id, record)?;
+            let mut record = record.clone();
+            record.requeue(now);
+            Ok::<_, Error>(Change::Write(record))
+        })
+        .await?
+        .written()
+        .ok_or_else(|| Error::NotFound(id.to_string()))?;
 
     let mut headers = async_nats::HeaderMap::new();
     // A fresh message id: the original one may still be in the dedup window.
@@ -115,8 +109,16 @@ pub async fn retry(ctx: &Context, id: &OperationId) -> Result<OperationRecord> {
     if let Err(e) =
         submit::publish_message(ctx, id, cluster.subject(), headers, letter.payload).await
     {
-        // Put the record back so the dead letter stays retryable.
-        if let Err(undo) = store.update(id.as_str(), dead.to_bytes(), revision).await {
+        // Put the record back so the dead letter stays retryable, unless it moved on.
+        let restored = store
+            .modify(id.as_str(), Some(queued.clone()), |record| match record {
+                Some(r) if r.state == State::Queued && r.updated_at == queued.value.updated_at => {
+                    Ok::<_, Error>(Change::Write(dead.clone()))
+                }
+                _ => Ok(Change::Keep),
+            })
+            .await;
+        if let Err(undo) = restored {
             tracing::warn!(op_id = %id, error = %undo, "could not restore dead_lettered after a failed retry");
         }
         return Err(e);
@@ -126,7 +128,18 @@ pub async fn retry(ctx: &Context, id: &OperationId) -> Result<OperationRecord> {
         tracing::warn!(op_id = %id, error = %e, "requeued, but could not remove the dead letter");
     }
     tracing::info!(op_id = %id, "dead letter requeued");
-    Ok(record)
+    Ok(queued.value)
+}
+
+fn only_dead_lettered(id: &OperationId, record: &OperationRecord) -> Result<()> {
+    if record.state == State::DeadLettered {
+        Ok(())
+    } else {
+        Err(Error::Conflict(format!(
+            "operation {id} is {}; only dead-lettered operations can be retried",
+            record.state.as_str()
+        )))
+    }
 }
 
 async fn dead_letter_stream(js: &jetstream::Context) -> Result<jetstream::stream::Stream> {

@@ -77,6 +77,13 @@ fn join(errors: &[FieldError]) -> String {
         .join("; ")
 }
 
+impl From<longshore_contract::store::StoreError> for Error {
+    /// The status bucket failed: nothing was accepted or changed; the client may retry.
+    fn from(e: longshore_contract::store::StoreError) -> Self {
+        Error::Unavailable(e.to_string())
+    }
+}
+
 impl Error {
     pub fn field(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Invalid(vec![FieldError::new(field, reason)])

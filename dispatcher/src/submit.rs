@@ -12,10 +12,10 @@
 //! 4. If the publish fails, the record is withdrawn, so the client's retry starts afresh,
 //!    and the answer is 503: nothing was accepted.
 
-use async_nats::jetstream::{self, context::PublishErrorKind, kv};
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use longshore_contract::{
     Envelope, IdempotencyKey, OperationId, OperationRecord, State, envelope::SCHEMA_VERSION,
-    id::fingerprint, spec::OperationSpec,
+    id::fingerprint, spec::OperationSpec, store::StoreErrorKind,
 };
 
 use longshore_contract::telemetry;
@@ -63,11 +63,11 @@ pub async fn submit(
         let mut record = OperationRecord::queued(&envelope);
         // The request's trace: the worker's spans join it through the message headers.
         record.trace_id = telemetry::trace_id(&tracing::Span::current());
-        let revision = match store.create(id.as_str(), record.to_bytes()).await {
+        let revision = match store.create(id.as_str(), &record).await {
             Ok(revision) => revision,
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
-                match read(store, &id).await? {
-                    Some(existing) => return replay(ctx, &envelope, existing).await,
+            Err(e) if e.kind() == StoreErrorKind::AlreadyExists => {
+                match store.read(id.as_str()).await? {
+                    Some(existing) => return replay(ctx, &envelope, existing.value).await,
                     // Withdrawn in between: try to create it again.
                     None => continue,
                 }
@@ -76,10 +76,7 @@ pub async fn submit(
         };
 
         if let Err(e) = publish(ctx, &envelope).await {
-            if let Err(withdraw) = store
-                .delete_expect_revision(id.as_str(), Some(revision))
-                .await
-            {
+            if let Err(withdraw) = store.delete_if(id.as_str(), revision).await {
                 tracing::warn!(op_id = %id, error = %withdraw, "could not withdraw the record of an unpublished operation");
             }
             return Err(e);
@@ -129,22 +126,6 @@ async fn replay(ctx: &Context, envelope: &Envelope, existing: OperationRecord) -
         state: existing.state,
         replayed: true,
     })
-}
-
-/// Reads a record; a deleted or purged key reads as none.
-pub async fn read(store: &kv::Store, id: &OperationId) -> Result<Option<OperationRecord>> {
-    let entry = store
-        .entry(id.as_str())
-        .await
-        .map_err(|e| Error::Unavailable(format!("reading the operation record: {e}")))?;
-    match entry {
-        Some(entry) if entry.operation == kv::Operation::Put => {
-            OperationRecord::from_bytes(&entry.value)
-                .map(Some)
-                .map_err(|e| Error::Unavailable(format!("unreadable record for {id}: {e}")))
-        }
-        _ => Ok(None),
-    }
 }
 
 /// Publishes the envelope, retrying with the same `Nats-Msg-Id` on errors a stream leader

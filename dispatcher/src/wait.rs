@@ -5,7 +5,6 @@
 
 use std::{convert::Infallible, sync::Arc, time::Duration};
 
-use async_nats::jetstream::kv;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::{Stream, StreamExt, stream};
 use longshore_contract::{OperationId, OperationRecord};
@@ -21,24 +20,13 @@ async fn changes(
     ctx: &Context,
     id: &OperationId,
 ) -> Result<impl Stream<Item = Result<OperationRecord>> + Send + 'static + use<>> {
-    let store = ctx.operations()?;
-    let watch = store
-        .watch_with_history(id.as_str())
-        .await
-        .map_err(|e| Error::Unavailable(format!("watching the operation record: {e}")))?;
-    let id = id.clone();
-    Ok(watch.filter_map(move |entry| {
-        let id = id.clone();
-        async move {
-            match entry {
-                Err(e) => Some(Err(Error::Unavailable(format!("watching {id}: {e}")))),
-                Ok(entry) if entry.operation == kv::Operation::Put => {
-                    Some(OperationRecord::from_bytes(&entry.value).map_err(|e| {
-                        Error::Unavailable(format!("unreadable record for {id}: {e}"))
-                    }))
-                }
-                Ok(_) => None,
-            }
+    let watch = ctx.operations()?.watch(id.as_str()).await?;
+    // A deletion (the record expired) is not a change of state: skipped.
+    Ok(watch.filter_map(|change| async move {
+        match change {
+            Ok(Some(record)) => Some(Ok(record.value)),
+            Ok(None) => None,
+            Err(e) => Some(Err(Error::from(e))),
         }
     }))
 }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::operation::{self, Context};
+use crate::settle;
 use crate::shutdown::Shutdown;
 
 /// How long one pull request waits for messages. A pull cannot be withdrawn: the server
@@ -144,7 +145,7 @@ impl Puller {
         let deadline = self.shutdown.work_deadline();
         while let Ok(Some(next)) = tokio::time::timeout_at(deadline, batch.next()).await {
             if let Ok(message) = next {
-                operation::hand_back(&message).await;
+                settle::hand_back(&message).await;
                 handed_back += 1;
             }
         }

@@ -79,6 +79,9 @@ pub enum OpError {
     /// The status record could not be read or written.
     #[error("status record: {0}")]
     Status(String),
+    /// A bucket (records or fences) did not answer, or its value was unreadable.
+    #[error(transparent)]
+    Store(#[from] longshore_contract::store::StoreError),
     /// Another operation holds the object's fence and its lease is live: this one waits
     /// its turn (see [`crate::fence`]).
     #[error("{object}: fenced by operation {holder} until {lease_until}")]

@@ -58,15 +58,14 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use longshore_contract::OperationId;
+use longshore_contract::jetstream::OBJECTS_BUCKET;
 use longshore_contract::spec::ObjectRef;
+use longshore_contract::store::{Change, Modified, Store, Versioned};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::error::OpError;
-
-/// Compare-and-set attempts on one fence before giving up (the operation is retried).
-const CAS_ATTEMPTS: usize = 5;
 
 /// The fence key of `object` (namespace already settled) in `cluster`.
 pub fn key(cluster: &str, object: &ObjectRef) -> String {
@@ -114,7 +113,7 @@ pub struct Holder {
 /// The objects bucket, as one worker uses it.
 #[derive(Clone)]
 pub struct Fences {
-    kv: kv::Store,
+    store: Store<Fence>,
     worker: String,
     lease: Duration,
 }
@@ -122,14 +121,18 @@ pub struct Fences {
 /// What acquiring one fence found.
 enum Taken {
     /// Taken: the value written and its revision.
-    Held(Fence, u64),
+    Held(Versioned<Fence>),
     Superseded,
     Busy(Holder),
 }
 
 impl Fences {
     pub fn new(kv: kv::Store, worker: String, lease: Duration) -> Self {
-        Self { kv, worker, lease }
+        Self {
+            store: Store::new(kv, OBJECTS_BUCKET),
+            worker,
+            lease,
+        }
     }
 
     /// Takes the fences of `objects` (fence key -> object, for messages) for operation `op`
@@ -153,8 +156,8 @@ impl Fences {
         // BTreeMap iterates in key order: every operation takes fences in the same order.
         for (key, object) in objects {
             match self.take(key, op, seq).await {
-                Ok(Taken::Held(fence, revision)) => {
-                    guard.held.get_mut().insert(key.clone(), (fence, revision));
+                Ok(Taken::Held(held)) => {
+                    guard.held.get_mut().insert(key.clone(), held);
                 }
                 Ok(Taken::Superseded) => {
                     guard.superseded.insert(key.clone());
@@ -187,33 +190,36 @@ impl Fences {
     }
 
     async fn take(&self, key: &str, op: &OperationId, seq: u64) -> Result<Taken, OpError> {
-        for _ in 0..CAS_ATTEMPTS {
-            let (current, revision) = match self.read(key).await? {
-                Some((fence, revision)) => (fence, Some(revision)),
-                None => (Fence::default(), None),
-            };
-            let now = jiff::Timestamp::now();
-            if current.applied_seq > seq {
-                return Ok(Taken::Superseded);
-            }
-            if let Some(holder) = &current.holder
-                && holder.op != *op
-                && holder.lease_until > now
-            {
-                return Ok(Taken::Busy(holder.clone()));
-            }
-            let next = Fence {
-                holder: Some(self.holder(op, seq, now)?),
-                ..current
-            };
-            match self.write(key, &next, revision).await? {
-                Some(revision) => return Ok(Taken::Held(next, revision)),
-                None => continue,
-            }
+        let mut found = None;
+        let modified = self
+            .store
+            .modify(key, None, |current| {
+                let current = current.cloned().unwrap_or_default();
+                let now = jiff::Timestamp::now();
+                if current.applied_seq > seq {
+                    found = Some(Taken::Superseded);
+                    return Ok(Change::Keep);
+                }
+                if let Some(holder) = &current.holder
+                    && holder.op != *op
+                    && holder.lease_until > now
+                {
+                    found = Some(Taken::Busy(holder.clone()));
+                    return Ok(Change::Keep);
+                }
+                Ok::<_, OpError>(Change::Write(Fence {
+                    holder: Some(self.holder(op, seq, now)?),
+                    ..current
+                }))
+            })
+            .await?;
+        match (modified, found) {
+            (Modified::Written(held), _) => Ok(Taken::Held(held)),
+            (_, Some(taken)) => Ok(taken),
+            (_, None) => Err(OpError::Fence(format!(
+                "fence {key}: neither taken nor refused"
+            ))),
         }
-        Err(OpError::Fence(format!(
-            "fence {key} kept changing; gave up taking it"
-        )))
     }
 
     fn holder(&self, op: &OperationId, seq: u64, now: jiff::Timestamp) -> Result<Holder, OpError> {
@@ -227,85 +233,6 @@ impl Fences {
             lease_until,
         })
     }
-
-    /// Read-modify-compare-and-set on one fence. `change` returns the new value, or `None`
-    /// to leave the fence as it is. `known` is the value and revision this worker last
-    /// wrote, if any: the first attempt starts from it instead of reading (the fence is
-    /// usually unchanged since), and a stale one only costs the failed compare-and-set.
-    /// Returns what was written.
-    async fn modify(
-        &self,
-        key: &str,
-        mut known: Option<(Fence, u64)>,
-        change: impl Fn(Fence) -> Result<Option<Fence>, OpError>,
-    ) -> Result<Option<(Fence, u64)>, OpError> {
-        for _ in 0..CAS_ATTEMPTS {
-            let (current, revision) = match known.take() {
-                Some((fence, revision)) => (fence, Some(revision)),
-                None => match self.read(key).await? {
-                    Some((fence, revision)) => (fence, Some(revision)),
-                    None => (Fence::default(), None),
-                },
-            };
-            let Some(next) = change(current)? else {
-                return Ok(None);
-            };
-            if let Some(revision) = self.write(key, &next, revision).await? {
-                return Ok(Some((next, revision)));
-            }
-        }
-        Err(OpError::Fence(format!("fence {key} kept changing")))
-    }
-
-    async fn read(&self, key: &str) -> Result<Option<(Fence, u64)>, OpError> {
-        let entry = self
-            .kv
-            .entry(key)
-            .await
-            .map_err(|e| OpError::Fence(format!("reading {key}: {e}")))?;
-        match entry {
-            Some(entry) if entry.operation == kv::Operation::Put => {
-                let fence = serde_json::from_slice(&entry.value)
-                    .map_err(|e| OpError::Fence(format!("fence {key} is unreadable: {e}")))?;
-                Ok(Some((fence, entry.revision)))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    /// Compare-and-set: `Some(revision)` if written, `None` if someone else wrote first.
-    async fn write(
-        &self,
-        key: &str,
-        fence: &Fence,
-        revision: Option<u64>,
-    ) -> Result<Option<u64>, OpError> {
-        let value = bytes_of(fence);
-        let written = match revision {
-            Some(revision) => self.kv.update(key, value, revision).await.map_err(|e| {
-                (
-                    e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                    e.to_string(),
-                )
-            }),
-            None => self.kv.create(key, value).await.map_err(|e| {
-                (
-                    e.kind() == kv::CreateErrorKind::AlreadyExists,
-                    e.to_string(),
-                )
-            }),
-        };
-        match written {
-            Ok(revision) => Ok(Some(revision)),
-            Err((true, _)) => Ok(None),
-            Err((false, e)) => Err(OpError::Fence(format!("writing {key}: {e}"))),
-        }
-    }
-}
-
-fn bytes_of(fence: &Fence) -> bytes::Bytes {
-    // Plain data with string keys: serialising cannot fail.
-    serde_json::to_vec(fence).unwrap_or_default().into()
 }
 
 /// The fences one operation holds while it carries out its effects.
@@ -314,7 +241,7 @@ pub struct Guard {
     op: OperationId,
     seq: u64,
     /// Each held fence with the value and revision this worker last wrote to it.
-    held: tokio::sync::Mutex<BTreeMap<String, (Fence, u64)>>,
+    held: tokio::sync::Mutex<BTreeMap<String, Versioned<Fence>>>,
     /// Keys of objects a later operation has already been applied to.
     pub superseded: BTreeSet<String>,
     valid_until: std::sync::Mutex<Instant>,
@@ -355,24 +282,28 @@ impl Guard {
         for (key, known) in held.iter_mut() {
             let renewed = self
                 .fences
-                .modify(key, Some(known.clone()), |mut fence| match &fence.holder {
-                    Some(h) if h.op == self.op => {
-                        fence.holder = Some(self.fences.holder(
-                            &self.op,
-                            self.seq,
-                            jiff::Timestamp::now(),
-                        )?);
-                        Ok(Some(fence))
+                .store
+                .modify(key, Some(known.clone()), |fence| {
+                    let mut fence = fence.cloned().unwrap_or_default();
+                    match &fence.holder {
+                        Some(h) if h.op == self.op => {
+                            fence.holder = Some(self.fences.holder(
+                                &self.op,
+                                self.seq,
+                                jiff::Timestamp::now(),
+                            )?);
+                            Ok(Change::Write(fence))
+                        }
+                        other => Err(OpError::Fence(format!(
+                            "fence {key} was taken over by {:?}",
+                            other.as_ref().map(|h| h.op.as_str())
+                        ))),
                     }
-                    other => Err(OpError::Fence(format!(
-                        "fence {key} was taken over by {:?}",
-                        other.as_ref().map(|h| h.op.as_str())
-                    ))),
                 })
                 .await;
             match renewed {
-                Ok(Some(written)) => *known = written,
-                Ok(None) => {}
+                Ok(Modified::Written(written)) => *known = written,
+                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "lease not renewed");
                     all = false;
@@ -403,11 +334,13 @@ impl Guard {
             let advance = applied.contains(&key);
             let released = self
                 .fences
-                .modify(&key, Some(known), |mut fence| {
+                .store
+                .modify(&key, Some(known), |fence| {
+                    let mut fence = fence.cloned().unwrap_or_default();
                     let ours = fence.holder.as_ref().is_some_and(|h| h.op == self.op);
                     let advance = advance && self.seq > fence.applied_seq;
                     if !ours && !advance {
-                        return Ok(None);
+                        return Ok::<_, OpError>(Change::Keep);
                     }
                     if ours {
                         fence.holder = None;
@@ -416,7 +349,7 @@ impl Guard {
                         fence.applied_seq = self.seq;
                         fence.applied_op = Some(self.op.clone());
                     }
-                    Ok(Some(fence))
+                    Ok(Change::Write(fence))
                 })
                 .await;
             if let Err(e) = released {

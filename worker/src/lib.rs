@@ -8,7 +8,8 @@
 //!   runs the pull loop until shutdown, then drains;
 //! - [`consumer`]: the pull loop, pulling only as many messages as there are free slots;
 //! - [`operation`]: one message start to finish (envelope, claim, fences, action, record,
-//!   ack);
+//!   ack); [`settle`] the verdict on a delivery (what is recorded, how the message leaves,
+//!   what is counted) and the ack itself;
 //! - [`status`]: the operation's status record, moved with compare-and-set;
 //! - [`fence`]: per-object fences, so operations on one object take turns and an older
 //!   operation is never applied over a newer one;
@@ -48,6 +49,7 @@ pub mod ordering;
 pub mod policy;
 pub mod readiness;
 pub mod server;
+pub mod settle;
 pub mod shutdown;
 pub mod status;
 pub mod wait;

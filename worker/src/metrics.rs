@@ -184,13 +184,13 @@ impl Metrics {
     pub fn operation(
         &self,
         action: &'static str,
-        outcome: &'static str,
+        outcome: crate::settle::Delivery,
         class: Option<ErrorClass>,
     ) {
         self.operations
             .get_or_create(&OperationLabels {
                 action,
-                outcome,
+                outcome: outcome.label(),
                 error_class: class_label(class),
             })
             .inc();

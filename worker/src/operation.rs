@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind, Message};
 use longshore_contract::jetstream as js_defs;
+use longshore_contract::record::End;
 use longshore_contract::record::{ErrorClass, ErrorInfo, Outcome};
 use longshore_contract::telemetry::{self, NatsHeadersRef};
 use longshore_contract::{Envelope, OperationId};
@@ -21,7 +22,8 @@ use crate::deadletter;
 use crate::error::OpError;
 use crate::fence::Fences;
 use crate::policy::{self, Decision};
-use crate::status::{Claim, Finish, StatusStore};
+use crate::settle::{self, Delivery, Verdict, Worked};
+use crate::status::{Claim, StatusStore};
 
 /// What every operation handler shares.
 pub struct Context {
@@ -32,23 +34,6 @@ pub struct Context {
     /// For dead letters.
     pub js: jetstream::Context,
     pub metrics: Arc<crate::metrics::Metrics>,
-}
-
-/// How a delivery ended, for the operations counter.
-#[derive(Default)]
-struct Tally {
-    action: &'static str,
-    outcome: &'static str,
-    class: Option<ErrorClass>,
-}
-
-impl Tally {
-    fn set(tally: &std::sync::Mutex<Tally>, outcome: &'static str, class: Option<ErrorClass>) {
-        if let Ok(mut t) = tally.lock() {
-            t.outcome = outcome;
-            t.class = class;
-        }
-    }
 }
 
 /// A client span for a call to a KV bucket.
@@ -63,20 +48,8 @@ fn kv_span(operation: &'static str, bucket: &'static str) -> tracing::Span {
     )
 }
 
-/// How a message leaves the worker.
-#[derive(Debug, PartialEq)]
-enum Reply {
-    /// Done (succeeded, superseded, failed, or already terminal): acknowledged with
-    /// confirmation.
-    Ack,
-    /// Handed back for another delivery after the delay.
-    Nak(Duration),
-    /// Can never be processed, or dead-lettered: removed.
-    Term,
-}
-
-/// Handles one message. `abort` is cancelled when the drain grace period is over: the
-/// message is then handed back at once for another replica.
+/// Handles one message. `abort` is cancelled when the drain's time for running operations
+/// is over: the message is then handed back at once for another replica.
 pub async fn handle(ctx: Arc<Context>, message: Message, abort: CancellationToken) {
     let (sequence, delivered) = match message.info() {
         Ok(info) => (info.stream_sequence, info.delivered.max(1) as u64),
@@ -121,102 +94,92 @@ pub async fn handle(ctx: Arc<Context>, message: Message, abort: CancellationToke
     if delivered > 1 {
         ctx.metrics.redeliveries.inc();
     }
-    let tally = std::sync::Mutex::new(Tally {
-        action: "unknown",
-        outcome: "handed_back",
-        class: None,
-    });
-    async {
+    let (action, verdict) = async {
+        let envelope = match Envelope::from_message(message.headers.as_ref(), &message.payload) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                let verdict = unreadable(&ctx, &message, delivered, e.to_string()).await;
+                settle::send(&message, verdict.reply).await;
+                return ("unknown", verdict);
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("op_id", envelope.id.as_str());
+        span.record("cluster", envelope.spec.cluster.as_str());
+        span.record("action", envelope.spec.action.as_str());
+        let action = envelope.spec.action.as_str();
         let every = ctx.config.pool.ack_wait / 3;
         let work = with_progress(
-            process(&ctx, &message, sequence, delivered, &tally),
+            timed(&ctx, &message, sequence, delivered, &envelope),
             &message,
             every,
         );
-        let reply = tokio::select! {
-            reply = work => reply,
+        let verdict = tokio::select! {
+            verdict = work => verdict,
             () = abort.cancelled() => {
-                tracing::info!("drain grace period over; handing the operation back");
-                Tally::set(&tally, "handed_back", None);
-                Reply::Nak(Duration::ZERO)
+                tracing::info!("drain time is up; handing the operation back");
+                Verdict::hand_back(Delivery::HandedBack, None)
             }
         };
-        send(&message, reply).await;
+        settle::send(&message, verdict.reply).await;
+        (action, verdict)
     }
     .instrument(span.clone())
     .await;
-    let tally = tally.into_inner().unwrap_or_default();
-    if let Some(class) = tally.class {
+    if let Some(class) = verdict.class {
         span.record("otel.status_code", "error");
         span.record("error.type", crate::metrics::class_label(Some(class)));
     }
     ctx.metrics
-        .operation(tally.action, tally.outcome, tally.class);
+        .operation(action, verdict.outcome, verdict.class);
 }
 
-async fn process(
+/// [`carry`], timed: how long it waited in the queue, and how long the delivery took.
+async fn timed(
     ctx: &Context,
     message: &Message,
     sequence: u64,
     delivered: u64,
-    tally: &std::sync::Mutex<Tally>,
-) -> Reply {
-    let span = tracing::Span::current();
-    let envelope = match Envelope::from_message(message.headers.as_ref(), &message.payload) {
-        Ok(envelope) => envelope,
-        Err(e) => {
-            Tally::set(tally, "failed", Some(ErrorClass::Malformed));
-            return unreadable(ctx, message, delivered, e.to_string()).await;
-        }
-    };
-    span.record("op_id", envelope.id.as_str());
-    span.record("cluster", envelope.spec.cluster.as_str());
-    span.record("action", envelope.spec.action.as_str());
+    envelope: &Envelope,
+) -> Verdict {
     let action = envelope.spec.action.as_str();
-    if let Ok(mut t) = tally.lock() {
-        t.action = action;
-    }
     let waited = jiff::Timestamp::now().duration_since(envelope.submitted_at);
     ctx.metrics
         .queue_wait
         .get_or_create(&crate::metrics::ActionLabels { action })
         .observe(waited.as_secs_f64().max(0.0));
     let started = std::time::Instant::now();
-    let reply = carry(ctx, message, sequence, delivered, tally, &envelope).await;
+    let verdict = carry(ctx, message, sequence, delivered, envelope).await;
     ctx.metrics
         .apply_duration
         .get_or_create(&crate::metrics::ActionLabels { action })
         .observe(started.elapsed().as_secs_f64());
-    reply
+    verdict
 }
 
+/// Claims the operation, carries it out under its fences, and records how it ended.
 async fn carry(
     ctx: &Context,
     message: &Message,
     sequence: u64,
     delivered: u64,
-    tally: &std::sync::Mutex<Tally>,
     envelope: &Envelope,
-) -> Reply {
+) -> Verdict {
     let claimed = ctx
         .status
         .claim(envelope, sequence)
         .instrument(kv_span("claim", js_defs::OPERATIONS_BUCKET))
         .await;
-    let (record, revision) = match claimed {
+    let running = match claimed {
         Ok(Claim::Terminal(state)) => {
-            Tally::set(tally, "already_done", None);
             tracing::info!(
                 state = state.as_str(),
                 "already terminal, acknowledging without touching the cluster"
             );
-            return Reply::Ack;
+            return settle::already_done();
         }
-        Ok(Claim::Running { record, revision }) => (*record, revision),
-        Err(e) => {
-            Tally::set(tally, "retried", None);
-            return retry_or_hand_over(ctx, &e, delivered);
-        }
+        Ok(Claim::Running(running)) => *running,
+        Err(e) => return unrecorded(ctx, &e, delivered),
     };
 
     let report = match ctx.clusters.get(envelope.spec.cluster.as_str()) {
@@ -226,72 +189,69 @@ async fn carry(
             error: Some(OpError::UnknownCluster(envelope.spec.cluster.to_string())),
         },
     };
-    let all_superseded = !report.results.is_empty()
-        && report
-            .results
-            .iter()
-            .all(|r| r.outcome == Outcome::Superseded);
-    let (finish, reply) = match report.error {
-        None if all_superseded => (Finish::Superseded(report.results), Reply::Ack),
-        None => (Finish::Succeeded(report.results), Reply::Ack),
-        Some(e) => match decide(ctx, &e, delivered) {
-            Decision::Retry(delay) => {
-                if matches!(e, OpError::Fenced { .. }) {
-                    ctx.metrics.fence_waits.inc();
-                }
-                Tally::set(tally, "retried", None);
-                tracing::warn!(error = %e, retry_in = ?delay, "transient failure; will retry");
-                return Reply::Nak(delay);
-            }
-            Decision::Fail(info) => {
-                tracing::warn!(class = ?info.class, error = %info.message, "operation failed");
-                (Finish::Failed(report.results, info), Reply::Ack)
-            }
-            Decision::Term(info) => (Finish::Failed(report.results, info), Reply::Term),
-            Decision::DeadLetter(info) => {
-                let copied = deadletter::copy(
-                    &ctx.js,
-                    &envelope.spec.cluster,
-                    &envelope.id,
-                    sequence,
-                    delivered,
-                    &info.message,
-                    message.payload.clone(),
-                )
-                .await;
-                if let Err(e) = copied {
-                    // This was the last delivery: handing it back makes JetStream announce
-                    // it exhausted, and the sweeper dead-letters it.
-                    tracing::warn!(error = %e, "cannot dead-letter now; leaving it to the sweeper");
-                    Tally::set(tally, "retried", None);
-                    return Reply::Nak(Duration::ZERO);
-                }
-                tracing::warn!(error = %info.message, "deliveries exhausted; dead-lettered");
-                (Finish::DeadLettered(report.results, info), Reply::Term)
-            }
+    let worked = match &report.error {
+        None => Worked::Done {
+            all_superseded: !report.results.is_empty()
+                && report
+                    .results
+                    .iter()
+                    .all(|r| r.outcome == Outcome::Superseded),
         },
+        Some(e) => {
+            if matches!(e, OpError::Fenced { .. }) {
+                ctx.metrics.fence_waits.inc();
+            }
+            let decision = decide(ctx, e, delivered);
+            match &decision {
+                Decision::Retry(delay) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "transient failure; will retry")
+                }
+                Decision::Fail(info) | Decision::Term(info) => {
+                    tracing::warn!(class = ?info.class, error = %info.message, "operation failed")
+                }
+                Decision::DeadLetter(info) => {
+                    tracing::warn!(error = %info.message, "deliveries exhausted; dead-lettering")
+                }
+            }
+            Worked::Stopped(decision)
+        }
     };
-    let class = match &finish {
-        Finish::Failed(_, info) | Finish::DeadLettered(_, info) => Some(info.class),
-        Finish::Succeeded(_) | Finish::Superseded(_) => None,
+    let verdict = settle::verdict(worked);
+    let Some(end) = verdict.end.clone() else {
+        return verdict;
     };
+    if let End::DeadLettered(info) = &end {
+        // The copy comes first: the Term that follows deletes the message.
+        let copied = deadletter::copy(
+            &ctx.js,
+            &envelope.spec.cluster,
+            &envelope.id,
+            sequence,
+            delivered,
+            &info.message,
+            message.payload.clone(),
+        )
+        .await;
+        if let Err(e) = copied {
+            // This was the last delivery: handing it back makes JetStream announce it
+            // exhausted, and the sweeper dead-letters it.
+            tracing::warn!(error = %e, "cannot dead-letter now; leaving it to the sweeper");
+            return Verdict::hand_back(Delivery::Retried, Some(ErrorClass::Transient));
+        }
+    }
     let finished = ctx
         .status
-        .finish(record, revision, finish)
+        .finish(running, end, report.results)
         .instrument(kv_span("finish", js_defs::OPERATIONS_BUCKET))
         .await;
     match finished {
         Ok(state) => {
             tracing::info!(state = state.as_str(), "operation finished");
-            Tally::set(tally, state.as_str(), class);
-            reply
+            verdict.recorded(state)
         }
         // The effects are done and idempotent: redo the operation rather than leave a
         // record that says `running` forever.
-        Err(e) => {
-            Tally::set(tally, "retried", None);
-            retry_or_hand_over(ctx, &e, delivered)
-        }
+        Err(e) => unrecorded(ctx, &e, delivered),
     }
 }
 
@@ -397,30 +357,26 @@ fn decide(ctx: &Context, err: &OpError, delivered: u64) -> Decision {
     )
 }
 
-/// For errors where no record can be written: retry if the policy says so. On the last
-/// delivery the message is handed back too: JetStream then announces it exhausted and the
-/// sweeper dead-letters it. A permanent failure drops the message (it is logged; the
-/// record, if any, stays as it was).
-fn retry_or_hand_over(ctx: &Context, err: &OpError, delivered: u64) -> Reply {
-    match decide(ctx, err, delivered) {
+/// For errors where no record can be written: what the policy says, recording nothing.
+fn unrecorded(ctx: &Context, err: &OpError, delivered: u64) -> Verdict {
+    let decision = decide(ctx, err, delivered);
+    match &decision {
         Decision::Retry(delay) => {
-            tracing::warn!(error = %err, retry_in = ?delay, "cannot record status; will retry");
-            Reply::Nak(delay)
+            tracing::warn!(error = %err, retry_in = ?delay, "cannot record status; will retry")
         }
         Decision::DeadLetter(info) => {
-            tracing::warn!(error = %info.message, "cannot record status on the last delivery; leaving it to the sweeper");
-            Reply::Nak(Duration::ZERO)
+            tracing::warn!(error = %info.message, "cannot record status on the last delivery; leaving it to the sweeper")
         }
         Decision::Fail(info) | Decision::Term(info) => {
-            tracing::error!(error = %info.message, "giving up on an operation whose status cannot be recorded");
-            Reply::Ack
+            tracing::error!(error = %info.message, "giving up on an operation whose status cannot be recorded")
         }
     }
+    settle::unrecorded(decision)
 }
 
 /// A message that is not a readable envelope can never succeed: fail its record if its id
 /// can be found, then terminate it.
-async fn unreadable(ctx: &Context, message: &Message, delivered: u64, reason: String) -> Reply {
+async fn unreadable(ctx: &Context, message: &Message, delivered: u64, reason: String) -> Verdict {
     let err = OpError::Malformed(reason);
     let info = match decide(ctx, &err, delivered) {
         Decision::Term(info) | Decision::Fail(info) | Decision::DeadLetter(info) => info,
@@ -432,11 +388,11 @@ async fn unreadable(ctx: &Context, message: &Message, delivered: u64, reason: St
     tracing::error!(error = %info.message, "unreadable message; terminating it");
     if let Some(id) = message_id(message) {
         tracing::Span::current().record("op_id", id.as_str());
-        if let Err(e) = ctx.status.fail_unclaimed(&id, info).await {
+        if let Err(e) = ctx.status.fail_unclaimed(&id, info.clone()).await {
             tracing::warn!(error = %e, "could not record the failure");
         }
     }
-    Reply::Term
+    settle::verdict(Worked::Stopped(Decision::Term(info)))
 }
 
 /// The operation id of a message, from its `Nats-Msg-Id` header or its payload's `id`.
@@ -469,41 +425,4 @@ async fn with_progress<T>(work: impl Future<Output = T>, message: &Message, ever
             }
         }
     }
-}
-
-async fn send(message: &Message, reply: Reply) {
-    let name = match reply {
-        Reply::Ack => "ack",
-        Reply::Nak(_) => "nak",
-        Reply::Term => "term",
-    };
-    let span = tracing::info_span!(
-        "settle",
-        otel.name = %format!("{name} {}", message.subject),
-        otel.kind = "client",
-        messaging.system = "nats",
-        messaging.destination.name = message.subject.as_str(),
-        messaging.operation.type = "settle",
-        messaging.operation.name = name,
-    );
-    send_inner(message, reply).instrument(span).await;
-}
-
-async fn send_inner(message: &Message, reply: Reply) {
-    let sent = match reply {
-        // Wait for the server's confirmation: after it, the operation is settled.
-        Reply::Ack => message.double_ack().await,
-        Reply::Nak(delay) if delay.is_zero() => message.ack_with(AckKind::Nak(None)).await,
-        Reply::Nak(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
-        Reply::Term => message.ack_with(AckKind::Term).await,
-    };
-    if let Err(e) = sent {
-        // The message will be delivered again; its record decides what happens then.
-        tracing::warn!(error = %e, "acknowledgement not confirmed");
-    }
-}
-
-/// Hands a message back for immediate redelivery (used when draining).
-pub async fn hand_back(message: &Message) {
-    send(message, Reply::Nak(Duration::ZERO)).await;
 }

@@ -77,6 +77,7 @@ fn classify(err: &OpError) -> Class {
         // step; waiting out its whole lease would be far too long): wait for its turn.
         OpError::Timeout { .. }
         | OpError::Status(_)
+        | OpError::Store(_)
         | OpError::Fence(_)
         | OpError::Fenced { .. } => Transient { retry_after: None },
         OpError::UnknownKind { expected_soon, .. } => {

@@ -1,0 +1,359 @@
+//! One typed compare-and-set store over a JetStream KV bucket, which every piece of shared
+//! state goes through: status records, object fences, and what the fleet adds. The rules
+//! that keep the guarantees are written once, here:
+//!
+//! - a value is read with its revision, and only a `Put` counts: a deleted or purged key
+//!   reads as absent ([`Store::read`]);
+//! - [`Store::create`] writes a value only where there is none;
+//! - [`Store::modify`] reads, asks a closure what to do with the value as it is (keep it,
+//!   write another, delete it), and writes with compare-and-set; when another writer got
+//!   there first it waits a moment (jittered), reads again and asks again, a bounded
+//!   number of times;
+//! - errors are typed ([`StoreError`], matched with [`StoreError::kind`]).
+//!
+//! ```no_run
+//! # async fn example(kv: async_nats::jetstream::kv::Store) -> Result<(), longshore_contract::store::StoreError> {
+//! use longshore_contract::store::{Change, Store};
+//! let counters: Store<u64> = Store::new(kv, "COUNTERS");
+//! counters
+//!     .modify("visits", None, |n| Ok::<_, longshore_contract::store::StoreError>(
+//!         Change::Write(n.copied().unwrap_or(0) + 1),
+//!     ))
+//!     .await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures::{Stream, StreamExt};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::backoff::Backoff;
+
+/// Compare-and-set attempts before [`Store::modify`] gives up on a value other writers keep
+/// changing.
+pub const ATTEMPTS: usize = 5;
+
+/// The pause after losing a compare-and-set race, so writers that collided spread out
+/// rather than collide again.
+const CONFLICT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(2), Duration::from_millis(50));
+
+/// A value and the revision it was read or written at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub revision: u64,
+}
+
+/// What a [`Store::modify`] closure decides, given the value as it is.
+#[derive(Debug)]
+pub enum Change<T> {
+    /// Leave it as it is.
+    Keep,
+    /// Write this instead (create it, if there was none).
+    Write(T),
+    /// Remove it (a no-op if there was none).
+    Delete,
+}
+
+/// What [`Store::modify`] did.
+#[derive(Debug, PartialEq)]
+pub enum Modified<T> {
+    /// The closure kept the value: here it is as it was (absent: none).
+    Kept(Option<Versioned<T>>),
+    /// The value written, and its revision.
+    Written(Versioned<T>),
+    Deleted,
+}
+
+impl<T> Modified<T> {
+    /// The value written, if one was.
+    pub fn written(self) -> Option<Versioned<T>> {
+        match self {
+            Modified::Written(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// What went wrong, for callers to match on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The bucket did not answer, or refused the request: worth trying again later.
+    Unavailable,
+    /// [`Store::create`]: the key already has a value.
+    AlreadyExists,
+    /// [`Store::delete_if`]: the value is no longer at the revision given.
+    Changed,
+    /// Other writers changed the value on every attempt.
+    Contended,
+    /// The stored value is not a `T`.
+    Unreadable,
+}
+
+/// A failed store request, naming the bucket and key.
+#[derive(Debug, thiserror::Error)]
+#[error("{bucket} {key}: {message}")]
+pub struct StoreError {
+    kind: StoreErrorKind,
+    bucket: &'static str,
+    key: String,
+    message: String,
+}
+
+impl StoreError {
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn new(
+        kind: StoreErrorKind,
+        bucket: &'static str,
+        key: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            bucket,
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A KV bucket holding values of type `T` (as JSON).
+pub struct Store<T> {
+    kv: kv::Store,
+    bucket: &'static str,
+    _values: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Store<T> {
+    fn clone(&self) -> Self {
+        Self {
+            kv: self.kv.clone(),
+            bucket: self.bucket,
+            _values: PhantomData,
+        }
+    }
+}
+
+/// A key as last read: its value (if a `Put`) and the revision of its last entry, which
+/// a write must name even when that entry is a deletion.
+struct Slot<T> {
+    value: Option<T>,
+    revision: Option<u64>,
+}
+
+impl<T: Serialize + DeserializeOwned> Store<T> {
+    /// The store over `kv`, named `bucket` in errors.
+    pub fn new(kv: kv::Store, bucket: &'static str) -> Self {
+        Self {
+            kv,
+            bucket,
+            _values: PhantomData,
+        }
+    }
+
+    /// The bucket itself, for what the store does not cover (watching every key).
+    pub fn bucket(&self) -> &kv::Store {
+        &self.kv
+    }
+
+    /// The value of `key` with its revision; `None` if it has none (never written, deleted
+    /// or purged).
+    pub async fn read(&self, key: &str) -> Result<Option<Versioned<T>>, StoreError> {
+        let slot = self.slot(key).await?;
+        Ok(match (slot.value, slot.revision) {
+            (Some(value), Some(revision)) => Some(Versioned { value, revision }),
+            _ => None,
+        })
+    }
+
+    /// Writes `value` under `key` if the key has none; its revision. Fails with
+    /// [`StoreErrorKind::AlreadyExists`] otherwise.
+    pub async fn create(&self, key: &str, value: &T) -> Result<u64, StoreError> {
+        match self.kv.create(key, self.encode(key, value)?).await {
+            Ok(revision) => Ok(revision),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
+                Err(self.error(StoreErrorKind::AlreadyExists, key, "already exists"))
+            }
+            Err(e) => Err(self.error(StoreErrorKind::Unavailable, key, e.to_string())),
+        }
+    }
+
+    /// Deletes `key` if its value is still at `revision`; [`StoreErrorKind::Changed`] if not.
+    pub async fn delete_if(&self, key: &str, revision: u64) -> Result<(), StoreError> {
+        self.kv
+            .delete_expect_revision(key, Some(revision))
+            .await
+            .map_err(|e| self.update_error(key, e))
+    }
+
+    /// Reads `key`, asks `change` what to do with its value, and does it with
+    /// compare-and-set, reading again and asking again (up to [`ATTEMPTS`] times) when
+    /// another writer changed it in between.
+    ///
+    /// `known` is the value and revision the caller last read or wrote, if any: the first
+    /// attempt starts from it instead of reading (the value is usually unchanged since), and
+    /// a stale one costs only the failed compare-and-set. `change` may fail with the
+    /// caller's own error, which ends the attempts.
+    pub async fn modify<E>(
+        &self,
+        key: &str,
+        known: Option<Versioned<T>>,
+        mut change: impl FnMut(Option<&T>) -> Result<Change<T>, E>,
+    ) -> Result<Modified<T>, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut known = known.map(|v| Slot {
+            value: Some(v.value),
+            revision: Some(v.revision),
+        });
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(CONFLICT_BACKOFF.delay(attempt as u64)).await;
+            }
+            let slot = match known.take() {
+                Some(slot) => slot,
+                None => self.slot(key).await?,
+            };
+            let written = match change(slot.value.as_ref())? {
+                Change::Keep => {
+                    return Ok(Modified::Kept(match (slot.value, slot.revision) {
+                        (Some(value), Some(revision)) => Some(Versioned { value, revision }),
+                        _ => None,
+                    }));
+                }
+                Change::Delete => match (&slot.value, slot.revision) {
+                    (None, _) | (_, None) => return Ok(Modified::Deleted),
+                    (Some(_), Some(revision)) => match self.delete_if(key, revision).await {
+                        Ok(()) => return Ok(Modified::Deleted),
+                        Err(e) if e.kind() == StoreErrorKind::Changed => continue,
+                        Err(e) => return Err(e.into()),
+                    },
+                },
+                Change::Write(value) => {
+                    let bytes = self.encode(key, &value)?;
+                    // After a deletion the key still has a revision, which the write names.
+                    let result = match slot.revision {
+                        Some(revision) => self.kv.update(key, bytes, revision).await,
+                        None => self.kv.update(key, bytes, 0).await,
+                    };
+                    match result {
+                        Ok(revision) => Versioned { value, revision },
+                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                        Err(e) => return Err(self.update_error(key, e).into()),
+                    }
+                }
+            };
+            return Ok(Modified::Written(written));
+        }
+        Err(self
+            .error(
+                StoreErrorKind::Contended,
+                key,
+                format!("changed by other writers {ATTEMPTS} times in a row; gave up"),
+            )
+            .into())
+    }
+
+    /// The value of `key` now and after each change, `None` when it is deleted; ends only
+    /// with the watch (or an error).
+    pub async fn watch(
+        &self,
+        key: &str,
+    ) -> Result<
+        impl Stream<Item = Result<Option<Versioned<T>>, StoreError>> + Send + 'static + use<T>,
+        StoreError,
+    >
+    where
+        T: Send + 'static,
+    {
+        let watch = self
+            .kv
+            .watch_with_history(key)
+            .await
+            .map_err(|e| self.error(StoreErrorKind::Unavailable, key, e.to_string()))?;
+        let (bucket, key) = (self.bucket, key.to_owned());
+        Ok(watch.map(move |entry| {
+            let entry = entry.map_err(|e| {
+                StoreError::new(StoreErrorKind::Unavailable, bucket, &key, e.to_string())
+            })?;
+            match entry.operation {
+                kv::Operation::Put => Ok(Some(Versioned {
+                    value: decode(bucket, &key, &entry.value)?,
+                    revision: entry.revision,
+                })),
+                kv::Operation::Delete | kv::Operation::Purge => Ok(None),
+            }
+        }))
+    }
+
+    async fn slot(&self, key: &str) -> Result<Slot<T>, StoreError> {
+        let entry = self
+            .kv
+            .entry(key)
+            .await
+            .map_err(|e| self.error(StoreErrorKind::Unavailable, key, e.to_string()))?;
+        Ok(match entry {
+            None => Slot {
+                value: None,
+                revision: None,
+            },
+            Some(entry) if entry.operation == kv::Operation::Put => Slot {
+                value: Some(decode(self.bucket, key, &entry.value)?),
+                revision: Some(entry.revision),
+            },
+            Some(entry) => Slot {
+                value: None,
+                revision: Some(entry.revision),
+            },
+        })
+    }
+
+    fn encode(&self, key: &str, value: &T) -> Result<bytes::Bytes, StoreError> {
+        serde_json::to_vec(value)
+            .map(bytes::Bytes::from)
+            .map_err(|e| self.error(StoreErrorKind::Unreadable, key, e.to_string()))
+    }
+
+    fn update_error(&self, key: &str, e: kv::UpdateError) -> StoreError {
+        match e.kind() {
+            kv::UpdateErrorKind::WrongLastRevision => {
+                self.error(StoreErrorKind::Changed, key, "changed since it was read")
+            }
+            _ => self.error(StoreErrorKind::Unavailable, key, e.to_string()),
+        }
+    }
+
+    fn error(&self, kind: StoreErrorKind, key: &str, message: impl Into<String>) -> StoreError {
+        StoreError::new(kind, self.bucket, key, message)
+    }
+}
+
+fn decode<T: DeserializeOwned>(
+    bucket: &'static str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        StoreError::new(
+            StoreErrorKind::Unreadable,
+            bucket,
+            key,
+            format!("unreadable value: {e}"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests;
