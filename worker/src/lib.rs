@@ -15,9 +15,10 @@
 //!   operation is never applied over a newer one;
 //! - [`clusters`]: the cluster registry (a client per kubeconfig context or in-cluster)
 //!   and each cluster's cache of discovered kinds;
-//! - [`apply`]: the actions (apply, create, replace, patch, delete) on each object, in
-//!   the dependency order of [`ordering`]; [`actions`] the deploy actions (scale,
-//!   rollout restart/pause/resume/undo, run-job); [`diff`] what a dry run would change;
+//! - [`plan`]: an operation's objects, in the dependency order of [`ordering`], with
+//!   their fence keys, and carrying the action out on each; [`actions`] the actions, a
+//!   file each (apply, create, replace, patch, delete, scale, rollout, run-job), over the
+//!   pieces they share; [`diff`] what a dry run would change;
 //! - [`wait`]: waiting for the objects to become stable, by the rules of [`readiness`];
 //! - [`policy`]: the one place an error becomes a decision (retry later, fail, terminate,
 //!   dead-letter);
@@ -35,7 +36,6 @@
 
 pub mod actions;
 pub mod api_calls;
-pub mod apply;
 pub mod clusters;
 pub mod config;
 pub mod consumer;
@@ -46,6 +46,7 @@ pub mod fence;
 pub mod metrics;
 pub mod operation;
 pub mod ordering;
+pub mod plan;
 pub mod policy;
 pub mod readiness;
 pub mod server;
@@ -65,7 +66,7 @@ use longshore_contract::jetstream::{
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use crate::apply::OPERATION_ID_ANNOTATION;
+pub use crate::actions::OPERATION_ID_ANNOTATION;
 pub use crate::config::Config;
 pub use crate::error::{Error, Result};
 use crate::shutdown::Shutdown;

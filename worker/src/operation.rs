@@ -15,12 +15,12 @@ use longshore_contract::{Envelope, OperationId};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
-use crate::apply;
 use crate::clusters::Registry;
 use crate::config::Config;
 use crate::deadletter;
 use crate::error::OpError;
 use crate::fence::Fences;
+use crate::plan;
 use crate::policy::{self, Decision};
 use crate::settle::{self, Delivery, Verdict, Worked};
 use crate::status::{Claim, StatusStore};
@@ -184,7 +184,7 @@ async fn carry(
 
     let report = match ctx.clusters.get(envelope.spec.cluster.as_str()) {
         Some(cluster) => fenced(ctx, &cluster, envelope, sequence).await,
-        None => apply::Report {
+        None => plan::Report {
             results: Vec::new(),
             error: Some(OpError::UnknownCluster(envelope.spec.cluster.to_string())),
         },
@@ -264,18 +264,18 @@ async fn fenced(
     cluster: &crate::clusters::Cluster,
     envelope: &Envelope,
     sequence: u64,
-) -> apply::Report {
-    let mut steps = match apply::plan(cluster, envelope).await {
+) -> plan::Report {
+    let mut steps = match plan::plan(cluster, envelope).await {
         Ok(steps) => steps,
         Err(e) => {
-            return apply::Report {
+            return plan::Report {
                 results: Vec::new(),
                 error: Some(e),
             };
         }
     };
     if envelope.spec.options.dry_run {
-        return apply::carry_out(cluster, envelope, &steps, None).await;
+        return plan::carry_out(cluster, envelope, &steps, None).await;
     }
     let objects: BTreeMap<String, String> = steps
         .iter()
@@ -284,7 +284,7 @@ async fn fenced(
     let guard = match ctx.fences.acquire(&envelope.id, sequence, &objects).await {
         Ok(guard) => guard,
         Err(e) => {
-            return apply::Report {
+            return plan::Report {
                 results: Vec::new(),
                 error: Some(e),
             };
@@ -330,10 +330,10 @@ async fn carry_out_and_wait(
     ctx: &Context,
     cluster: &crate::clusters::Cluster,
     envelope: &Envelope,
-    steps: &[apply::Step<'_>],
+    steps: &[plan::Step<'_>],
     guard: &crate::fence::Guard,
-) -> apply::Report {
-    let mut report = apply::carry_out(cluster, envelope, steps, Some(guard)).await;
+) -> plan::Report {
+    let mut report = plan::carry_out(cluster, envelope, steps, Some(guard)).await;
     if let (None, Some(wait)) = (&report.error, &envelope.spec.options.wait) {
         let waited = crate::wait::until_stable(
             cluster,

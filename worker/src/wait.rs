@@ -17,7 +17,7 @@ use longshore_contract::record::{ObjectResult, Outcome};
 use longshore_contract::spec::ObjectRef;
 use tokio::time::Instant;
 
-use crate::apply::{self, Target};
+use crate::actions::target::{self, Target};
 use crate::clusters::Cluster;
 use crate::error::{OpError, Verb};
 use crate::readiness::{Readiness, readiness};
@@ -52,7 +52,7 @@ pub async fn until_stable(
             namespace: result.namespace.clone(),
             name: result.name.clone(),
         };
-        let target = apply::target(cluster, &object, false).await?;
+        let target = target::target(cluster, &object, false).await?;
         let waited = one(cluster, status, id, &target, deadline, timeout).await;
         if result.job.is_some()
             && let Some(job) = crate::actions::job::conclude(cluster, &target).await
@@ -143,7 +143,7 @@ async fn one(
 
 /// The object as it is now; `None` if it is missing or cannot be read.
 async fn read(cluster: &Cluster, t: &Target) -> Option<DynamicObject> {
-    match apply::get(cluster, t, Verb::Get).await {
+    match target::get(cluster, t, Verb::Get).await {
         Ok(obj) => obj,
         Err(e) => {
             tracing::debug!(object = %t.object, error = %e, "cannot read; will read again");

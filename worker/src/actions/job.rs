@@ -6,11 +6,11 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams, LogParams};
-use longshore_contract::Envelope;
 use longshore_contract::record::{JobResult, ObjectResult};
 use serde_json::{Value, json};
 
-use crate::apply::{Target, create, get, post_params, prepare};
+use super::target::{Target, get};
+use super::{Act, create};
 use crate::clusters::Cluster;
 use crate::error::{OpError, Verb};
 
@@ -19,22 +19,16 @@ const LOG_LINES: i64 = 50;
 /// Bytes of logs kept in the record, at most.
 const LOG_BYTES: usize = 16 * 1024;
 
-pub(crate) async fn run(
-    cluster: &Cluster,
-    envelope: &Envelope,
-    t: &Target,
-    manifest: Option<&Value>,
-) -> Result<ObjectResult, OpError> {
-    let mut body = manifest.cloned().unwrap_or(Value::Null);
+pub async fn run(a: &Act<'_>) -> Result<ObjectResult, OpError> {
+    let mut body = a.body();
     if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("generateName");
-        meta.insert("name".into(), json!(t.object.name));
+        meta.insert("name".into(), json!(a.target.object.name));
     }
-    prepare(&mut body, &t.object, envelope.id.as_str());
-    let id = envelope.id.as_str();
-    let mut out = create(cluster, t, body, id, post_params(envelope)).await?;
+    let job = a.typed(body)?;
+    let mut out = create::create(a, &job, &a.post_params()).await?;
     out.job = Some(JobResult {
-        outcome: if envelope.spec.options.dry_run {
+        outcome: if a.dry_run() {
             "not started (dry run)".into()
         } else {
             "running".into()
@@ -46,7 +40,7 @@ pub(crate) async fn run(
 }
 
 /// The Job's outcome as it stands, with its logs when the cluster serves them.
-pub(crate) async fn conclude(cluster: &Cluster, t: &Target) -> Option<JobResult> {
+pub async fn conclude(cluster: &Cluster, t: &Target) -> Option<JobResult> {
     let job = get(cluster, t, Verb::Get).await.ok()??;
     let (outcome, message) = outcome(&job);
     Some(JobResult {

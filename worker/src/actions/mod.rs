@@ -1,65 +1,115 @@
-//! The deploy actions pipelines expect besides writing manifests, each idempotent under
-//! redelivery and each with a server-side dry run that reports what it would change:
+//! The actions, one file each, and what they share. [`act`] is the one place an action
+//! is chosen; below the verbs sit the pieces they all use: [`target`] (the object, its
+//! client, reads), [`result`] (what is reported, dry-run diffs), [`stamp`] (the operation
+//! id on what is written, one way for every action).
 //!
-//! - [`scale`]: an absolute replica count through `/scale`;
-//! - [`rollout`]: restart (a pod-template stamp of the operation), pause and resume
-//!   (`spec.paused`), undo (a ReplicaSet's template, found by its revision, as kubectl
-//!   does);
-//! - [`job`]: `run-job`, a Job under a name derived from the operation id.
+//! Every action is idempotent, so a redelivered operation (its worker died before
+//! acknowledging, or the API server committed a write whose answer was lost) does no harm:
+//!
+//! - [`apply`] (server-side apply) and [`replace`] converge: the same content again
+//!   changes nothing;
+//! - [`create`] recognises an object it created itself by its stamp;
+//! - [`patch`] is not sent again when the object already carries this operation's stamp;
+//! - [`delete`] counts a missing object as done;
+//! - [`scale`] sets an absolute count;
+//! - [`rollout`]: restart stamps the pod template once, pause and resume set a state,
+//!   undo is not repeated once stamped;
+//! - [`job`] (`run-job`) creates its Job under a name derived from the operation id.
+//!
+//! Each has a server-side dry run that reports the fields it would change.
 
+pub mod apply;
+pub mod create;
+pub mod delete;
 pub mod job;
+pub mod patch;
+pub mod replace;
+pub mod result;
 pub mod rollout;
 pub mod scale;
+pub mod stamp;
+pub mod target;
 
-use kube::api::{Patch, PatchParams};
+use kube::api::{PatchParams, PostParams};
 use longshore_contract::Envelope;
 use longshore_contract::record::ObjectResult;
-use longshore_contract::spec::Action;
-use serde_json::{Value, json};
+use longshore_contract::spec::{Action, Options};
+use serde_json::Value;
 
-use crate::apply::{OPERATION_ID_ANNOTATION, Target};
+pub use crate::actions::stamp::OPERATION_ID_ANNOTATION;
+pub use crate::actions::target::Target;
 use crate::clusters::Cluster;
-use crate::error::{OpError, Verb};
+use crate::error::OpError;
 
-/// Carries out one of the deploy actions on one object.
-pub(crate) async fn act(
-    cluster: &Cluster,
-    envelope: &Envelope,
-    target: &Target,
-    manifest: Option<&Value>,
-) -> Result<ObjectResult, OpError> {
-    match envelope.spec.action {
-        Action::Scale => scale::scale(cluster, envelope, target).await,
-        Action::RolloutRestart => rollout::restart(cluster, envelope, target).await,
-        Action::RolloutPause => rollout::set_paused(cluster, envelope, target, true).await,
-        Action::RolloutResume => rollout::set_paused(cluster, envelope, target, false).await,
-        Action::RolloutUndo => rollout::undo(cluster, envelope, target).await,
-        Action::RunJob => job::run(cluster, envelope, target, manifest).await,
-        other => Err(OpError::Manifest {
-            object: target.object.to_string(),
-            reason: format!("{} is not a deploy action", other.as_str()),
-        }),
+/// One action on one object: what every verb is given.
+pub struct Act<'a> {
+    pub cluster: &'a Cluster,
+    pub envelope: &'a Envelope,
+    pub target: &'a Target,
+    /// The object's manifest, for the actions that take manifests.
+    pub manifest: Option<&'a Value>,
+}
+
+/// Carries out the operation's action on one object.
+pub async fn act(a: &Act<'_>) -> Result<ObjectResult, OpError> {
+    match a.envelope.spec.action {
+        Action::Apply => apply::run(a).await,
+        Action::Create => create::run(a).await,
+        Action::Replace => replace::run(a).await,
+        Action::Patch => patch::run(a).await,
+        Action::Delete => delete::run(a).await,
+        Action::Scale => scale::run(a).await,
+        Action::RolloutRestart => rollout::restart(a).await,
+        Action::RolloutPause => rollout::set_paused(a, true).await,
+        Action::RolloutResume => rollout::set_paused(a, false).await,
+        Action::RolloutUndo => rollout::undo(a).await,
+        Action::RunJob => job::run(a).await,
     }
 }
 
-/// The write parameters of an operation: its field manager, and dry run.
-fn patch_params(envelope: &Envelope) -> PatchParams {
-    PatchParams {
-        dry_run: envelope.spec.options.dry_run,
-        field_manager: Some(envelope.spec.options.field_manager.clone()),
-        ..Default::default()
+impl Act<'_> {
+    pub fn id(&self) -> &str {
+        self.envelope.id.as_str()
     }
-}
 
-/// Sends a merge patch that also stamps the operation id on the object.
-async fn merge_stamped(
-    cluster: &Cluster,
-    envelope: &Envelope,
-    t: &Target,
-    mut body: Value,
-) -> Result<kube::api::DynamicObject, OpError> {
-    body["metadata"]["annotations"][OPERATION_ID_ANNOTATION] = json!(envelope.id.as_str());
-    let (params, patch) = (patch_params(envelope), Patch::Merge(&body));
-    let call = t.api.patch(&t.object.name, &params, &patch);
-    cluster.call(Verb::Patch, &t.object, call).await
+    pub fn options(&self) -> &Options {
+        &self.envelope.spec.options
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.options().dry_run
+    }
+
+    /// The manifest as it is written: namespace settled, stamped with the operation.
+    pub fn body(&self) -> Value {
+        let mut body = self.manifest.cloned().unwrap_or(Value::Null);
+        target::settle_namespace(&mut body, &self.target.object);
+        stamp::stamp(&mut body, self.id());
+        body
+    }
+
+    /// Parameters of a create or replace: dry run, field manager.
+    pub fn post_params(&self) -> PostParams {
+        PostParams {
+            dry_run: self.dry_run(),
+            field_manager: Some(self.options().field_manager.clone()),
+        }
+    }
+
+    /// Parameters of a patch: dry run, field manager.
+    pub fn patch_params(&self) -> PatchParams {
+        PatchParams {
+            dry_run: self.dry_run(),
+            field_manager: Some(self.options().field_manager.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// The manifest as a Kubernetes object, or why it is not one.
+    pub fn typed(&self, body: Value) -> Result<kube::api::DynamicObject, OpError> {
+        serde_json::from_value(body).map_err(|e| OpError::Manifest {
+            object: self.target.object.to_string(),
+            reason: format!("not a Kubernetes object: {e}"),
+        })
+    }
 }

@@ -13,16 +13,13 @@
 //!   "previous revision" would be a different one).
 
 use kube::api::{Api, DynamicObject, ListParams, Patch};
-use longshore_contract::Envelope;
-use longshore_contract::record::{ObjectResult, Outcome};
+use longshore_contract::record::ObjectResult;
 use longshore_contract::spec::ObjectRef;
 use serde_json::{Value, json};
 
-use super::{merge_stamped, patch_params};
-use crate::apply::{
-    OPERATION_ID_ANNOTATION, Target, get, not_found, result, stamped_by, with_diff,
-};
-use crate::clusters::Cluster;
+use super::stamp::{OPERATION_ID_ANNOTATION, json_patch_op, stamp, stamped_by};
+use super::target::existing;
+use super::{Act, result};
 use crate::error::{OpError, Verb};
 
 /// The pod-template annotation `kubectl rollout restart` sets.
@@ -32,60 +29,61 @@ pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
 /// The label the Deployment controller adds to a ReplicaSet's template.
 const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
-async fn current(cluster: &Cluster, t: &Target) -> Result<DynamicObject, OpError> {
-    get(cluster, t, Verb::Get)
-        .await?
-        .ok_or_else(|| not_found(Verb::Get, &t.object))
+/// Sends a merge patch that also stamps the operation id on the object.
+async fn merge_stamped(a: &Act<'_>, mut body: Value) -> Result<DynamicObject, OpError> {
+    let t = a.target;
+    stamp(&mut body, a.id());
+    let (params, patch) = (a.patch_params(), Patch::Merge(&body));
+    let call = t.api.patch(&t.object.name, &params, &patch);
+    a.cluster.call(Verb::Patch, &t.object, call).await
 }
 
-pub(crate) async fn restart(
-    cluster: &Cluster,
-    envelope: &Envelope,
-    t: &Target,
-) -> Result<ObjectResult, OpError> {
-    let before = current(cluster, t).await?;
-    let id = envelope.id.as_str();
+pub async fn restart(a: &Act<'_>) -> Result<ObjectResult, OpError> {
+    let before = existing(a.cluster, a.target, Verb::Get).await?;
+    let id = a.id();
     let stamped = before
         .data
         .pointer("/spec/template/metadata/annotations")
         .and_then(|a| a.get(OPERATION_ID_ANNOTATION))
         == Some(&json!(id));
     if stamped {
-        return Ok(unchanged(t, envelope, &before));
+        return Ok(result::unchanged(&a.target.object, a.dry_run(), &before));
     }
     let body = json!({"spec": {"template": {"metadata": {"annotations": {
-        RESTARTED_AT_ANNOTATION: envelope.submitted_at.to_string(),
+        RESTARTED_AT_ANNOTATION: a.envelope.submitted_at.to_string(),
         OPERATION_ID_ANNOTATION: id,
     }}}}});
-    let after = merge_stamped(cluster, envelope, t, body).await?;
-    Ok(changed(t, envelope, &before, &after))
+    let after = merge_stamped(a, body).await?;
+    Ok(result::written(
+        &a.target.object,
+        a.dry_run(),
+        Some(&before),
+        &after,
+    ))
 }
 
-pub(crate) async fn set_paused(
-    cluster: &Cluster,
-    envelope: &Envelope,
-    t: &Target,
-    paused: bool,
-) -> Result<ObjectResult, OpError> {
-    let before = current(cluster, t).await?;
+pub async fn set_paused(a: &Act<'_>, paused: bool) -> Result<ObjectResult, OpError> {
+    let before = existing(a.cluster, a.target, Verb::Get).await?;
     let now = before.data.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
     if now == paused {
-        return Ok(unchanged(t, envelope, &before));
+        return Ok(result::unchanged(&a.target.object, a.dry_run(), &before));
     }
-    let after = merge_stamped(cluster, envelope, t, json!({"spec": {"paused": paused}})).await?;
-    Ok(changed(t, envelope, &before, &after))
+    let after = merge_stamped(a, json!({"spec": {"paused": paused}})).await?;
+    Ok(result::written(
+        &a.target.object,
+        a.dry_run(),
+        Some(&before),
+        &after,
+    ))
 }
 
-pub(crate) async fn undo(
-    cluster: &Cluster,
-    envelope: &Envelope,
-    t: &Target,
-) -> Result<ObjectResult, OpError> {
-    let before = current(cluster, t).await?;
-    if stamped_by(&before, envelope.id.as_str()) {
-        return Ok(unchanged(t, envelope, &before));
+pub async fn undo(a: &Act<'_>) -> Result<ObjectResult, OpError> {
+    let (cluster, t) = (a.cluster, a.target);
+    let before = existing(cluster, t, Verb::Get).await?;
+    if stamped_by(&before, a.id()) {
+        return Ok(result::unchanged(&t.object, a.dry_run(), &before));
     }
-    let history = history(cluster, t, &before).await?;
+    let history = history(a, &before).await?;
     let revision = |rs: &DynamicObject| {
         rs.metadata
             .annotations
@@ -97,7 +95,7 @@ pub(crate) async fn undo(
     let mut revisions: Vec<(i64, &DynamicObject)> =
         history.iter().map(|rs| (revision(rs), rs)).collect();
     revisions.sort_by_key(|(r, _)| std::cmp::Reverse(*r));
-    let wanted = envelope.spec.params.to_revision;
+    let wanted = a.envelope.spec.params.to_revision;
     let found = match wanted {
         Some(to) => revisions.iter().find(|(r, _)| *r == to),
         // The newest revision is the current one: the previous is the one before it.
@@ -124,29 +122,29 @@ pub(crate) async fn undo(
     {
         labels.remove(TEMPLATE_HASH_LABEL);
     }
-    let mut ops = vec![json!({"op": "replace", "path": "/spec/template", "value": template})];
-    ops.push(if before.metadata.annotations.is_some() {
-        json!({"op": "add", "path": format!("/metadata/annotations/{}", OPERATION_ID_ANNOTATION.replace('/', "~1")), "value": envelope.id.as_str()})
-    } else {
-        json!({"op": "add", "path": "/metadata/annotations", "value": {OPERATION_ID_ANNOTATION: envelope.id.as_str()}})
-    });
+    let ops = vec![
+        json!({"op": "replace", "path": "/spec/template", "value": template}),
+        json_patch_op(&before, a.id()),
+    ];
     let ops: json_patch::Patch =
         serde_json::from_value(Value::Array(ops)).map_err(|e| OpError::Manifest {
             object: t.object.to_string(),
             reason: format!("cannot build the rollback: {e}"),
         })?;
-    let (params, patch) = (patch_params(envelope), Patch::Json::<()>(ops));
+    let (params, patch) = (a.patch_params(), Patch::Json::<()>(ops));
     let call = t.api.patch(&t.object.name, &params, &patch);
     let after = cluster.call(Verb::Patch, &t.object, call).await?;
-    Ok(changed(t, envelope, &before, &after))
+    Ok(result::written(
+        &t.object,
+        a.dry_run(),
+        Some(&before),
+        &after,
+    ))
 }
 
 /// The ReplicaSets the Deployment controls.
-async fn history(
-    cluster: &Cluster,
-    t: &Target,
-    deployment: &DynamicObject,
-) -> Result<Vec<DynamicObject>, OpError> {
+async fn history(a: &Act<'_>, deployment: &DynamicObject) -> Result<Vec<DynamicObject>, OpError> {
+    let (cluster, t) = (a.cluster, a.target);
     let rs_ref = ObjectRef {
         api_version: "apps/v1".into(),
         kind: "ReplicaSet".into(),
@@ -171,28 +169,4 @@ async fn history(
             })
         })
         .collect())
-}
-
-fn unchanged(t: &Target, envelope: &Envelope, object: &DynamicObject) -> ObjectResult {
-    let dry_run = envelope.spec.options.dry_run;
-    with_diff(
-        result(&t.object, Outcome::Unchanged, Some(object)),
-        dry_run,
-        Some(object),
-        Some(object),
-    )
-}
-
-fn changed(
-    t: &Target,
-    envelope: &Envelope,
-    before: &DynamicObject,
-    after: &DynamicObject,
-) -> ObjectResult {
-    with_diff(
-        result(&t.object, Outcome::Configured, Some(after)),
-        envelope.spec.options.dry_run,
-        Some(before),
-        Some(after),
-    )
 }
