@@ -5,31 +5,21 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The Kubernetes action an operation performs on its objects.
+/// The Kubernetes action an operation performs on its objects; [`Action::summary`] says
+/// what each does, [`Action::accepts`] what each takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
-    /// Server-side apply of each manifest (creates or updates).
     Apply,
-    /// Create each manifest; an object this operation already created counts as done.
     Create,
-    /// Replace (PUT) each manifest.
     Replace,
-    /// Patch each target with one patch body.
     Patch,
-    /// Delete each target (or each manifest's object); a missing object counts as done.
     Delete,
-    /// Set each target's replica count (`replicas`) through its `/scale` subresource.
     Scale,
-    /// Restart each target workload's pods by stamping its pod template with the operation.
     RolloutRestart,
-    /// Pause each target Deployment's rollout (`spec.paused: true`).
     RolloutPause,
-    /// Resume each target Deployment's rollout (`spec.paused: false`).
     RolloutResume,
-    /// Roll each target Deployment back to its previous revision, or to `toRevision`.
     RolloutUndo,
-    /// Create the Job of the one manifest under a name derived from the operation id.
     RunJob,
 }
 
@@ -159,6 +149,29 @@ impl Action {
             Action::RolloutResume => "rollout-resume",
             Action::RolloutUndo => "rollout-undo",
             Action::RunJob => "run-job",
+        }
+    }
+
+    /// What the action does, in a line (for help texts and docs).
+    pub fn summary(self) -> &'static str {
+        match self {
+            Action::Apply => "Server-side apply of each manifest (creates or updates)",
+            Action::Create => {
+                "Create each manifest; an object this operation already created counts as done"
+            }
+            Action::Replace => "Replace (PUT) each manifest",
+            Action::Patch => "Patch each target with one patch body",
+            Action::Delete => {
+                "Delete each target (or each manifest's object); a missing object counts as done"
+            }
+            Action::Scale => "Set each target's replica count (replicas) through /scale",
+            Action::RolloutRestart => "Restart the pods of each target workload",
+            Action::RolloutPause => "Pause each target Deployment's rollout",
+            Action::RolloutResume => "Resume each target Deployment's rollout",
+            Action::RolloutUndo => {
+                "Roll each target Deployment back to its previous revision, or to toRevision"
+            }
+            Action::RunJob => "Create the Job of the one manifest, named after the operation",
         }
     }
 

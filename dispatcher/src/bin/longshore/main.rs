@@ -45,44 +45,17 @@ pub enum Format {
     Json,
 }
 
-/// The actions `submit` offers (docs/actions.md); all but `patch`, which takes a patch body
-/// rather than files.
-#[derive(Clone, Copy, ValueEnum)]
-enum Action {
-    Apply,
-    Create,
-    Replace,
-    Delete,
-    /// Set the replica count (--replicas) of the objects the files name.
-    Scale,
-    /// Restart the pods of the workloads the files name.
-    RolloutRestart,
-    /// Pause the rollouts of the Deployments the files name.
-    RolloutPause,
-    /// Resume the rollouts of the Deployments the files name.
-    RolloutResume,
-    /// Roll the Deployments the files name back (to --to-revision, or the previous one).
-    RolloutUndo,
-    /// Create the Job in the file under a name derived from the operation.
-    RunJob,
-}
-
-impl From<Action> for longshore_contract::spec::Action {
-    fn from(a: Action) -> Self {
-        use longshore_contract::spec::Action as A;
-        match a {
-            Action::Apply => A::Apply,
-            Action::Create => A::Create,
-            Action::Replace => A::Replace,
-            Action::Delete => A::Delete,
-            Action::Scale => A::Scale,
-            Action::RolloutRestart => A::RolloutRestart,
-            Action::RolloutPause => A::RolloutPause,
-            Action::RolloutResume => A::RolloutResume,
-            Action::RolloutUndo => A::RolloutUndo,
-            Action::RunJob => A::RunJob,
-        }
-    }
+/// The actions `submit` offers: all but `patch`, which takes a patch body rather than
+/// files. Names and help come from the contract's table of actions.
+fn submit_action() -> impl clap::builder::TypedValueParser<Value = longshore_contract::Action> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    use longshore_contract::Action;
+    let values = Action::ALL
+        .into_iter()
+        .filter(|a| *a != Action::Patch)
+        .map(|a| PossibleValue::new(a.as_str()).help(a.summary()));
+    PossibleValuesParser::new(values)
+        .map(|name| Action::from_name(&name).expect("one of the possible values"))
 }
 
 #[derive(Subcommand)]
@@ -94,8 +67,9 @@ enum Command {
         files: Vec<PathBuf>,
         #[arg(long)]
         cluster: String,
-        #[arg(long, value_enum, default_value = "apply")]
-        action: Action,
+        /// What to do with the objects the files name.
+        #[arg(long, default_value = "apply", value_parser = submit_action())]
+        action: longshore_contract::Action,
         /// The replica count, for --action scale.
         #[arg(long)]
         replicas: Option<i32>,
@@ -149,7 +123,7 @@ async fn main() -> ExitCode {
             timeout,
         } => {
             let submit = request::Submit {
-                action: action.into(),
+                action,
                 files,
                 replicas,
                 to_revision,
