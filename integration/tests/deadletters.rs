@@ -83,7 +83,9 @@ async fn dead_lettered_operation(d: &Dispatcher, js: &jetstream::Context) -> Str
 #[tokio::test]
 async fn a_dead_letter_is_listed_and_requeued_once() {
     let nats = NatsServer::start().await.unwrap();
-    let d = Dispatcher::start(&nats.url(), &["prod"]).await.unwrap();
+    let mut config = Dispatcher::config(&nats.url(), &["prod"]);
+    config.http.public_url = Some("https://longshore.example.com".into());
+    let d = Dispatcher::start_with(config).await.unwrap();
     let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
     let id = dead_lettered_operation(&d, &js).await;
     assert_eq!(stream_messages(&js, names::STREAM).await, 0);
@@ -102,6 +104,11 @@ async fn a_dead_letter_is_listed_and_requeued_once() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 202);
+    // Like every 202, it names the status URL as clients reach it.
+    let status_url = format!("https://longshore.example.com/v1/operations/{id}");
+    assert_eq!(resp.headers()["location"], status_url.as_str());
+    let accepted: Value = resp.json().await.unwrap();
+    assert_eq!(accepted["statusUrl"], status_url.as_str(), "{accepted}");
     let status: Value = get_json(&http, format!("{}/v1/operations/{id}", d.url)).await;
     assert_eq!(status["state"], "queued");
     assert!(status.get("error").is_none());
