@@ -1,13 +1,14 @@
 //! One simulated cluster: its objects, kinds, write log and faults, and the public
 //! [`ClusterHandle`] tests use to look inside.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde_json::Value;
 
 use crate::faults::{Decision, Faults};
 use crate::object;
 use crate::registry::Registry;
+use crate::rollout::Rollouts;
 use crate::store::Store;
 use crate::writelog::{WriteLog, WriteRecord};
 
@@ -22,44 +23,64 @@ pub(crate) struct ClusterState {
     pub rollouts: crate::rollout::Controller,
 }
 
+/// What every cluster of one simulator is made with.
+#[derive(Debug)]
+pub(crate) struct ClusterDefaults {
+    pub history_limit: usize,
+    pub rollouts: Rollouts,
+}
+
 #[derive(Debug)]
 pub(crate) struct Cluster {
     pub name: String,
-    state: Mutex<ClusterState>,
+    defaults: Arc<ClusterDefaults>,
+    created: jiff::Timestamp,
+    /// Made on first use, so that a fleet of clusters nobody talks to costs little.
+    state: OnceLock<Mutex<ClusterState>>,
     faults: Mutex<Faults>,
 }
 
 impl Cluster {
-    pub fn new(
-        name: &str,
-        history_limit: usize,
-        faults: Faults,
-        rollouts: crate::rollout::Rollouts,
-    ) -> Self {
-        let mut store = Store::new(history_limit);
-        let now = object::now();
-        for ns in SEED_NAMESPACES {
-            store.put(
-                ("".into(), "namespaces".into(), String::new(), (*ns).into()),
-                object::namespace_object(ns, &now),
-            );
-        }
+    pub fn new(name: &str, defaults: Arc<ClusterDefaults>, faults: Faults) -> Self {
         Cluster {
             name: name.to_string(),
-            state: Mutex::new(ClusterState {
-                store,
-                registry: Registry::builtin(),
-                writes: WriteLog::default(),
-                rollouts: crate::rollout::Controller::new(rollouts),
-            }),
+            defaults,
+            created: jiff::Timestamp::now(),
+            state: OnceLock::new(),
             faults: Mutex::new(faults),
         }
+    }
+
+    /// The state a cluster starts with: the seed namespaces, created when the cluster was
+    /// (so a cluster used late has namespaces as old as it is).
+    fn seed(&self) -> Mutex<ClusterState> {
+        let mut store = Store::new(self.defaults.history_limit.max(1));
+        let created = object::time(self.created);
+        for ns in SEED_NAMESPACES {
+            store.seed(
+                ("".into(), "namespaces".into(), String::new(), (*ns).into()),
+                object::namespace_object(ns, &created),
+            );
+        }
+        Mutex::new(ClusterState {
+            store,
+            registry: Registry::builtin(),
+            writes: WriteLog::default(),
+            rollouts: crate::rollout::Controller::new(self.defaults.rollouts.clone()),
+        })
     }
 
     /// Locks the state. Never held across an `.await`; a poisoned lock is still usable
     /// because every mutation leaves the state consistent before it can panic.
     pub fn lock(&self) -> MutexGuard<'_, ClusterState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        let state = self.state.get_or_init(|| self.seed());
+        state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Locks the state if anything has used it yet (nothing happens in a cluster before).
+    pub fn lock_if_used(&self) -> Option<MutexGuard<'_, ClusterState>> {
+        let state = self.state.get()?;
+        Some(state.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     pub fn decide_faults(&self, is_write: bool) -> Decision {

@@ -58,7 +58,7 @@ mod verbs;
 mod watch;
 mod writelog;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -74,7 +74,7 @@ pub use faults::{ErrorFault, FaultScope, Faults, Latency, Trigger};
 pub use rollout::{REVISION_ANNOTATION, RolloutMode, Rollouts};
 pub use writelog::{WriteRecord, WriteVerb};
 
-use cluster::Cluster;
+use cluster::{Cluster, ClusterDefaults};
 use server::Shared;
 
 /// Errors starting the simulator.
@@ -156,6 +156,7 @@ impl SimOptions {
         if self.clusters.is_empty() {
             return Err(Error::NoClusters);
         }
+        let mut seen = HashSet::with_capacity(self.clusters.len());
         for (index, name) in self.clusters.iter().enumerate() {
             if !is_dns_label(name) {
                 return Err(Error::InvalidClusterName {
@@ -163,12 +164,12 @@ impl SimOptions {
                     name: name.clone(),
                 });
             }
-            if self.clusters[..index].contains(name) {
+            if !seen.insert(name.as_str()) {
                 return Err(Error::DuplicateCluster(name.clone()));
             }
         }
         for (cluster, f) in &self.faults {
-            if !self.clusters.contains(cluster) {
+            if !seen.contains(cluster.as_str()) {
                 return Err(Error::UnknownFaultCluster(cluster.clone()));
             }
             f.validate().map_err(|reason| Error::InvalidFaults {
@@ -205,20 +206,17 @@ impl KubeSim {
             addr: options.listen,
             source,
         })?;
+        let defaults = Arc::new(ClusterDefaults {
+            history_limit: options.watch_history,
+            rollouts: options.rollouts.clone(),
+        });
         let clusters = options
             .clusters
             .iter()
             .map(|name| {
                 let faults = options.faults.get(name).cloned().unwrap_or_default();
-                (
-                    name.clone(),
-                    Arc::new(Cluster::new(
-                        name,
-                        options.watch_history.max(1),
-                        faults,
-                        options.rollouts.clone(),
-                    )),
-                )
+                let cluster = Cluster::new(name, defaults.clone(), faults);
+                (name.clone(), Arc::new(cluster))
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -236,7 +234,7 @@ impl KubeSim {
             shutdown.clone(),
             tracker.clone(),
         ));
-        tracing::info!(%addr, clusters = ?options.clusters, "kube-sim listening");
+        tracing::info!(%addr, clusters = options.clusters.len(), "kube-sim listening");
         Ok(KubeSim {
             addr,
             shared,

@@ -7,7 +7,11 @@ use crate::status::Cause;
 
 /// Now, in the second-precision RFC 3339 form Kubernetes uses.
 pub fn now() -> String {
-    let ts = jiff::Timestamp::now();
+    time(jiff::Timestamp::now())
+}
+
+/// A time in the second-precision RFC 3339 form Kubernetes uses.
+pub fn time(ts: jiff::Timestamp) -> String {
     jiff::Timestamp::from_second(ts.as_second())
         .map(|t| t.to_string())
         .unwrap_or_else(|_| ts.to_string())

@@ -1,7 +1,7 @@
 //! The kinds a cluster serves: the seeded built-ins plus whatever CustomResourceDefinitions
 //! have registered.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde_json::Value;
 
@@ -310,27 +310,33 @@ pub struct Registry {
     types: Vec<Arc<ResourceType>>,
 }
 
+/// The built-in kinds, made once and shared by every cluster (only CRDs differ per cluster).
+static BUILTIN_TYPES: LazyLock<Vec<Arc<ResourceType>>> = LazyLock::new(|| {
+    BUILTINS
+        .iter()
+        .map(|t| {
+            Arc::new(ResourceType {
+                group: t.group.into(),
+                versions: t.versions.iter().map(|v| v.to_string()).collect(),
+                kind: t.kind.into(),
+                plural: t.plural.into(),
+                singular: t.kind.to_ascii_lowercase(),
+                namespaced: t.namespaced,
+                short_names: t.short.iter().map(|s| s.to_string()).collect(),
+                categories: if t.all { vec!["all".into()] } else { vec![] },
+                status: t.status,
+                scale: t.scale.then(ScalePaths::standard),
+                crd: None,
+            })
+        })
+        .collect()
+});
+
 impl Registry {
     pub fn builtin() -> Self {
-        let types = BUILTINS
-            .iter()
-            .map(|t| {
-                Arc::new(ResourceType {
-                    group: t.group.into(),
-                    versions: t.versions.iter().map(|v| v.to_string()).collect(),
-                    kind: t.kind.into(),
-                    plural: t.plural.into(),
-                    singular: t.kind.to_ascii_lowercase(),
-                    namespaced: t.namespaced,
-                    short_names: t.short.iter().map(|s| s.to_string()).collect(),
-                    categories: if t.all { vec!["all".into()] } else { vec![] },
-                    status: t.status,
-                    scale: t.scale.then(ScalePaths::standard),
-                    crd: None,
-                })
-            })
-            .collect();
-        Registry { types }
+        Registry {
+            types: BUILTIN_TYPES.clone(),
+        }
     }
 
     /// The type served at `/apis/{group}/{version}/{plural}`.

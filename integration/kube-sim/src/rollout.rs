@@ -141,8 +141,10 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = ticker.tick() => {}
         }
         for cluster in shared.clusters.values() {
-            let mut state = cluster.lock();
-            if state.rollouts.settings.enabled {
+            // An unused cluster has no workloads.
+            if let Some(mut state) = cluster.lock_if_used()
+                && state.rollouts.settings.enabled
+            {
                 advance(&mut state, Instant::now());
             }
         }

@@ -7,6 +7,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+/// Events a watcher may fall behind by before it gets 410 Expired.
+const WATCH_BUFFER: usize = 4096;
+
 /// `(group, plural, namespace or "", name)`.
 pub type ObjKey = (String, String, String, String);
 
@@ -54,19 +57,20 @@ pub struct Store {
     history_limit: usize,
     /// Events at or below this version are no longer in the history.
     compacted: u64,
-    tx: broadcast::Sender<Arc<StoredEvent>>,
+    /// Made on the first watch: a channel's buffer is preallocated, and most clusters of a
+    /// large fleet are never watched.
+    tx: Option<broadcast::Sender<Arc<StoredEvent>>>,
 }
 
 impl Store {
     pub fn new(history_limit: usize) -> Self {
-        let (tx, _) = broadcast::channel(4096);
         Store {
             rv: 1,
             objects: BTreeMap::new(),
             history: VecDeque::new(),
             history_limit,
             compacted: 1,
-            tx,
+            tx: None,
         }
     }
 
@@ -112,6 +116,16 @@ impl Store {
         obj
     }
 
+    /// Stores an object that was there before the history began (a cluster's own
+    /// namespaces): it gets the next resourceVersion but no event, so watching from an
+    /// older version gets 410, as on a real cluster whose early history is long compacted.
+    pub fn seed(&mut self, key: ObjKey, mut obj: Value) {
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        self.objects.insert(key, obj);
+        self.compacted = self.rv;
+    }
+
     /// Removes an object; the DELETED event carries a new resourceVersion, as on a real server.
     pub fn remove(&mut self, key: &ObjKey) -> Option<Value> {
         let mut obj = self.objects.remove(key)?;
@@ -136,8 +150,10 @@ impl Store {
                 self.compacted = old.rv;
             }
         }
-        // No receivers is fine.
-        let _ = self.tx.send(ev);
+        if let Some(tx) = &self.tx {
+            // No receivers is fine.
+            let _ = tx.send(ev);
+        }
     }
 
     /// Forgets all history: any watch resuming from a version older than now gets 410.
@@ -154,8 +170,11 @@ impl Store {
         Since::Events(self.history.iter().filter(|e| e.rv > rv).cloned().collect())
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
-        self.tx.subscribe()
+    /// Events from now on. A watcher more than this many events behind gets 410.
+    pub fn subscribe(&mut self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.tx
+            .get_or_insert_with(|| broadcast::channel(WATCH_BUFFER).0)
+            .subscribe()
     }
 }
 

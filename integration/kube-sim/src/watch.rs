@@ -116,7 +116,7 @@ pub(crate) fn start(
         ),
     };
 
-    let state = cluster.lock();
+    let mut state = cluster.lock();
     let rt = state
         .registry
         .find(&path.group, &path.version, &path.plural)
