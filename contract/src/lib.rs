@@ -4,6 +4,8 @@
 //!
 //! - [`backoff`]: exponential backoff with jitter, for every retry loop;
 //! - [`cluster`]: cluster names (DNS labels) and the subject each cluster's work goes to;
+//! - [`labels`]: cluster labels and the Kubernetes-style label selectors pipelines pick
+//!   clusters with (`env=prod,region in (eu,us)`);
 //! - [`spec`]: what a pipeline asks for (action, manifests, targets, options), with the
 //!   validation both sides apply;
 //! - [`id`]: idempotency keys, the operation ids derived from them, and request fingerprints;
@@ -28,6 +30,7 @@ pub mod duration;
 pub mod envelope;
 pub mod id;
 pub mod jetstream;
+pub mod labels;
 pub mod nats;
 pub mod record;
 pub mod secret;
