@@ -1,6 +1,7 @@
 //! `/_sim/…`: debug and admin endpoints (never faulted).
 //!
 //! - `GET /_sim/clusters`: names and server URLs
+//! - `PUT|DELETE /_sim/clusters/{name}`: add / remove a cluster (see `fleet`)
 //! - `GET /_sim/kubeconfig`: the kubeconfig (YAML)
 //! - `GET|DELETE /_sim/clusters/{name}/writes`: the write log / clear it
 //! - `GET|PUT|DELETE /_sim/clusters/{name}/faults`: read / replace / clear faults (JSON)
@@ -8,12 +9,14 @@
 //! - `GET|PUT|DELETE /_sim/clusters/{name}/rollouts`: read / replace / turn off the rollout
 //!   simulation (JSON)
 
+mod fleet;
+
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde_json::json;
 
 use crate::cluster::Cluster;
@@ -27,6 +30,10 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/_sim/clusters", get(clusters))
         .route("/_sim/kubeconfig", get(kubeconfig_yaml))
+        .route(
+            "/_sim/clusters/{name}",
+            put(fleet::add).delete(fleet::remove),
+        )
         .route(
             "/_sim/clusters/{name}/writes",
             get(writes).delete(clear_writes),
@@ -44,20 +51,21 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
 
 fn cluster(shared: &Shared, name: &str) -> Result<Arc<Cluster>, Box<Response>> {
     let missing = || Box::new(Error::not_found("", "clusters", name).into_response());
-    shared.clusters.get(name).cloned().ok_or_else(missing)
+    shared.fleet.get(name).ok_or_else(missing)
 }
 
 async fn clusters(State(shared): State<Arc<Shared>>) -> Response {
     let list: Vec<_> = shared
-        .clusters
-        .keys()
+        .fleet
+        .names()
+        .iter()
         .map(|n| json!({"name": n, "server": format!("{}/clusters/{n}", shared.base_url)}))
         .collect();
     status::json_body(&json!({"clusters": list}))
 }
 
 async fn kubeconfig_yaml(State(shared): State<Arc<Shared>>) -> Response {
-    let names: Vec<String> = shared.clusters.keys().cloned().collect();
+    let names = shared.fleet.names();
     kubeconfig::to_yaml(&kubeconfig::build(&shared.base_url, &names)).into_response()
 }
 

@@ -110,7 +110,7 @@ pub(crate) async fn cluster_request(State(shared): State<Arc<Shared>>, req: Requ
     let full = req.uri().path().to_string();
     let rest = full.strip_prefix("/clusters/").unwrap_or_default();
     let (name, sub_path) = rest.split_once('/').unwrap_or((rest, ""));
-    let Some(cluster) = shared.clusters.get(name).cloned() else {
+    let Some(cluster) = shared.fleet.get(name) else {
         return Error::not_found("", "clusters", name).into_response();
     };
     let target = match request::parse_path(sub_path) {

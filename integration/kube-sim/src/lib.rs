@@ -32,8 +32,9 @@
 //! delete, `/scale`, `/status`) or `watch`; those work on a cluster's `store` (objects, one
 //! resourceVersion counter, event history) and `registry` (kinds, CRDs). `ssa` and `fieldset`
 //! implement server-side apply; `patch` the other patch types; `status` is the one place
-//! errors become `Status` responses; `discovery`, `kubeconfig`, `admin` (`/_sim` endpoints),
-//! `faults` and `writelog` are what their names say. `rollout` simulates the workload
+//! errors become `Status` responses; `fleet` holds the clusters by name (added and removed
+//! at runtime too); `discovery`, `kubeconfig`, `admin` (`/_sim` endpoints), `faults` and
+//! `writelog` are what their names say. `rollout` simulates the workload
 //! controllers: status advancing over time, and ReplicaSets with revisions.
 
 mod admin;
@@ -41,6 +42,7 @@ mod cluster;
 mod discovery;
 mod faults;
 mod fieldset;
+mod fleet;
 mod handler;
 mod kubeconfig;
 mod object;
@@ -74,16 +76,25 @@ pub use faults::{ErrorFault, FaultScope, Faults, Latency, Trigger};
 pub use rollout::{REVISION_ANNOTATION, RolloutMode, Rollouts};
 pub use writelog::{WriteRecord, WriteVerb};
 
-use cluster::{Cluster, ClusterDefaults};
+use cluster::ClusterDefaults;
+use fleet::{Fleet, is_dns_label};
 use server::Shared;
 
-/// Errors starting the simulator.
+/// Errors starting the simulator or changing its clusters.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
         "clusters[{index}]: {name:?} is not a valid cluster name (a DNS label: lowercase letters, digits and '-')"
     )]
     InvalidClusterName { index: usize, name: String },
+    #[error(
+        "{0:?} is not a valid cluster name (a DNS label: at most 63 lowercase letters, digits and '-', not starting or ending with '-')"
+    )]
+    InvalidName(String),
+    #[error("a cluster named {0:?} already exists")]
+    ClusterExists(String),
+    #[error("no cluster named {0:?}")]
+    NoSuchCluster(String),
     #[error("clusters: {0:?} is listed twice")]
     DuplicateCluster(String),
     #[error("clusters: at least one cluster is required")]
@@ -139,15 +150,6 @@ impl Default for SimOptions {
             rollouts: Rollouts::default(),
         }
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 impl SimOptions {
@@ -206,21 +208,16 @@ impl KubeSim {
             addr: options.listen,
             source,
         })?;
-        let defaults = Arc::new(ClusterDefaults {
-            history_limit: options.watch_history,
-            rollouts: options.rollouts.clone(),
-        });
-        let clusters = options
-            .clusters
-            .iter()
-            .map(|name| {
-                let faults = options.faults.get(name).cloned().unwrap_or_default();
-                let cluster = Cluster::new(name, defaults.clone(), faults);
-                (name.clone(), Arc::new(cluster))
-            })
-            .collect();
+        let fleet = Fleet::new(
+            ClusterDefaults {
+                history_limit: options.watch_history,
+                rollouts: options.rollouts.clone(),
+            },
+            &options.clusters,
+            &options.faults,
+        );
         let shared = Arc::new(Shared {
-            clusters,
+            fleet,
             base_url: format!("http://{addr}"),
             bookmark_interval: options.bookmark_interval,
             namespace_deletion_delay: options.namespace_deletion_delay,
@@ -256,12 +253,30 @@ impl KubeSim {
 
     /// Cluster names, in order.
     pub fn cluster_names(&self) -> Vec<String> {
-        self.shared.clusters.keys().cloned().collect()
+        self.shared.fleet.names()
     }
 
     /// A handle on one cluster's state, write log and faults.
     pub fn cluster(&self, name: &str) -> Option<ClusterHandle> {
-        self.shared.clusters.get(name).cloned().map(ClusterHandle)
+        self.shared.fleet.get(name).map(ClusterHandle)
+    }
+
+    /// Adds a cluster while running, with no faults and the rollout settings and watch
+    /// history the simulator started with. It is served at once (see [`KubeSim::server_url`]);
+    /// kubeconfigs written before do not list it.
+    pub fn add_cluster(&self, name: &str) -> Result<ClusterHandle, Error> {
+        let cluster = self.shared.fleet.add(name)?;
+        tracing::info!(cluster = name, "cluster added");
+        Ok(ClusterHandle(cluster))
+    }
+
+    /// Removes a cluster while running. Requests to it get 404 (a `Status` naming the
+    /// cluster) from then on, and its open watches end; requests already being handled
+    /// finish. The returned handle still reads its last state and write log.
+    pub fn remove_cluster(&self, name: &str) -> Result<ClusterHandle, Error> {
+        let cluster = self.shared.fleet.remove(name)?;
+        tracing::info!(cluster = name, "cluster removed");
+        Ok(ClusterHandle(cluster))
     }
 
     /// The kubeconfig (one context per cluster, named after it) as JSON.

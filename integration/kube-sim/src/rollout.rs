@@ -140,14 +140,12 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        for cluster in shared.clusters.values() {
-            // An unused cluster has no workloads.
-            if let Some(mut state) = cluster.lock_if_used()
-                && state.rollouts.settings.enabled
-            {
-                advance(&mut state, Instant::now());
+        // An unused cluster has no workloads.
+        shared.fleet.for_each_used(|state| {
+            if state.rollouts.settings.enabled {
+                advance(state, Instant::now());
             }
-        }
+        });
     }
 }
 

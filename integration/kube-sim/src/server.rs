@@ -2,7 +2,6 @@
 //! and the `/_sim` admin endpoints. Connections are served by hyper directly so that a
 //! handler can reset its own connection (SO_LINGER 0, then close: a TCP RST).
 
-use std::collections::BTreeMap;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,13 +19,13 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::Cluster;
+use crate::fleet::Fleet;
 use crate::{admin, handler};
 
 /// State shared by all requests.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub clusters: BTreeMap<String, Arc<Cluster>>,
+    pub fleet: Fleet,
     pub base_url: String,
     pub bookmark_interval: Duration,
     pub namespace_deletion_delay: Duration,

@@ -60,6 +60,8 @@ pub struct Store {
     /// Made on the first watch: a channel's buffer is preallocated, and most clusters of a
     /// large fleet are never watched.
     tx: Option<broadcast::Sender<Arc<StoredEvent>>>,
+    /// Set when the cluster is removed: its watches end, and new ones end at once.
+    closed: bool,
 }
 
 impl Store {
@@ -71,6 +73,7 @@ impl Store {
             history_limit,
             compacted: 1,
             tx: None,
+            closed: false,
         }
     }
 
@@ -172,9 +175,19 @@ impl Store {
 
     /// Events from now on. A watcher more than this many events behind gets 410.
     pub fn subscribe(&mut self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        if self.closed {
+            // Its sender is dropped at once: the watch ends.
+            return broadcast::channel(1).1;
+        }
         self.tx
             .get_or_insert_with(|| broadcast::channel(WATCH_BUFFER).0)
             .subscribe()
+    }
+
+    /// Ends every watch, now and later (the cluster is gone).
+    pub fn close(&mut self) {
+        self.closed = true;
+        self.tx = None;
     }
 }
 

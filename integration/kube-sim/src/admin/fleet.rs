@@ -1,0 +1,42 @@
+//! `/_sim/clusters/{name}`: adding and removing clusters while running.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use serde_json::json;
+
+use crate::server::Shared;
+use crate::status::{self, Error};
+
+/// `PUT`: adds the cluster (201), or leaves an existing one as it is (200); 422 for a name
+/// that is not a DNS label.
+pub(super) async fn add(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {
+    let code = match shared.fleet.add(&name) {
+        Ok(_) => {
+            tracing::info!(cluster = name, "cluster added");
+            StatusCode::CREATED
+        }
+        Err(crate::Error::ClusterExists(_)) => StatusCode::OK,
+        Err(e) => return Error::Unprocessable(e.to_string()).into_response(),
+    };
+    let server = format!("{}/clusters/{name}", shared.base_url);
+    let mut r = status::json_body(&json!({"name": name, "server": server}));
+    *r.status_mut() = code;
+    r
+}
+
+/// `DELETE`: removes the cluster; 404 if there is none of that name.
+pub(super) async fn remove(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Response {
+    match shared.fleet.remove(&name) {
+        Ok(_) => {
+            tracing::info!(cluster = name, "cluster removed");
+            status::json_body(&json!({}))
+        }
+        Err(_) => Error::not_found("", "clusters", &name).into_response(),
+    }
+}
