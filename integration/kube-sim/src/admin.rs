@@ -2,6 +2,7 @@
 //!
 //! - `GET /_sim/clusters`: names and server URLs
 //! - `PUT|DELETE /_sim/clusters/{name}`: add / remove a cluster (see `fleet`)
+//! - `POST /_sim/clusters/{name}/token`: rotate the cluster's bearer token (`{"token": …}`)
 //! - `GET /_sim/kubeconfig`: the kubeconfig (YAML)
 //! - `GET|DELETE /_sim/clusters/{name}/writes`: the write log / clear it
 //! - `GET|PUT|DELETE /_sim/clusters/{name}/faults`: read / replace / clear faults (JSON)
@@ -34,6 +35,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             "/_sim/clusters/{name}",
             put(fleet::add).delete(fleet::remove),
         )
+        .route("/_sim/clusters/{name}/token", post(fleet::rotate_token))
         .route(
             "/_sim/clusters/{name}/writes",
             get(writes).delete(clear_writes),
@@ -65,8 +67,7 @@ async fn clusters(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn kubeconfig_yaml(State(shared): State<Arc<Shared>>) -> Response {
-    let names = shared.fleet.names();
-    kubeconfig::to_yaml(&kubeconfig::build(&shared.base_url, &names)).into_response()
+    kubeconfig::to_yaml(&kubeconfig::build(&shared.fleet.all())).into_response()
 }
 
 async fn writes(State(shared): State<Arc<Shared>>, Path(name): Path<String>) -> Response {

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde_json::Value;
 
+use crate::auth::Credentials;
 use crate::faults::{Decision, Faults};
 use crate::object;
 use crate::registry::Registry;
@@ -26,8 +27,12 @@ pub(crate) struct ClusterState {
 /// What every cluster of one simulator is made with.
 #[derive(Debug)]
 pub(crate) struct ClusterDefaults {
+    /// `http://ADDR`, the simulator's URL.
+    pub base_url: String,
     pub history_limit: usize,
     pub rollouts: Rollouts,
+    /// Whether each cluster gets a bearer token.
+    pub auth_tokens: bool,
 }
 
 #[derive(Debug)]
@@ -38,17 +43,24 @@ pub(crate) struct Cluster {
     /// Made on first use, so that a fleet of clusters nobody talks to costs little.
     state: OnceLock<Mutex<ClusterState>>,
     faults: Mutex<Faults>,
+    pub credentials: Credentials,
 }
 
 impl Cluster {
     pub fn new(name: &str, defaults: Arc<ClusterDefaults>, faults: Faults) -> Self {
         Cluster {
             name: name.to_string(),
-            defaults,
+            defaults: defaults.clone(),
             created: jiff::Timestamp::now(),
             state: OnceLock::new(),
             faults: Mutex::new(faults),
+            credentials: Credentials::new(defaults.auth_tokens),
         }
+    }
+
+    /// `http://ADDR/clusters/NAME`.
+    pub fn server_url(&self) -> String {
+        format!("{}/clusters/{}", self.defaults.base_url, self.name)
     }
 
     /// The state a cluster starts with: the seed namespaces, created when the cluster was
@@ -110,6 +122,28 @@ impl ClusterHandle {
     /// The cluster's name (also its kubeconfig context name).
     pub fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// The cluster's server URL, e.g. `http://127.0.0.1:PORT/clusters/prod`.
+    pub fn server_url(&self) -> String {
+        self.0.server_url()
+    }
+
+    /// The bearer token requests to this cluster must carry, if it requires one (see
+    /// [`crate::SimOptions::auth_tokens`]).
+    pub fn token(&self) -> Option<String> {
+        self.0.credentials.token()
+    }
+
+    /// Replaces the cluster's token with a new random one and returns it. From the next
+    /// request on, the old token gets 401, on connections already open too; watches already
+    /// running continue (a real server authenticates a watch once, when it starts). A
+    /// cluster without a token gets one, and requires it from then on. Kubeconfig files
+    /// already written are not rewritten: see [`crate::KubeSim::write_kubeconfig_for`].
+    pub fn rotate_token(&self) -> String {
+        let token = self.0.credentials.rotate();
+        tracing::info!(cluster = self.name(), "token rotated");
+        token
     }
 
     /// Every mutating request so far (including failed, dry-run and faulted ones).

@@ -64,6 +64,11 @@ impl Fleet {
         self.read().keys().cloned().collect()
     }
 
+    /// Every cluster, in name order.
+    pub fn all(&self) -> Vec<Arc<Cluster>> {
+        self.read().values().cloned().collect()
+    }
+
     /// Adds a cluster with no faults and the start's defaults.
     pub fn add(&self, name: &str) -> Result<Arc<Cluster>, Error> {
         if !is_dns_label(name) {

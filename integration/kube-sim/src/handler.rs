@@ -113,6 +113,9 @@ pub(crate) async fn cluster_request(State(shared): State<Arc<Shared>>, req: Requ
     let Some(cluster) = shared.fleet.get(name) else {
         return Error::not_found("", "clusters", name).into_response();
     };
+    if let Err(e) = cluster.credentials.authenticate(req.headers(), sub_path) {
+        return e.into_response();
+    }
     let target = match request::parse_path(sub_path) {
         Ok(t) => t,
         Err(e) => return e.into_response(),

@@ -1,29 +1,41 @@
-//! The kubeconfig: one cluster, one context (named after the cluster) per simulated cluster,
-//! all sharing a user with a dummy bearer token (any token is accepted).
+//! Kubeconfigs: for a fleet, one cluster, one user and one context per simulated cluster,
+//! all three named after it. A cluster's user holds its bearer token, or a dummy token when
+//! the cluster requires none (so clients send the same header either way).
+
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-pub const USER: &str = "kube-sim";
+use crate::cluster::Cluster;
 
-pub fn build(base_url: &str, clusters: &[String]) -> Value {
-    let cluster_entries: Vec<Value> = clusters
+/// The token written for a cluster that accepts any.
+const ANY_TOKEN: &str = "kube-sim";
+
+/// A kubeconfig for `clusters`, whose current context is the first.
+pub fn build(clusters: &[Arc<Cluster>]) -> Value {
+    let entries: Vec<Value> = clusters
         .iter()
-        .map(|c| json!({"name": c, "cluster": {"server": format!("{base_url}/clusters/{c}")}}))
+        .map(|c| json!({"name": c.name, "cluster": {"server": c.server_url()}}))
+        .collect();
+    let users: Vec<Value> = clusters
+        .iter()
+        .map(|c| {
+            let token = c.credentials.token();
+            json!({"name": c.name, "user": {"token": token.as_deref().unwrap_or(ANY_TOKEN)}})
+        })
         .collect();
     let contexts: Vec<Value> = clusters
         .iter()
-        .map(
-            |c| json!({"name": c, "context": {"cluster": c, "user": USER, "namespace": "default"}}),
-        )
+        .map(|c| json!({"name": c.name, "context": {"cluster": c.name, "user": c.name, "namespace": "default"}}))
         .collect();
     json!({
         "apiVersion": "v1",
         "kind": "Config",
         "preferences": {},
-        "clusters": cluster_entries,
+        "clusters": entries,
         "contexts": contexts,
-        "current-context": clusters.first().cloned().unwrap_or_default(),
-        "users": [{"name": USER, "user": {"token": "kube-sim"}}],
+        "current-context": clusters.first().map(|c| c.name.clone()).unwrap_or_default(),
+        "users": users,
     })
 }
 

@@ -5,7 +5,8 @@
 //! (`http://127.0.0.1:PORT/clusters/prod`). It speaks the REST dialect kube-rs and kubectl
 //! use: discovery (legacy and aggregated), CRUD, patches, server-side apply with managed
 //! fields and conflicts, resourceVersion concurrency, watch, `/scale`, `/status`, dry run,
-//! CRDs, and `Status` errors. Every write is logged (so tests can count effects), and faults
+//! CRDs, and `Status` errors. Clusters can be added and removed while it runs, and each can
+//! require its own bearer token, rotated at will. Every write is logged (so tests can count effects), and faults
 //! (latency, error statuses, connection resets before or after a commit, unavailability)
 //! can be injected per cluster at start or at runtime.
 //!
@@ -28,7 +29,7 @@
 //! ```
 //!
 //! Modules: `server` (listener, routing, connection resets) hands cluster requests to
-//! `handler` (faults, write log), which calls `verbs` (get/list/create/replace/patch/apply/
+//! `handler` (`auth`, then faults, write log), which calls `verbs` (get/list/create/replace/patch/apply/
 //! delete, `/scale`, `/status`) or `watch`; those work on a cluster's `store` (objects, one
 //! resourceVersion counter, event history) and `registry` (kinds, CRDs). `ssa` and `fieldset`
 //! implement server-side apply; `patch` the other patch types; `status` is the one place
@@ -38,6 +39,7 @@
 //! controllers: status advancing over time, and ReplicaSets with revisions.
 
 mod admin;
+mod auth;
 mod cluster;
 mod discovery;
 mod faults;
@@ -136,6 +138,12 @@ pub struct SimOptions {
     /// The rollout simulation every cluster starts with (off by default); see
     /// [`ClusterHandle::set_rollouts`] to change one cluster's at runtime.
     pub rollouts: Rollouts,
+    /// Whether each cluster requires its own random bearer token (off by default: any
+    /// request is accepted). Without one, a request gets 401 with an `Unauthorized` Status,
+    /// except `/version`, `/healthz`, `/livez` and `/readyz`, which anyone may read (a bad
+    /// token is refused there too). The kubeconfigs kube-sim writes carry the tokens; see
+    /// [`ClusterHandle::token`] and [`ClusterHandle::rotate_token`].
+    pub auth_tokens: bool,
 }
 
 impl Default for SimOptions {
@@ -148,6 +156,7 @@ impl Default for SimOptions {
             bookmark_interval: Duration::from_secs(5),
             namespace_deletion_delay: Duration::from_millis(200),
             rollouts: Rollouts::default(),
+            auth_tokens: false,
         }
     }
 }
@@ -210,8 +219,10 @@ impl KubeSim {
         })?;
         let fleet = Fleet::new(
             ClusterDefaults {
+                base_url: format!("http://{addr}"),
                 history_limit: options.watch_history,
                 rollouts: options.rollouts.clone(),
+                auth_tokens: options.auth_tokens,
             },
             &options.clusters,
             &options.faults,
@@ -279,9 +290,10 @@ impl KubeSim {
         Ok(ClusterHandle(cluster))
     }
 
-    /// The kubeconfig (one context per cluster, named after it) as JSON.
+    /// The kubeconfig (a context, cluster and user per cluster, all named after it, the
+    /// user with the cluster's token) as JSON.
     pub fn kubeconfig(&self) -> serde_json::Value {
-        kubeconfig::build(&self.shared.base_url, &self.cluster_names())
+        kubeconfig::build(&self.shared.fleet.all())
     }
 
     /// The kubeconfig as YAML.

@@ -89,6 +89,9 @@ pub enum Error {
     BadRequest(String),
     #[error("{0}")]
     Forbidden(String),
+    /// No valid credentials (the real server's message is just this word).
+    #[error("Unauthorized")]
+    Unauthorized,
     #[error(
         "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"
     )]
@@ -163,6 +166,7 @@ impl Error {
             Error::Invalid { .. } | Error::Unprocessable(_) => 422,
             Error::BadRequest(_) => 400,
             Error::Forbidden(_) => 403,
+            Error::Unauthorized => 401,
             Error::UnsupportedMediaType => 415,
             Error::MethodNotAllowed => 405,
             Error::Expired(_) => 410,
@@ -178,6 +182,7 @@ impl Error {
             Error::Invalid { .. } | Error::Unprocessable(_) => "Invalid",
             Error::BadRequest(_) => "BadRequest",
             Error::Forbidden(_) => "Forbidden",
+            Error::Unauthorized => "Unauthorized",
             Error::UnsupportedMediaType => "UnsupportedMediaType",
             Error::MethodNotAllowed => "MethodNotAllowed",
             Error::Expired(_) => "Expired",
@@ -337,6 +342,15 @@ mod tests {
         assert_eq!(
             s["message"],
             "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"
+        );
+    }
+
+    #[test]
+    fn unauthorized_is_the_real_servers_status() {
+        assert_eq!(
+            Error::Unauthorized.status(),
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": "Unauthorized", "reason": "Unauthorized", "code": 401})
         );
     }
 

@@ -1,4 +1,4 @@
-//! `/_sim/clusters/{name}`: adding and removing clusters while running.
+//! `/_sim/clusters/{name}`: adding and removing clusters while running, rotating tokens.
 
 use std::sync::Arc;
 
@@ -38,5 +38,19 @@ pub(super) async fn remove(
             status::json_body(&json!({}))
         }
         Err(_) => Error::not_found("", "clusters", &name).into_response(),
+    }
+}
+
+/// `POST …/token`: a new token for the cluster, the old one refused from now on.
+pub(super) async fn rotate_token(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Response {
+    match shared.fleet.get(&name) {
+        Some(c) => {
+            let token = crate::ClusterHandle(c).rotate_token();
+            status::json_body(&json!({"token": token}))
+        }
+        None => Error::not_found("", "clusters", &name).into_response(),
     }
 }
