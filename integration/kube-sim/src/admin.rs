@@ -3,6 +3,7 @@
 //! - `GET /_sim/clusters`: names and server URLs
 //! - `PUT|DELETE /_sim/clusters/{name}`: add / remove a cluster (see `fleet`)
 //! - `POST /_sim/clusters/{name}/token`: rotate the cluster's bearer token (`{"token": …}`)
+//! - `GET /_sim/clusters/{name}/kubeconfig`: a kubeconfig for that cluster alone (YAML)
 //! - `GET /_sim/kubeconfig`: the kubeconfig (YAML)
 //! - `GET|DELETE /_sim/clusters/{name}/writes`: the write log / clear it
 //! - `GET|PUT|DELETE /_sim/clusters/{name}/faults`: read / replace / clear faults (JSON)
@@ -36,6 +37,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             put(fleet::add).delete(fleet::remove),
         )
         .route("/_sim/clusters/{name}/token", post(fleet::rotate_token))
+        .route("/_sim/clusters/{name}/kubeconfig", get(fleet::kubeconfig))
         .route(
             "/_sim/clusters/{name}/writes",
             get(writes).delete(clear_writes),

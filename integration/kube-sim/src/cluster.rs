@@ -129,6 +129,29 @@ impl ClusterHandle {
         self.0.server_url()
     }
 
+    /// A kubeconfig for this cluster alone: its context, cluster and user all named after
+    /// it, the user holding its current token.
+    pub fn kubeconfig(&self) -> serde_json::Value {
+        crate::kubeconfig::build(std::slice::from_ref(&self.0))
+    }
+
+    /// [`ClusterHandle::kubeconfig`] as YAML.
+    pub fn kubeconfig_yaml(&self) -> String {
+        crate::kubeconfig::to_yaml(&self.kubeconfig())
+    }
+
+    /// Writes [`ClusterHandle::kubeconfig`] to `path` atomically (a temporary file in the
+    /// same directory, renamed over it), owner-only.
+    pub fn write_kubeconfig(&self, path: impl AsRef<std::path::Path>) -> Result<(), crate::Error> {
+        let path = path.as_ref();
+        crate::kubeconfig::write_atomic(path, &self.kubeconfig_yaml()).map_err(|source| {
+            crate::Error::WriteKubeconfig {
+                path: path.display().to_string(),
+                source,
+            }
+        })
+    }
+
     /// The bearer token requests to this cluster must carry, if it requires one (see
     /// [`crate::SimOptions::auth_tokens`]).
     pub fn token(&self) -> Option<String> {

@@ -64,7 +64,7 @@ mod writelog;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -301,13 +301,61 @@ impl KubeSim {
         kubeconfig::to_yaml(&self.kubeconfig())
     }
 
-    /// Writes the kubeconfig file.
+    /// Writes the kubeconfig file (atomically: a temporary file renamed over it).
     pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         let path = path.as_ref();
-        std::fs::write(path, self.kubeconfig_yaml()).map_err(|source| Error::WriteKubeconfig {
-            path: path.display().to_string(),
-            source,
+        kubeconfig::write_atomic(path, &self.kubeconfig_yaml()).map_err(|source| {
+            Error::WriteKubeconfig {
+                path: path.display().to_string(),
+                source,
+            }
         })
+    }
+
+    /// Writes one kubeconfig per cluster, `<dir>/<cluster>.yaml` (see
+    /// [`ClusterHandle::kubeconfig`]), as a Secret of kubeconfigs mounted into a pod would
+    /// look. Creates `dir` if needed. Each file is replaced atomically, so a reader watching
+    /// the directory never sees a partial file; files of clusters removed since are left
+    /// alone (see [`KubeSim::remove_kubeconfig_for`]).
+    pub fn write_kubeconfig_dir(&self, dir: impl AsRef<Path>) -> Result<(), Error> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|source| Error::WriteKubeconfig {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        for cluster in self.shared.fleet.all() {
+            ClusterHandle(cluster.clone())
+                .write_kubeconfig(kubeconfig::file_for(dir, &cluster.name))?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites one cluster's file in a [`KubeSim::write_kubeconfig_dir`] directory, e.g.
+    /// after [`ClusterHandle::rotate_token`] or [`KubeSim::add_cluster`]; returns its path.
+    pub fn write_kubeconfig_for(
+        &self,
+        dir: impl AsRef<Path>,
+        cluster: &str,
+    ) -> Result<PathBuf, Error> {
+        let handle = self
+            .cluster(cluster)
+            .ok_or_else(|| Error::NoSuchCluster(cluster.to_string()))?;
+        let path = kubeconfig::file_for(dir.as_ref(), cluster);
+        handle.write_kubeconfig(&path)?;
+        Ok(path)
+    }
+
+    /// Deletes one cluster's file from a [`KubeSim::write_kubeconfig_dir`] directory, e.g.
+    /// after [`KubeSim::remove_cluster`]; a file already gone is fine.
+    pub fn remove_kubeconfig_for(&self, dir: impl AsRef<Path>, cluster: &str) -> Result<(), Error> {
+        let path = kubeconfig::file_for(dir.as_ref(), cluster);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::WriteKubeconfig {
+                path: path.display().to_string(),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Stops accepting, closes every connection (watches included) and waits for that.

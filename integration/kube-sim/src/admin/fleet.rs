@@ -1,4 +1,5 @@
-//! `/_sim/clusters/{name}`: adding and removing clusters while running, rotating tokens.
+//! `/_sim/clusters/{name}`: adding and removing clusters while running, rotating tokens,
+//! and each one's own kubeconfig.
 
 use std::sync::Arc;
 
@@ -51,6 +52,17 @@ pub(super) async fn rotate_token(
             let token = crate::ClusterHandle(c).rotate_token();
             status::json_body(&json!({"token": token}))
         }
+        None => Error::not_found("", "clusters", &name).into_response(),
+    }
+}
+
+/// `GET …/kubeconfig`: the cluster's own kubeconfig, as `write_kubeconfig_dir` writes it.
+pub(super) async fn kubeconfig(
+    State(shared): State<Arc<Shared>>,
+    Path(name): Path<String>,
+) -> Response {
+    match shared.fleet.get(&name) {
+        Some(c) => crate::ClusterHandle(c).kubeconfig_yaml().into_response(),
         None => Error::not_found("", "clusters", &name).into_response(),
     }
 }
