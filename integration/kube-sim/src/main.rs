@@ -23,9 +23,23 @@ struct Args {
         env = "KUBE_SIM_CLUSTERS"
     )]
     clusters: Vec<String>,
+    /// Serve a fleet of this many clusters instead, named PREFIX plus a zero-padded number
+    /// (`--cluster-count 10000` gives c00001 … c10000).
+    #[arg(long, conflicts_with = "clusters")]
+    cluster_count: Option<usize>,
+    /// Name prefix for --cluster-count.
+    #[arg(long, default_value = "c", requires = "cluster_count")]
+    cluster_prefix: String,
+    /// Give each cluster its own random bearer token, required on every request except
+    /// /version and the health paths; the kubeconfigs written carry them.
+    #[arg(long, env = "KUBE_SIM_AUTH_TOKENS")]
+    auth_tokens: bool,
     /// Write a kubeconfig for all clusters to this path.
     #[arg(long, env = "KUBE_SIM_KUBECONFIG")]
     write_kubeconfig: Option<PathBuf>,
+    /// Write one kubeconfig per cluster into this directory, as DIR/NAME.yaml.
+    #[arg(long, env = "KUBE_SIM_KUBECONFIG_DIR")]
+    write_kubeconfig_dir: Option<PathBuf>,
     /// JSON file mapping cluster names to faults, e.g. {"prod": {"errors": [{"status": 503, "when": {"next": 2}}]}}.
     #[arg(long, env = "KUBE_SIM_FAULTS")]
     faults: Option<PathBuf>,
@@ -51,27 +65,60 @@ async fn main() -> anyhow::Result<()> {
         }
         None => BTreeMap::new(),
     };
+    let clusters = match args.cluster_count {
+        Some(n) => fleet_names(&args.cluster_prefix, n),
+        None => args.clusters,
+    };
     let options = SimOptions {
         listen: args.listen,
-        clusters: args.clusters,
+        clusters,
         faults,
         watch_history: args.watch_history,
+        auth_tokens: args.auth_tokens,
         ..SimOptions::default()
     };
     let sim = KubeSim::start(options).await?;
     println!("kube-sim listening on http://{}", sim.addr());
-    for name in sim.cluster_names() {
-        println!("  cluster {name}: {}", sim.server_url(&name));
+    let names = sim.cluster_names();
+    if names.len() <= LISTED {
+        for name in &names {
+            println!("  cluster {name}: {}", sim.server_url(name));
+        }
+    } else {
+        let (first, last) = (&names[0], &names[names.len() - 1]);
+        println!(
+            "  {} clusters, {first} … {last}: {}",
+            names.len(),
+            sim.server_url("NAME")
+        );
     }
-    println!("  admin: http://{}/_sim/clusters", sim.addr());
+    if args.auth_tokens {
+        println!("  bearer tokens: one per cluster, in the kubeconfigs written");
+    }
     if let Some(path) = &args.write_kubeconfig {
         sim.write_kubeconfig(path)?;
-        println!("kubeconfig written to {}", path.display());
+        println!("  kubeconfig written to {}", path.display());
     }
+    if let Some(dir) = &args.write_kubeconfig_dir {
+        sim.write_kubeconfig_dir(dir)?;
+        println!("  kubeconfigs written to {}/NAME.yaml", dir.display());
+    }
+    println!("  admin: http://{}/_sim/clusters", sim.addr());
     shutdown_signal().await?;
     println!("shutting down");
     sim.shutdown().await;
     Ok(())
+}
+
+/// Up to this many clusters are listed one by one at start.
+const LISTED: usize = 10;
+
+/// `prefix` plus 1…`count`, zero-padded to the width of `count`.
+fn fleet_names(prefix: &str, count: usize) -> Vec<String> {
+    let width = count.to_string().len();
+    (1..=count)
+        .map(|i| format!("{prefix}{i:0width$}"))
+        .collect()
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {
