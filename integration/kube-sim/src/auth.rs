@@ -93,8 +93,14 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// 32 random bytes from the thread's CSPRNG, as hex.
 fn random_token() -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes: [u8; 32] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut token = String::with_capacity(64);
+    for b in bytes {
+        token.push(char::from(HEX[usize::from(b >> 4)]));
+        token.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    token
 }
 
 /// Equality whose time depends only on the lengths (tokens all have the same length).

@@ -1,4 +1,4 @@
-//! A fleet of 10,000 clusters: starting it must be cheap, so that fleet-sized tests and
+//! A fleet of 10,000 clusters with tokens: starting it must be cheap, so that fleet-sized tests and
 //! benchmarks can run on a small machine. Timings are printed, never asserted; memory is
 //! asserted only against a bound far above what is expected.
 
@@ -22,6 +22,7 @@ async fn ten_thousand_clusters_start_cheaply() {
     let started = Instant::now();
     let sim = KubeSim::start(SimOptions {
         clusters: names,
+        auth_tokens: true,
         ..Default::default()
     })
     .await
@@ -39,6 +40,16 @@ async fn ten_thousand_clusters_start_cheaply() {
     if let Some(grown) = grown {
         assert!(grown < 256, "starting {FLEET} clusters took {grown} MiB");
     }
+
+    let dir = tempfile::tempdir().unwrap();
+    let written = Instant::now();
+    sim.write_kubeconfig_dir(dir.path())
+        .expect("kubeconfigs written");
+    println!(
+        "{FLEET} kubeconfig files written in {:?}",
+        written.elapsed()
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), FLEET);
 
     // What a cluster costs once something has used it (seed namespaces, kinds, no watch).
     let touched = Instant::now();
