@@ -1,11 +1,19 @@
-//! Cluster names, and the work-queue subject each cluster's operations are published on.
+//! Cluster and pool names, and the work-queue subject each cluster's operations are
+//! published on: `longshore.ops.<pool>.<cluster>`, so each pool's consumer filters its own
+//! subjects (`longshore.ops.<pool>.>`) and no two pools' filters overlap, as a work-queue
+//! stream requires. Before the registry, subjects were `longshore.ops.<cluster>`; those
+//! ([`legacy_subject`]) are still consumed, by the pool that served them, so an upgrade
+//! loses nothing queued.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The prefix of every operation subject: `longshore.ops.<cluster>`.
+/// The prefix of every operation subject: `longshore.ops.<pool>.<cluster>`.
 pub const SUBJECT_PREFIX: &str = "longshore.ops";
+
+/// The pool that serves clusters registered without one, and workers configured without one.
+pub const DEFAULT_POOL: &str = "workers";
 
 /// A cluster's name as pipelines, subjects and the worker's registry know it.
 ///
@@ -36,9 +44,82 @@ impl ClusterName {
         &self.0
     }
 
-    /// The subject this cluster's operations are published on.
-    pub fn subject(&self) -> String {
-        format!("{SUBJECT_PREFIX}.{}", self.0)
+    /// The subject of this cluster's operations when `pool` serves it.
+    pub fn subject(&self, pool: &PoolName) -> String {
+        format!("{SUBJECT_PREFIX}.{pool}.{}", self.0)
+    }
+}
+
+/// The subject operations for `cluster` were published on before pools were in subjects.
+pub fn legacy_subject(cluster: &ClusterName) -> String {
+    format!("{SUBJECT_PREFIX}.{cluster}")
+}
+
+/// The pool and cluster an operation subject names: `longshore.ops.<pool>.<cluster>`, or
+/// `longshore.ops.<cluster>` (legacy, no pool).
+pub fn parse_subject(subject: &str) -> Option<(Option<PoolName>, ClusterName)> {
+    let rest = subject.strip_prefix(SUBJECT_PREFIX)?.strip_prefix('.')?;
+    match rest.split_once('.') {
+        Some((pool, cluster)) => Some((
+            Some(PoolName::new(pool).ok()?),
+            ClusterName::new(cluster).ok()?,
+        )),
+        None => Some((None, ClusterName::new(rest).ok()?)),
+    }
+}
+
+/// A worker pool's name: a subject token and the name of its durable consumer, so a DNS
+/// label like cluster names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PoolName(String);
+
+impl PoolName {
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidClusterName> {
+        let name = name.into();
+        match dns_label_problem(&name) {
+            None => Ok(Self(name)),
+            Some(reason) => Err(InvalidClusterName { name, reason }),
+        }
+    }
+
+    /// The default pool, `workers`.
+    pub fn default_pool() -> Self {
+        Self(DEFAULT_POOL.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The filter of this pool's consumer: every cluster it serves.
+    pub fn filter(&self) -> String {
+        format!("{SUBJECT_PREFIX}.{}.>", self.0)
+    }
+}
+
+impl Default for PoolName {
+    fn default() -> Self {
+        Self::default_pool()
+    }
+}
+
+impl TryFrom<String> for PoolName {
+    type Error = InvalidClusterName;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::new(value)
+    }
+}
+
+impl From<PoolName> for String {
+    fn from(value: PoolName) -> Self {
+        value.0
+    }
+}
+
+impl fmt::Display for PoolName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -88,7 +169,17 @@ mod tests {
     #[test]
     fn accepts_dns_labels_and_builds_subjects() {
         let c = ClusterName::new("prod-eu-1").unwrap();
-        assert_eq!(c.subject(), "longshore.ops.prod-eu-1");
+        let pool = PoolName::new("edge").unwrap();
+        assert_eq!(c.subject(&pool), "longshore.ops.edge.prod-eu-1");
+        assert_eq!(legacy_subject(&c), "longshore.ops.prod-eu-1");
+        assert_eq!(pool.filter(), "longshore.ops.edge.>");
+        assert_eq!(
+            parse_subject("longshore.ops.edge.prod-eu-1"),
+            Some((Some(pool), c.clone()))
+        );
+        assert_eq!(parse_subject("longshore.ops.prod-eu-1"), Some((None, c)));
+        assert_eq!(parse_subject("longshore.dead.x.y"), None);
+        assert_eq!(parse_subject("longshore.ops.a.b.c"), None);
     }
 
     #[test]

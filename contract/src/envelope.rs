@@ -43,15 +43,23 @@ pub enum EnvelopeError {
 }
 
 impl Envelope {
-    /// The subject, headers and payload to publish. The operation id is the `Nats-Msg-Id`,
-    /// so JetStream drops a second publish of the same operation inside its dedup window.
-    pub fn to_message(&self) -> Result<(String, HeaderMap, Bytes), serde_json::Error> {
+    /// The subject (for `pool`, the one serving the cluster), headers and payload to
+    /// publish. The operation id is the `Nats-Msg-Id`, so JetStream drops a second publish
+    /// of the same operation inside its dedup window.
+    pub fn to_message(
+        &self,
+        pool: &crate::cluster::PoolName,
+    ) -> Result<(String, HeaderMap, Bytes), serde_json::Error> {
         let payload = serde_json::to_vec(self)?;
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, self.id.as_str());
         headers.insert("Content-Type", CONTENT_TYPE);
         headers.insert(SCHEMA_HEADER, SCHEMA_VERSION.to_string().as_str());
-        Ok((self.spec.cluster.subject(), headers, Bytes::from(payload)))
+        Ok((
+            self.spec.cluster.subject(pool),
+            headers,
+            Bytes::from(payload),
+        ))
     }
 
     /// Reads an envelope from a message, refusing schema versions this build does not know.
@@ -111,8 +119,9 @@ mod tests {
     #[test]
     fn round_trips_through_a_message() {
         let env = sample();
-        let (subject, headers, payload) = env.to_message().unwrap();
-        assert_eq!(subject, "longshore.ops.prod");
+        let pool = crate::cluster::PoolName::default_pool();
+        let (subject, headers, payload) = env.to_message(&pool).unwrap();
+        assert_eq!(subject, "longshore.ops.workers.prod");
         assert_eq!(
             headers
                 .get(async_nats::header::NATS_MESSAGE_ID)
@@ -128,7 +137,9 @@ mod tests {
 
     #[test]
     fn refuses_unknown_schema_versions() {
-        let (_, mut headers, payload) = sample().to_message().unwrap();
+        let (_, mut headers, payload) = sample()
+            .to_message(&crate::cluster::PoolName::default_pool())
+            .unwrap();
         headers.insert(SCHEMA_HEADER, "2");
         assert!(
             matches!(Envelope::from_message(Some(&headers), &payload), Err(EnvelopeError::Schema(v)) if v == "2")

@@ -18,7 +18,7 @@ pub const OPERATIONS_BUCKET: &str = "LONGSHORE_OPERATIONS";
 /// Per-object fences, keyed by a hash of the object's identity.
 pub const OBJECTS_BUCKET: &str = "LONGSHORE_OBJECTS";
 /// The default worker pool (durable consumer) name.
-pub const DEFAULT_POOL: &str = "workers";
+pub const DEFAULT_POOL: &str = crate::cluster::DEFAULT_POOL;
 
 /// Stream and bucket settings both binaries share (they must agree).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -121,7 +121,8 @@ impl Settings {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PoolConsumer {
     pub name: String,
-    /// Subjects this pool serves; empty means every cluster.
+    /// Subjects this pool serves: `longshore.ops.<pool>.>` and the legacy subjects it
+    /// served before pools were in subjects; empty means every subject.
     pub filter_subjects: Vec<String>,
     /// How long a delivered message may go unacknowledged before redelivery.
     pub ack_wait: Duration,
@@ -200,10 +201,14 @@ pub async fn ensure_bucket(
     js: &jetstream::Context,
     config: kv::Config,
 ) -> Result<kv::Store, ProvisionError> {
-    let name: &'static str = if config.bucket == OBJECTS_BUCKET {
-        OBJECTS_BUCKET
-    } else {
-        OPERATIONS_BUCKET
+    let name: &'static str = match config.bucket.as_str() {
+        OBJECTS_BUCKET => OBJECTS_BUCKET,
+        OPERATIONS_BUCKET => OPERATIONS_BUCKET,
+        crate::registry::CLUSTERS_BUCKET => crate::registry::CLUSTERS_BUCKET,
+        crate::registry::POOLS_BUCKET => crate::registry::POOLS_BUCKET,
+        crate::registry::MEMBERS_BUCKET => crate::registry::MEMBERS_BUCKET,
+        crate::registry::HEALTH_BUCKET => crate::registry::HEALTH_BUCKET,
+        _ => "a longshore bucket",
     };
     match js.get_key_value(config.bucket.clone()).await {
         Ok(store) => Ok(store),
@@ -221,18 +226,53 @@ pub async fn ensure_bucket(
     }
 }
 
-/// Opens the pool's durable consumer, creating it if missing.
+/// Opens the pool's durable consumer, creating it if missing, and bringing its filters and
+/// limits to `pool`'s if they differ (an upgrade from `longshore.ops.>`, a new
+/// `ack_wait`). Its position in the stream is kept: nothing queued is skipped.
 pub async fn ensure_consumer(
     stream: &stream::Stream,
     pool: &PoolConsumer,
 ) -> Result<consumer::Consumer<consumer::pull::Config>, ProvisionError> {
-    stream
+    let refused = |e: async_nats::Error| ProvisionError::Consumer {
+        name: pool.name.clone(),
+        source: e,
+    };
+    let mut existing: consumer::Consumer<consumer::pull::Config> = stream
         .get_or_create_consumer(&pool.name, pool.config())
         .await
-        .map_err(|e| ProvisionError::Consumer {
-            name: pool.name.clone(),
-            source: e.into(),
-        })
+        .map_err(|e| refused(e.into()))?;
+    let want = pool.config();
+    let have = existing
+        .info()
+        .await
+        .map_err(|e| refused(e.into()))?
+        .config
+        .clone();
+    let filters = |c: &consumer::Config| {
+        let mut f = c.filter_subjects.clone();
+        if !c.filter_subject.is_empty() {
+            f.push(c.filter_subject.clone());
+        }
+        f.sort();
+        f
+    };
+    let mut wanted_filters = want.filter_subjects.clone();
+    if !want.filter_subject.is_empty() {
+        wanted_filters.push(want.filter_subject.clone());
+    }
+    wanted_filters.sort();
+    let differs = filters(&have) != wanted_filters
+        || have.ack_wait != want.ack_wait
+        || have.max_deliver != want.max_deliver
+        || have.max_ack_pending != want.max_ack_pending;
+    if !differs {
+        return Ok(existing);
+    }
+    tracing::info!(consumer = %pool.name, from = ?filters(&have), to = ?wanted_filters, "updating the pool's consumer");
+    stream
+        .update_consumer(want)
+        .await
+        .map_err(|e| refused(e.into()))
 }
 
 #[cfg(test)]
@@ -277,7 +317,7 @@ mod tests {
             replicas: 1,
         };
         assert_eq!(pool.config().filter_subject, STREAM_SUBJECTS);
-        pool.filter_subjects = vec!["longshore.ops.a".into(), "longshore.ops.b".into()];
+        pool.filter_subjects = vec!["longshore.ops.p.>".into(), "longshore.ops.b".into()];
         let c = pool.config();
         assert!(c.filter_subject.is_empty());
         assert_eq!(c.filter_subjects.len(), 2);

@@ -12,6 +12,8 @@
 //! - [`envelope`]: the message published to the work queue and its NATS headers;
 //! - [`deadletter`]: how an operation that exhausted its deliveries is kept for retry;
 //! - [`record`]: the status record kept in the `LONGSHORE_OPERATIONS` bucket;
+//! - [`registry`]: the cluster registry (declared entries, pools, members, observed
+//!   health) and the live in-memory copy every replica follows it with;
 //! - [`jetstream`]: stream, consumer and bucket definitions, created idempotently at start;
 //! - [`store`]: the one typed compare-and-set store every KV user goes through;
 //! - [`nats`]: how both binaries connect to NATS (authentication and TLS included);
@@ -33,6 +35,7 @@ pub mod jetstream;
 pub mod labels;
 pub mod nats;
 pub mod record;
+pub mod registry;
 pub mod secret;
 pub mod settings;
 pub mod spec;
@@ -40,7 +43,7 @@ pub mod store;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 
-pub use cluster::ClusterName;
+pub use cluster::{ClusterName, PoolName};
 pub use envelope::Envelope;
 pub use id::{IdempotencyKey, OperationId};
 pub use record::{OperationRecord, State};

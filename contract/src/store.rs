@@ -27,7 +27,7 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{self, kv};
 use futures::{Stream, StreamExt};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -132,6 +132,8 @@ impl StoreError {
 pub struct Store<T> {
     kv: kv::Store,
     bucket: &'static str,
+    /// For writes with a per-key TTL, which the KV client does not offer.
+    js: Option<jetstream::Context>,
     _values: PhantomData<fn() -> T>,
 }
 
@@ -140,9 +142,20 @@ impl<T> Clone for Store<T> {
         Self {
             kv: self.kv.clone(),
             bucket: self.bucket,
+            js: self.js.clone(),
             _values: PhantomData,
         }
     }
+}
+
+/// What [`Store::seed`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seeded {
+    Created,
+    /// The key has a value: left as it is.
+    Exists,
+    /// The key was deleted: left deleted.
+    Removed,
 }
 
 /// A key as last read: its value (if a `Put`) and the revision of its last entry, which
@@ -150,6 +163,8 @@ impl<T> Clone for Store<T> {
 struct Slot<T> {
     value: Option<T>,
     revision: Option<u64>,
+    /// Its last entry is a deletion (not a purge, nor an expiry).
+    deleted: bool,
 }
 
 impl<T: Serialize + DeserializeOwned> Store<T> {
@@ -158,7 +173,64 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         Self {
             kv,
             bucket,
+            js: None,
             _values: PhantomData,
+        }
+    }
+
+    /// This store, able to write keys with their own TTL ([`Store::put_with_ttl`]); the
+    /// bucket must allow per-key TTLs (`limit_markers`).
+    pub fn with_ttl_writes(mut self, js: jetstream::Context) -> Self {
+        self.js = Some(js);
+        self
+    }
+
+    /// Writes `value` under `key`, whatever is there, to expire after `ttl` (whole seconds,
+    /// at least one) unless written again: heartbeats and observations.
+    pub async fn put_with_ttl(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+    ) -> Result<u64, StoreError> {
+        let Some(js) = &self.js else {
+            return Err(self.error(
+                StoreErrorKind::Unavailable,
+                key,
+                "this store was not given TTL writes",
+            ));
+        };
+        let mut subject = self.kv.put_prefix.clone().unwrap_or(self.kv.prefix.clone());
+        subject.push_str(key);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_TTL,
+            format!("{}s", ttl.as_secs().max(1)).as_str(),
+        );
+        let ack = js
+            .publish_with_headers(subject, headers, self.encode(key, value)?)
+            .await
+            .map_err(|e| self.error(StoreErrorKind::Unavailable, key, e.to_string()))?
+            .await
+            .map_err(|e| self.error(StoreErrorKind::Unavailable, key, e.to_string()))?;
+        Ok(ack.sequence)
+    }
+
+    /// Creates `key` only if it never had a value, or its value expired: a key deleted
+    /// on purpose stays deleted (seeding from configuration at start must not bring back
+    /// what was removed at runtime).
+    pub async fn seed(&self, key: &str, value: &T) -> Result<Seeded, StoreError> {
+        let slot = self.slot(key).await?;
+        if slot.value.is_some() {
+            return Ok(Seeded::Exists);
+        }
+        if slot.deleted {
+            return Ok(Seeded::Removed);
+        }
+        match self.create(key, value).await {
+            Ok(_) => Ok(Seeded::Created),
+            Err(e) if e.kind() == StoreErrorKind::AlreadyExists => Ok(Seeded::Exists),
+            Err(e) => Err(e),
         }
     }
 
@@ -217,6 +289,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         let mut known = known.map(|v| Slot {
             value: Some(v.value),
             revision: Some(v.revision),
+            deleted: false,
         });
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
@@ -308,14 +381,17 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             None => Slot {
                 value: None,
                 revision: None,
+                deleted: false,
             },
             Some(entry) if entry.operation == kv::Operation::Put => Slot {
                 value: Some(decode(self.bucket, key, &entry.value)?),
                 revision: Some(entry.revision),
+                deleted: false,
             },
             Some(entry) => Slot {
                 value: None,
                 revision: Some(entry.revision),
+                deleted: entry.operation == kv::Operation::Delete,
             },
         })
     }

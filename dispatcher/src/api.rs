@@ -15,6 +15,7 @@ use serde_json::json;
 
 use crate::{
     auth::Caller,
+    clusters,
     context::Context,
     deadletters,
     error::{Error, Result},
@@ -34,6 +35,14 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/operations/{id}/events", get(operation_events))
         .route("/v1/operations/{id}/retry", post(retry_operation))
         .route("/v1/dead-letters", get(list_dead_letters))
+        .route("/v1/clusters", get(clusters::list))
+        .route(
+            "/v1/clusters/{name}",
+            get(clusters::get)
+                .put(clusters::put)
+                .patch(clusters::patch)
+                .delete(clusters::remove),
+        )
         .route("/v1/hooks/{source}", post(hooks::receive))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

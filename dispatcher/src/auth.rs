@@ -193,6 +193,42 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// Whether the caller may see `cluster` in the registry.
+    pub fn may_read_cluster(&self, cluster: &str) -> bool {
+        self.policy
+            .as_ref()
+            .is_none_or(|p| p.allows_cluster(cluster))
+    }
+
+    /// Refuses (403) reading a cluster the caller's policy does not allow.
+    pub fn check_read_cluster(&self, cluster: &str) -> Result<()> {
+        if self.may_read_cluster(cluster) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden(format!(
+                "cluster {cluster:?} is not allowed for {}",
+                self.who
+            )))
+        }
+    }
+
+    /// Refuses (403) changing the registry entry of `cluster` unless the policy allows
+    /// managing clusters, and this one.
+    pub fn check_manage_cluster(&self, cluster: &str) -> Result<()> {
+        let Some(policy) = &self.policy else {
+            return Ok(());
+        };
+        if !policy.manage_clusters {
+            return Err(Error::Forbidden(format!(
+                "{} may not manage clusters (policy.manage_clusters)",
+                self.who
+            )));
+        }
+        self.check_read_cluster(cluster)
+    }
+}
+
 impl FromRequestParts<Arc<Context>> for Caller {
     type Rejection = Error;
 

@@ -5,7 +5,8 @@ use std::{collections::BTreeSet, time::Duration};
 
 use async_nats::{connection::State as ConnState, jetstream};
 use longshore_contract::{
-    ClusterName, OperationRecord, backoff::Backoff, jetstream as js_defs, store::Store,
+    ClusterName, OperationRecord, backoff::Backoff, jetstream as js_defs, registry::fleet::Fleet,
+    store::Store,
 };
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +22,8 @@ const PROVISION_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Dura
 
 pub struct Context {
     pub config: Config,
-    pub clusters: BTreeSet<ClusterName>,
+    /// The clusters of the configuration's `clusters` list, registered at start if missing.
+    pub seed: BTreeSet<ClusterName>,
     /// Tokens, webhook secrets, policies and rate limits.
     pub auth: Auth,
     pub nats: async_nats::Client,
@@ -30,25 +32,39 @@ pub struct Context {
     pub metrics: crate::metrics::Metrics,
     /// The status records, set once the stream and buckets exist.
     operations: OnceCell<Store<OperationRecord>>,
+    /// The cluster registry, followed live, once its buckets exist.
+    fleet: OnceCell<Fleet>,
 }
 
 impl Context {
     pub fn new(
         config: Config,
-        clusters: BTreeSet<ClusterName>,
+        seed: BTreeSet<ClusterName>,
         auth: Auth,
         nats: async_nats::Client,
         js: jetstream::Context,
     ) -> Self {
         Self {
             config,
-            clusters,
+            seed,
             auth,
             nats,
             js,
             metrics: crate::metrics::Metrics::default(),
             operations: OnceCell::new(),
+            fleet: OnceCell::new(),
         }
+    }
+
+    /// The cluster registry, or 503 until it is read in full (or while NATS is away).
+    pub fn fleet(&self) -> Result<&Fleet> {
+        if self.nats.connection_state() != ConnState::Connected {
+            return Err(Error::Unavailable("not connected to NATS".into()));
+        }
+        self.fleet
+            .get()
+            .filter(|f| f.is_loaded())
+            .ok_or_else(|| Error::Unavailable("the cluster registry is not loaded yet".into()))
     }
 
     /// The status bucket, or 503 while NATS is unreachable or not yet provisioned. Checking
@@ -65,6 +81,7 @@ impl Context {
     /// Ready when connected, provisioned, and the work-queue stream answers.
     pub async fn readiness(&self) -> Result<()> {
         self.operations()?;
+        self.fleet()?;
         tokio::time::timeout(Duration::from_secs(2), self.js.get_stream(js_defs::STREAM))
             .await
             .map_err(|_| Error::Unavailable("work-queue stream did not answer within 2s".into()))?
@@ -82,13 +99,18 @@ impl Context {
                 js_defs::ensure_stream(&self.js, settings.stream()).await?;
                 js_defs::ensure_stream(&self.js, settings.dead_letter_stream()).await?;
                 js_defs::ensure_bucket(&self.js, settings.objects_bucket()).await?;
-                js_defs::ensure_bucket(&self.js, settings.operations_bucket()).await
+                let fleet = Fleet::open(&self.js, settings, &stop).await?;
+                let operations =
+                    js_defs::ensure_bucket(&self.js, settings.operations_bucket()).await?;
+                Ok::<_, js_defs::ProvisionError>((operations, fleet))
             };
             match attempt.await {
-                Ok(kv) => {
+                Ok((kv, fleet)) => {
                     let _ = self
                         .operations
                         .set(Store::new(kv, js_defs::OPERATIONS_BUCKET));
+                    crate::fleet::seed(&fleet, &self.seed).await;
+                    let _ = self.fleet.set(fleet);
                     tracing::info!("JetStream stream and buckets ready");
                     return;
                 }

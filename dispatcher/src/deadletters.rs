@@ -67,6 +67,11 @@ pub async fn retry(ctx: &Context, id: &OperationId) -> Result<OperationRecord> {
     only_dead_lettered(id, &current.value)?;
     let cluster = ClusterName::new(current.value.cluster.clone())
         .map_err(|e| Error::Unavailable(format!("record of {id} names an invalid cluster: {e}")))?;
+    let pool = crate::fleet::route(ctx, &cluster).map_err(|_| {
+        Error::Conflict(format!(
+            "operation {id} is for cluster {cluster}, which is no longer registered; register it again to retry"
+        ))
+    })?;
     let stream = dead_letter_stream(&ctx.js).await?;
     let letter = match stream
         .direct_get_last_for_subject(deadletter::subject(&cluster, id))
@@ -106,9 +111,8 @@ pub async fn retry(ctx: &Context, id: &OperationId) -> Result<OperationRecord> {
         envelope::SCHEMA_HEADER,
         envelope::SCHEMA_VERSION.to_string().as_str(),
     );
-    if let Err(e) =
-        submit::publish_message(ctx, id, cluster.subject(), headers, letter.payload).await
-    {
+    let subject = cluster.subject(&pool);
+    if let Err(e) = submit::publish_message(ctx, id, subject, headers, letter.payload).await {
         // Put the record back so the dead letter stays retryable, unless it moved on.
         let restored = store
             .modify(id.as_str(), Some(queued.clone()), |record| match record {

@@ -107,7 +107,7 @@ pub async fn accept(
         KeySource::Client { header } => header,
         KeySource::Signed { .. } => None,
     };
-    let submission = request::parse(body, header, &ctx.clusters)?;
+    let submission = request::parse(body, header, ctx.fleet()?)?;
     caller.check(&submission.spec)?;
     let key = match submission.key.or_else(|| {
         submission

@@ -15,10 +15,12 @@
 
 pub mod api;
 pub mod auth;
+pub mod clusters;
 pub mod config;
 pub mod context;
 pub mod deadletters;
 pub mod error;
+pub mod fleet;
 pub mod hooks;
 pub mod intake;
 pub mod metrics;
@@ -65,7 +67,7 @@ pub async fn run_checked(
 ) -> Result<(), RunError> {
     let config::Checked {
         config,
-        clusters,
+        clusters: seed,
         auth,
         tls,
     } = checked;
@@ -76,7 +78,7 @@ pub async fn run_checked(
     }
     let (nats, js) = config.nats.connect("longshore-dispatcher").await?;
     let grace = config.http.drain_grace;
-    let ctx = Arc::new(context::Context::new(config, clusters, auth, nats, js));
+    let ctx = Arc::new(context::Context::new(config, seed, auth, nats, js));
 
     let stop = CancellationToken::new();
     let provisioning = tokio::spawn({

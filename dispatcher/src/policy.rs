@@ -14,12 +14,16 @@ use crate::error::{Error, Result};
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyConfig {
+    /// Clusters the caller may operate on, and read in the registry.
     pub clusters: Vec<String>,
     /// Namespaces objects may be in. When set, cluster-scoped objects and objects without
     /// `metadata.namespace` are refused, except `Namespace` objects whose name matches.
     pub namespaces: Vec<String>,
     pub kinds: Vec<String>,
     pub actions: Vec<Action>,
+    /// May register, relabel, move and remove clusters (those its `clusters` allow) in the
+    /// registry. Off by default: an ordinary pipeline token only reads them.
+    pub manage_clusters: bool,
 }
 
 impl PolicyConfig {
@@ -104,6 +108,13 @@ impl PolicyConfig {
     }
 }
 
+impl PolicyConfig {
+    /// Whether the policy lets its holder see `cluster` in the registry.
+    pub fn allows_cluster(&self, cluster: &str) -> bool {
+        allows(&self.clusters, cluster)
+    }
+}
+
 fn allows(globs: &[String], value: &str) -> bool {
     globs.is_empty()
         || globs
@@ -149,6 +160,7 @@ mod tests {
             namespaces: vec!["team-a-*".into()],
             kinds: vec!["ConfigMap".into(), "Deployment".into(), "Namespace".into()],
             actions: vec![Action::Apply],
+            ..Default::default()
         }
     }
 

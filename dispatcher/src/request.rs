@@ -46,16 +46,30 @@ pub struct Submission {
     pub key: Option<IdempotencyKey>,
 }
 
+/// The clusters a submission may name.
+pub trait Clusters {
+    fn knows(&self, cluster: &ClusterName) -> bool;
+    /// Which ones there are, for the error naming an unknown one.
+    fn describe(&self) -> String;
+}
+
+impl Clusters for BTreeSet<ClusterName> {
+    fn knows(&self, cluster: &ClusterName) -> bool {
+        self.contains(cluster)
+    }
+
+    fn describe(&self) -> String {
+        let names: Vec<&str> = self.iter().map(ClusterName::as_str).collect();
+        format!("known clusters: {}", names.join(", "))
+    }
+}
+
 /// Parses and validates a submission body against the known clusters.
 ///
 /// Each top-level field is read on its own, so a problem is reported under the field it is
 /// in (`replicas`, `options.dryRun`, `targets[0].kind`), a missing field under its own
 /// name, and every field's problem at once rather than the first.
-pub fn parse(
-    body: &[u8],
-    header_key: Option<&str>,
-    clusters: &BTreeSet<ClusterName>,
-) -> Result<Submission> {
+pub fn parse(body: &[u8], header_key: Option<&str>, clusters: &dyn Clusters) -> Result<Submission> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| Error::MalformedJson(e.to_string()))?;
     let Value::Object(mut obj) = value else {
@@ -158,21 +172,16 @@ impl Fields {
         }
     }
 
-    fn known_cluster(
-        &mut self,
-        name: ClusterName,
-        clusters: &BTreeSet<ClusterName>,
-    ) -> Option<ClusterName> {
-        if clusters.contains(&name) {
+    fn known_cluster(&mut self, name: ClusterName, clusters: &dyn Clusters) -> Option<ClusterName> {
+        if clusters.knows(&name) {
             return Some(name);
         }
-        let list: Vec<&str> = clusters.iter().map(ClusterName::as_str).collect();
         self.errors.push(FieldError::new(
             "cluster",
             format!(
-                "unknown cluster {:?}; known clusters: {}",
+                "unknown cluster {:?}; {}",
                 name.as_str(),
-                list.join(", ")
+                clusters.describe()
             ),
         ));
         None
@@ -181,28 +190,47 @@ impl Fields {
 
 /// A deserialisation problem inside field `name`, at the path it happened: `options.dryRun`
 /// for a type error, `patch.body` for a missing field (serde names it only in the message).
-fn located(name: &str, e: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
-    let mut field = name.to_owned();
+pub(crate) fn located(name: &str, e: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
+    let join = |base: &str, rest: &str| match (base.is_empty(), rest.starts_with('[')) {
+        (true, _) => rest.to_owned(),
+        (false, true) => format!("{base}{rest}"),
+        (false, false) => format!("{base}.{rest}"),
+    };
     let path = e.path().to_string();
-    if path != "." {
-        if !path.starts_with('[') {
-            field.push('.');
-        }
-        field.push_str(&path);
-    }
+    let field = if path == "." {
+        name.to_owned()
+    } else {
+        join(name, &path)
+    };
     let reason = e.inner().to_string();
     // serde_json appends " at line 1 column 5": meaningless for a value inside the body.
     let reason = match reason.rfind(" at line ") {
         Some(at) => reason[..at].to_owned(),
         None => reason,
     };
-    match reason
-        .strip_prefix("missing field `")
-        .and_then(|r| r.strip_suffix('`'))
-    {
-        Some(missing) => FieldError::new(format!("{field}.{missing}"), "is required"),
-        None => FieldError::new(field, reason),
+    let quoted = |prefix: &str| {
+        reason
+            .strip_prefix(prefix)
+            .and_then(|r| r.split_once('`'))
+            .map(|(name, _)| name.to_owned())
+    };
+    if let Some(missing) = quoted("missing field `") {
+        return FieldError::new(join(&field, &missing), "is required");
     }
+    if let Some(unknown) = quoted("unknown field `") {
+        return FieldError::new(join(&field, &unknown), reason.clone());
+    }
+    FieldError::new(field, reason)
+}
+
+/// A JSON object body of type `T`, or 400 naming the field at fault.
+pub(crate) fn read_object<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| Error::MalformedJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(Error::field("", "the body must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| Error::Invalid(vec![located("", &e)]))
 }
 
 /// Refuses names no Kubernetes object can have, whatever its kind: a name must be a path

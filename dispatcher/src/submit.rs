@@ -131,8 +131,10 @@ async fn replay(ctx: &Context, envelope: &Envelope, existing: OperationRecord) -
 /// Publishes the envelope, retrying with the same `Nats-Msg-Id` on errors a stream leader
 /// election or a brief disconnect produce. async-nats does not retry these itself.
 async fn publish(ctx: &Context, envelope: &Envelope) -> Result<jetstream::publish::PublishAck> {
+    // To the pool that serves the cluster now (a replay after a move goes to the new one).
+    let pool = crate::fleet::route(ctx, &envelope.spec.cluster)?;
     let (subject, headers, payload) = envelope
-        .to_message()
+        .to_message(&pool)
         .map_err(|e| Error::Unavailable(format!("encoding the envelope: {e}")))?;
     publish_message(ctx, &envelope.id, subject, headers, payload).await
 }

@@ -166,18 +166,18 @@ async fn one_trace_follows_an_operation_from_the_request_to_the_kubernetes_calls
     );
 
     let producer = find(&spans, "longshore-dispatcher", PRODUCER).unwrap();
-    assert_eq!(producer.name, "send longshore.ops.prod");
+    assert_eq!(producer.name, "send longshore.ops.workers.prod");
     assert_eq!(producer.parent_span_id, server.span_id);
     assert_eq!(producer.attr("messaging.system"), Some("nats"));
     assert_eq!(
         producer.attr("messaging.destination.name"),
-        Some("longshore.ops.prod")
+        Some("longshore.ops.workers.prod")
     );
     assert_eq!(producer.attr("messaging.message.id"), Some(id.as_str()));
     assert_eq!(producer.attr("messaging.operation.type"), Some("send"));
 
     let consumer = find(&spans, "longshore-worker", CONSUMER).unwrap();
-    assert_eq!(consumer.name, "process longshore.ops.prod");
+    assert_eq!(consumer.name, "process longshore.ops.workers.prod");
     assert_eq!(
         consumer.parent_span_id, producer.span_id,
         "the worker continues the dispatcher's trace through the NATS headers"
@@ -228,7 +228,7 @@ async fn one_trace_follows_an_operation_from_the_request_to_the_kubernetes_calls
     }
     let ack = spans
         .iter()
-        .find(|s| s.trace_id == caller_trace && s.name == "ack longshore.ops.prod")
+        .find(|s| s.trace_id == caller_trace && s.name == "ack longshore.ops.workers.prod")
         .unwrap();
     assert_eq!(ack.parent_span_id, consumer.span_id);
     assert!(

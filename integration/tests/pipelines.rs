@@ -39,6 +39,7 @@ async fn secured(nats: &NatsServer, dir: &tempfile::TempDir) -> Dispatcher {
                 namespaces: vec!["team-a-*".into()],
                 kinds: vec!["ConfigMap".into()],
                 actions: vec![longshore_contract::Action::Apply],
+                ..Default::default()
             },
             rate_limit: RateLimitConfig {
                 per_second: 1.0 / 60.0,

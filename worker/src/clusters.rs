@@ -1,128 +1,334 @@
-//! The cluster registry: a Kubernetes client per named cluster, and per cluster a cache of
-//! discovered kinds so any kind the cluster serves (custom resources included) can be used.
+//! The pool's credentials, and a client per cluster built from them.
 //!
-//! A worker may serve thousands of clusters, most of them idle at any moment. Each
-//! cluster's configuration is read and checked at start (so a broken one stops the worker
-//! with its name), but its client (connection pool, TLS set-up) is built on first use: a
-//! fleet costs little memory and starts in well under a second.
+//! Which clusters exist, and which credentials reference each uses, is the registry's
+//! (`longshore_contract::registry`). What this worker has is credentials: the contexts of
+//! the kubeconfig files in `clusters.kubeconfig_dir` (watched: [`Clusters::reload`]), of
+//! `clusters.kubeconfig`, and its in-cluster identity. Nothing of a credential is logged or
+//! announced but its reference (`kubeconfig:<context>`).
+//!
+//! A cluster's client (connection pool, TLS, its cache of discovered kinds) is built on
+//! first use, rebuilt when the cluster's credentials reference or the credential behind it
+//! changes (a rotated token is used from the next request on), and dropped after
+//! `clusters.idle_timeout` without use, so memory stays bounded however many clusters a
+//! worker has touched.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, ApiCapabilities, ApiResource};
-use tokio::sync::RwLock;
+use longshore_contract::registry::{ClusterEntry, Credentials as Reference};
+use longshore_contract::spec::ObjectRef;
+use sha2::{Digest, Sha256};
 
 use crate::config::ClustersConfig;
 use crate::error::{Error, OpError, Result, Verb};
-use longshore_contract::cluster::dns_label_problem;
-use longshore_contract::spec::ObjectRef;
 
 /// A resolved kind: where its objects live and what they support.
 pub type Kind = (ApiResource, ApiCapabilities);
 
-/// The clusters a worker can act on, by name.
+/// One credential: a client configuration, and a digest of what it was built from (so a
+/// change is noticed without comparing secrets).
+#[derive(Clone)]
+struct Credential {
+    config: kube::Config,
+    digest: [u8; 32],
+}
+
+/// Every credential this worker has, by reference.
 #[derive(Clone, Default)]
-pub struct Registry {
-    clusters: HashMap<String, Arc<Cluster>>,
+struct CredentialSet {
+    by_reference: BTreeMap<String, Credential>,
+}
+
+/// The clients of the clusters this worker has used, and the credentials they come from.
+pub struct Clusters {
+    config: ClustersConfig,
+    credentials: RwLock<Arc<CredentialSet>>,
+    /// What `kubeconfig_dir` held when last read: (file, length, modification time).
+    dir_seen: Mutex<Vec<(PathBuf, u64, std::time::SystemTime)>>,
+    clients: Mutex<HashMap<String, Arc<Cluster>>>,
+    metrics: Arc<crate::metrics::Metrics>,
+    request_timeout: Duration,
+    started: Instant,
 }
 
 /// One cluster: its client and what has been discovered about it.
 pub struct Cluster {
     pub name: String,
+    reference: String,
+    digest: [u8; 32],
     config: kube::Config,
     client: std::sync::OnceLock<kube::Client>,
     /// Per-cluster API metrics, recorded by the client's [`crate::api_calls`] layer.
     metrics: Arc<crate::metrics::Metrics>,
     request_timeout: Duration,
-    kinds: RwLock<HashMap<(String, String), Kind>>,
+    kinds: tokio::sync::RwLock<HashMap<(String, String), Kind>>,
+    /// Seconds since the registry started when it was last handed out.
+    last_used: AtomicU64,
 }
 
-impl Registry {
-    /// Builds a client for each configured cluster. Fails (naming the cluster) if one
-    /// cannot be built: a worker that silently lacks a cluster would fail its operations.
+impl Clusters {
+    /// Reads every configured credential. Fails (naming the file or context) if the
+    /// kubeconfig file or the in-cluster identity cannot be read: a worker that silently
+    /// lacks credentials would fail its operations. A bad file in `kubeconfig_dir` is only
+    /// logged: the directory changes at runtime, and one bad file must not stop the rest.
     pub async fn load(
         config: &ClustersConfig,
         request_timeout: Duration,
         metrics: &Arc<crate::metrics::Metrics>,
     ) -> Result<Self> {
-        let mut registry = Self::default();
-        if let Some(path) = &config.kubeconfig {
+        let clusters = Self {
+            config: config.clone(),
+            credentials: RwLock::default(),
+            dir_seen: Mutex::default(),
+            clients: Mutex::default(),
+            metrics: metrics.clone(),
+            request_timeout,
+            started: Instant::now(),
+        };
+        let set = clusters.read_all().await?;
+        *clusters
+            .credentials
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        Ok(clusters)
+    }
+
+    /// Reads `kubeconfig_dir` again if anything in it changed; whether the credentials
+    /// changed. Clients whose credential changed or went away are dropped (rebuilt on next
+    /// use), the others kept.
+    pub async fn reload(&self) -> bool {
+        if self.config.kubeconfig_dir.is_none() || !self.dir_changed() {
+            return false;
+        }
+        let set = match self.read_all().await {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::warn!(error = %e, "credentials not reloaded");
+                return false;
+            }
+        };
+        let old = self.credentials();
+        let changed = old.by_reference.len() != set.by_reference.len()
+            || old
+                .by_reference
+                .iter()
+                .zip(&set.by_reference)
+                .any(|((ka, a), (kb, b))| ka != kb || a.digest != b.digest);
+        if changed {
+            tracing::info!(credentials = set.by_reference.len(), "credentials reloaded");
+            *self.credentials.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+            let current = self.credentials();
+            self.clients
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|_, c| {
+                    current
+                        .by_reference
+                        .get(&c.reference)
+                        .is_some_and(|cred| cred.digest == c.digest)
+                });
+        }
+        changed
+    }
+
+    /// The references of every credential this worker has, sorted (what the pool
+    /// announces, so registrations can be checked against it).
+    pub fn references(&self) -> Vec<String> {
+        self.credentials().by_reference.keys().cloned().collect()
+    }
+
+    /// The clusters the configuration names the old way (the contexts of
+    /// `clusters.kubeconfig`, `clusters.in_cluster`), to register if the registry lacks
+    /// them.
+    pub fn seeds(&self) -> Vec<(String, Reference)> {
+        let mut out: Vec<(String, Reference)> = self
+            .credentials()
+            .by_reference
+            .keys()
+            .filter_map(|r| r.strip_prefix("kubeconfig:"))
+            .filter(|context| {
+                self.config.kubeconfig.is_some() && self.is_configured_context(context)
+            })
+            .map(|context| {
+                (
+                    context.to_owned(),
+                    Reference::Kubeconfig {
+                        context: context.to_owned(),
+                    },
+                )
+            })
+            .collect();
+        if let Some(name) = &self.config.in_cluster {
+            out.push((name.clone(), Reference::InCluster));
+        }
+        out
+    }
+
+    /// The client for `entry`, built from its credentials reference if this worker has it.
+    pub fn get(&self, entry: &ClusterEntry) -> std::result::Result<Arc<Cluster>, OpError> {
+        let reference = entry.credentials.reference();
+        let now = self.started.elapsed().as_secs();
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(cluster) = clients.get(entry.name.as_str())
+            && cluster.reference == reference
+        {
+            cluster.last_used.store(now, Ordering::Relaxed);
+            return Ok(cluster.clone());
+        }
+        let credentials = self.credentials();
+        let Some(credential) = credentials.by_reference.get(&reference) else {
+            return Err(OpError::NoCredentials {
+                cluster: entry.name.to_string(),
+                reference,
+            });
+        };
+        let cluster = Arc::new(Cluster::new(
+            entry.name.as_str(),
+            reference,
+            credential,
+            self.metrics.clone(),
+            self.request_timeout,
+            now,
+        ));
+        clients.insert(entry.name.to_string(), cluster.clone());
+        Ok(cluster)
+    }
+
+    /// Drops the clients unused for `clusters.idle_timeout`; how many are left.
+    pub fn drop_idle(&self) -> usize {
+        let now = self.started.elapsed().as_secs();
+        let idle = self.config.idle_timeout.as_secs();
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients.retain(|_, c| now.saturating_sub(c.last_used.load(Ordering::Relaxed)) < idle);
+        clients.len()
+    }
+
+    fn credentials(&self) -> Arc<CredentialSet> {
+        self.credentials
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn is_configured_context(&self, context: &str) -> bool {
+        self.config.contexts.is_empty() || self.config.contexts.iter().any(|c| c == context)
+    }
+
+    async fn read_all(&self) -> Result<CredentialSet> {
+        let mut set = CredentialSet::default();
+        if let Some(dir) = &self.config.kubeconfig_dir {
+            for file in self.dir_files(dir) {
+                match Kubeconfig::read_from(&file) {
+                    Ok(kubeconfig) => add_contexts(&mut set, &kubeconfig, None, &file).await,
+                    Err(e) => {
+                        tracing::warn!(file = %file.display(), error = %e, "not a kubeconfig; skipping it")
+                    }
+                }
+            }
+        }
+        if let Some(path) = &self.config.kubeconfig {
             let file = Kubeconfig::read_from(path)
                 .map_err(|e| Error::Clusters(format!("{}: {e}", path.display())))?;
-            let contexts: Vec<String> = if config.contexts.is_empty() {
-                file.contexts.iter().map(|c| c.name.clone()).collect()
-            } else {
-                config.contexts.clone()
-            };
-            for context in contexts {
-                if let Some(reason) = dns_label_problem(&context) {
+            for context in &self.config.contexts {
+                if !file.contexts.iter().any(|c| &c.name == context) {
                     return Err(Error::Clusters(format!(
-                        "context {context:?} in {} cannot name a cluster: {reason}",
+                        "context {context} is not in {}",
                         path.display()
                     )));
                 }
-                let options = KubeConfigOptions {
-                    context: Some(context.clone()),
-                    ..Default::default()
-                };
-                // Only this context's entries: cloning the whole file per context would make
-                // loading a fleet quadratic.
-                let kube_config =
-                    kube::Config::from_custom_kubeconfig(only_context(&file, &context), &options)
-                        .await
-                        .map_err(|e| Error::Clusters(format!("context {context}: {e}")))?;
-                registry.insert(&context, kube_config, request_timeout, metrics)?;
+            }
+            let only = (!self.config.contexts.is_empty()).then_some(&self.config.contexts[..]);
+            add_contexts(&mut set, &file, only, path).await;
+        }
+        if let Some(name) = &self.config.in_cluster {
+            let config = kube::Config::incluster()
+                .map_err(|e| Error::Clusters(format!("in-cluster config for {name}: {e}")))?;
+            let digest = Sha256::digest(config.cluster_url.to_string().as_bytes()).into();
+            set.by_reference.insert(
+                Reference::InCluster.reference(),
+                Credential { config, digest },
+            );
+        }
+        Ok(set)
+    }
+
+    /// The kubeconfig files of `dir` (not hidden ones: a Secret volume keeps its versions
+    /// in `..data` directories), sorted, and notes what they were.
+    fn dir_files(&self, dir: &Path) -> Vec<PathBuf> {
+        let listed = list(dir);
+        *self.dir_seen.lock().unwrap_or_else(|e| e.into_inner()) = listed.clone();
+        listed.into_iter().map(|(p, _, _)| p).collect()
+    }
+
+    fn dir_changed(&self) -> bool {
+        let Some(dir) = &self.config.kubeconfig_dir else {
+            return false;
+        };
+        *self.dir_seen.lock().unwrap_or_else(|e| e.into_inner()) != list(dir)
+    }
+}
+
+fn list(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| {
+            // Follows symbolic links, as a Secret volume's files are.
+            let meta = std::fs::metadata(e.path()).ok()?;
+            let modified = meta.modified().ok()?;
+            meta.is_file().then(|| (e.path(), meta.len(), modified))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Adds the contexts of `file` (only those named in `only`, if given) to `set`. A context
+/// that is not a DNS label, or that cannot be turned into a client configuration, is
+/// skipped with a warning naming it; the first file to define a context wins.
+async fn add_contexts(
+    set: &mut CredentialSet,
+    file: &Kubeconfig,
+    only: Option<&[String]>,
+    path: &Path,
+) {
+    for context in &file.contexts {
+        let name = &context.name;
+        if only.is_some_and(|only| !only.contains(name)) {
+            continue;
+        }
+        let reference = Reference::Kubeconfig {
+            context: name.clone(),
+        }
+        .reference();
+        if set.by_reference.contains_key(&reference) {
+            tracing::warn!(context = %name, file = %path.display(), "context defined twice; keeping the first");
+            continue;
+        }
+        let part = only_context(file, name);
+        let digest = Sha256::digest(serde_json::to_vec(&part).unwrap_or_default()).into();
+        let options = KubeConfigOptions {
+            context: Some(name.clone()),
+            ..Default::default()
+        };
+        match kube::Config::from_custom_kubeconfig(part, &options).await {
+            Ok(config) => {
+                set.by_reference
+                    .insert(reference, Credential { config, digest });
+            }
+            Err(e) => {
+                tracing::warn!(context = %name, file = %path.display(), error = %e, "unusable context; skipping it")
             }
         }
-        if let Some(name) = &config.in_cluster {
-            let kube_config = kube::Config::incluster()
-                .map_err(|e| Error::Clusters(format!("in-cluster config for {name}: {e}")))?;
-            registry.insert(name, kube_config, request_timeout, metrics)?;
-        }
-        Ok(registry)
-    }
-
-    fn insert(
-        &mut self,
-        name: &str,
-        mut config: kube::Config,
-        request_timeout: Duration,
-        metrics: &Arc<crate::metrics::Metrics>,
-    ) -> Result<()> {
-        // Retries belong to the work queue (see `policy`): kube's own retry layer would hold
-        // a worker slot for minutes on a throttled cluster, invisible to `max_deliver`.
-        config.default_retry = false;
-        config.connect_timeout = Some(request_timeout);
-        config.read_timeout = Some(request_timeout);
-        config.write_timeout = Some(request_timeout);
-        // Count the read timeout from each request, not from when a pooled connection
-        // went idle.
-        config.reset_reader_on_write = true;
-        self.clusters.insert(
-            name.to_owned(),
-            Arc::new(Cluster {
-                name: name.to_owned(),
-                config,
-                client: std::sync::OnceLock::new(),
-                metrics: metrics.clone(),
-                request_timeout,
-                kinds: RwLock::default(),
-            }),
-        );
-        Ok(())
-    }
-
-    pub fn get(&self, name: &str) -> Option<Arc<Cluster>> {
-        self.clusters.get(name).cloned()
-    }
-
-    pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.clusters.keys().map(String::as_str).collect();
-        names.sort_unstable();
-        names
     }
 }
 
@@ -155,8 +361,39 @@ fn only_context(file: &Kubeconfig, context: &str) -> Kubeconfig {
 }
 
 impl Cluster {
+    fn new(
+        name: &str,
+        reference: String,
+        credential: &Credential,
+        metrics: Arc<crate::metrics::Metrics>,
+        request_timeout: Duration,
+        now: u64,
+    ) -> Self {
+        let mut config = credential.config.clone();
+        // Retries belong to the work queue (see `policy`): kube's own retry layer would hold
+        // a worker slot for minutes on a throttled cluster, invisible to `max_deliver`.
+        config.default_retry = false;
+        config.connect_timeout = Some(request_timeout);
+        config.read_timeout = Some(request_timeout);
+        config.write_timeout = Some(request_timeout);
+        // Count the read timeout from each request, not from when a pooled connection
+        // went idle.
+        config.reset_reader_on_write = true;
+        Self {
+            name: name.to_owned(),
+            reference,
+            digest: credential.digest,
+            config,
+            client: std::sync::OnceLock::new(),
+            metrics,
+            request_timeout,
+            kinds: tokio::sync::RwLock::default(),
+            last_used: AtomicU64::new(now),
+        }
+    }
+
     /// The cluster's client, built on first use.
-    pub fn client(&self) -> Result<kube::Client, OpError> {
+    pub fn client(&self) -> std::result::Result<kube::Client, OpError> {
         if let Some(client) = self.client.get() {
             return Ok(client.clone());
         }
@@ -180,7 +417,7 @@ impl Cluster {
         verb: Verb,
         object: &ObjectRef,
         fut: impl Future<Output = kube::Result<T>>,
-    ) -> Result<T, OpError> {
+    ) -> std::result::Result<T, OpError> {
         match tokio::time::timeout(self.request_timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(source)) => Err(OpError::Kube {
@@ -199,7 +436,7 @@ impl Cluster {
     /// Resolves an object's kind, from the cache or by asking the cluster. Only successes
     /// are cached, so a kind the cluster did not serve a moment ago (a CRD created earlier
     /// in the same operation) is looked up again.
-    pub async fn resolve(&self, object: &ObjectRef) -> Result<Kind, OpError> {
+    pub async fn resolve(&self, object: &ObjectRef) -> std::result::Result<Kind, OpError> {
         let key = (object.api_version.clone(), object.kind.clone());
         if let Some(kind) = self.kinds.read().await.get(&key) {
             return Ok(kind.clone());
@@ -243,5 +480,19 @@ impl Cluster {
     pub async fn forget(&self, object: &ObjectRef) {
         let key = (object.api_version.clone(), object.kind.clone());
         self.kinds.write().await.remove(&key);
+    }
+
+    /// The API server's version, as a probe reads it (`/version`).
+    pub async fn version(&self) -> std::result::Result<String, OpError> {
+        let object = ObjectRef {
+            api_version: "v1".into(),
+            kind: "Version".into(),
+            namespace: None,
+            name: self.name.clone(),
+        };
+        let info = self
+            .call(Verb::Get, &object, self.client()?.apiserver_version())
+            .await?;
+        Ok(info.git_version)
     }
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use longshore_contract::cluster::dns_label_problem;
+use longshore_contract::cluster::{PoolName, dns_label_problem};
 use longshore_contract::jetstream::{DEFAULT_POOL, PoolConsumer};
 use longshore_contract::nats::NatsConfig;
 use serde::{Deserialize, Serialize};
@@ -45,10 +45,15 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PoolConfig {
-    /// The durable consumer's name. Replicas with the same name share the work.
+    /// The pool's name (a DNS label): its durable consumer, its subjects
+    /// (`longshore.ops.<pool>.<cluster>`), and what registered clusters name to be served
+    /// by it. Replicas with the same name share the work.
     pub name: String,
-    /// The clusters this pool serves (subjects `longshore.ops.<cluster>`); empty serves
-    /// every cluster. Pools on one stream must not overlap: the stream is a work queue.
+    /// Before the registry, a pool named the clusters it served here, and their operations
+    /// went to `longshore.ops.<cluster>`. Those legacy subjects are still consumed (so an
+    /// upgrade loses nothing queued): these clusters' with this list, every cluster's
+    /// (`longshore.ops.*`) without it. The clusters are registered for this pool at start
+    /// if the registry lacks them.
     pub filter_clusters: Vec<String>,
     /// Operations this replica carries out at once.
     pub concurrency: usize,
@@ -67,17 +72,30 @@ pub struct PoolConfig {
     pub max_ack_pending: i64,
 }
 
-/// Where Kubernetes clusters come from. A cluster's name is its kubeconfig context's
-/// name (or `in_cluster`) and must be a DNS label, as operation subjects carry it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// Where the pool's credentials come from. The registry names, for each cluster, a
+/// credentials reference (a kubeconfig context, or in-cluster) that these resolve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClustersConfig {
-    /// A kubeconfig file whose contexts become clusters.
+    /// A directory of kubeconfig files (a Secret volume): every context of every file is a
+    /// credential. Watched: a file added, changed or removed is used without a restart.
+    pub kubeconfig_dir: Option<PathBuf>,
+    /// A kubeconfig file whose contexts are credentials (read at start). Its contexts are
+    /// also registered, under their own names and for this pool, if the registry lacks
+    /// them: the way a fleet configured before the registry seeds it.
     pub kubeconfig: Option<PathBuf>,
     /// The contexts to use from `kubeconfig`; empty uses every context in the file.
     pub contexts: Vec<String>,
-    /// Registers the cluster the worker runs in (its service account) under this name.
+    /// The worker runs inside a cluster and serves it with its service account: registered
+    /// under this name for this pool if the registry lacks it.
     pub in_cluster: Option<String>,
+    /// How often `kubeconfig_dir` is looked at for changes.
+    #[serde(with = "longshore_contract::duration")]
+    pub reload_interval: Duration,
+    /// A cluster's client (connections, discovery cache) unused for this long is dropped,
+    /// so memory stays bounded however many clusters a worker has touched.
+    #[serde(with = "longshore_contract::duration")]
+    pub idle_timeout: Duration,
 }
 
 /// Backoff for transient failures: `base * 2^(delivery - 1)`, capped at `max`, with jitter
@@ -191,15 +209,28 @@ impl Config {
         )
     }
 
-    /// The durable consumer this configuration describes.
+    /// The pool's name; validated, so always a DNS label.
+    pub fn pool_name(&self) -> PoolName {
+        PoolName::new(self.pool.name.clone()).unwrap_or_default()
+    }
+
+    /// The durable consumer this configuration describes: the pool's subjects, and the
+    /// legacy ones it served before pools were in subjects.
     pub fn pool_consumer(&self) -> PoolConsumer {
-        PoolConsumer {
-            name: self.pool.name.clone(),
-            filter_subjects: self
-                .pool
+        use longshore_contract::cluster::SUBJECT_PREFIX;
+        let legacy: Vec<String> = if self.pool.filter_clusters.is_empty() {
+            vec![format!("{SUBJECT_PREFIX}.*")]
+        } else {
+            self.pool
                 .filter_clusters
                 .iter()
-                .map(|c| format!("{}.{c}", longshore_contract::cluster::SUBJECT_PREFIX))
+                .map(|c| format!("{SUBJECT_PREFIX}.{c}"))
+                .collect()
+        };
+        PoolConsumer {
+            name: self.pool.name.clone(),
+            filter_subjects: std::iter::once(self.pool_name().filter())
+                .chain(legacy)
                 .collect(),
             ack_wait: self.pool.ack_wait,
             max_deliver: self.pool.max_deliver,
@@ -211,16 +242,12 @@ impl Config {
 
 impl PoolConfig {
     fn validate(&self) -> Result<(), String> {
-        let name_ok = !self.name.is_empty()
-            && self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        check(
-            name_ok,
-            "pool.name",
-            "must be letters, digits, '-' or '_' (a JetStream consumer name)",
-        )?;
+        if let Some(reason) = dns_label_problem(&self.name) {
+            return Err(format!(
+                "pool.name: {:?} {reason} (it is a subject token and a consumer name)",
+                self.name
+            ));
+        }
         for (i, cluster) in self.filter_clusters.iter().enumerate() {
             if let Some(reason) = dns_label_problem(cluster) {
                 return Err(format!("pool.filter_clusters[{i}]: {cluster:?} {reason}"));
@@ -254,12 +281,35 @@ impl PoolConfig {
     }
 }
 
+impl Default for ClustersConfig {
+    fn default() -> Self {
+        Self {
+            kubeconfig_dir: None,
+            kubeconfig: None,
+            contexts: Vec::new(),
+            in_cluster: None,
+            reload_interval: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
 impl ClustersConfig {
     fn validate(&self) -> Result<(), String> {
         check(
-            self.kubeconfig.is_some() || self.in_cluster.is_some(),
+            self.kubeconfig_dir.is_some() || self.kubeconfig.is_some() || self.in_cluster.is_some(),
             "clusters",
-            "set clusters.kubeconfig or clusters.in_cluster (the worker needs a cluster)",
+            "set clusters.kubeconfig_dir, clusters.kubeconfig or clusters.in_cluster (the worker needs credentials)",
+        )?;
+        check(
+            !self.reload_interval.is_zero(),
+            "clusters.reload_interval",
+            "must be positive",
+        )?;
+        check(
+            !self.idle_timeout.is_zero(),
+            "clusters.idle_timeout",
+            "must be positive",
         )?;
         check(
             self.contexts.is_empty() || self.kubeconfig.is_some(),
@@ -327,6 +377,10 @@ mod tests {
             ("nats.url", |c| c.nats.url = " , ".into()),
             ("worker_id", |c| c.worker_id = " ".into()),
             ("pool.name", |c| c.pool.name = "a.b".into()),
+            ("pool.name", |c| c.pool.name = "Upper_Case".into()),
+            ("clusters.reload_interval", |c| {
+                c.clusters.reload_interval = Duration::ZERO
+            }),
             ("pool.filter_clusters[1]", |c| {
                 c.pool.filter_clusters = vec!["ok".into(), "Not_OK".into()]
             }),
@@ -356,13 +410,17 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_of_named_clusters_filters_their_subjects() {
+    fn a_pool_filters_its_subjects_and_the_legacy_ones_it_served() {
         let mut c = valid();
-        assert!(c.pool_consumer().filter_subjects.is_empty());
+        assert_eq!(
+            c.pool_consumer().filter_subjects,
+            ["longshore.ops.workers.>", "longshore.ops.*"]
+        );
+        c.pool.name = "edge".into();
         c.pool.filter_clusters = vec!["a".into(), "b".into()];
         assert_eq!(
             c.pool_consumer().filter_subjects,
-            ["longshore.ops.a", "longshore.ops.b"]
+            ["longshore.ops.edge.>", "longshore.ops.a", "longshore.ops.b"]
         );
     }
 

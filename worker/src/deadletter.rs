@@ -172,10 +172,8 @@ impl Sweeper {
             let header = stored.headers.get(async_nats::header::NATS_MESSAGE_ID)?;
             OperationId::parse(header.as_str()).ok()
         });
-        let cluster = stored
-            .subject
-            .strip_prefix(longshore_contract::cluster::SUBJECT_PREFIX)
-            .and_then(|c| ClusterName::new(c.trim_start_matches('.')).ok());
+        let cluster =
+            longshore_contract::cluster::parse_subject(&stored.subject).map(|(_, cluster)| cluster);
         match (id, cluster) {
             (Some(id), Some(cluster)) => {
                 let span = tracing::info_span!(

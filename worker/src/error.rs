@@ -70,9 +70,13 @@ pub enum OpError {
     /// A manifest that cannot be sent as it is.
     #[error("{object}: {reason}")]
     Manifest { object: String, reason: String },
-    /// The worker has no client for the operation's cluster.
-    #[error("unknown cluster {0:?}: not in this worker's cluster registry")]
+    /// The operation's cluster is not registered (or its client cannot be built).
+    #[error("unknown cluster: {0}")]
     UnknownCluster(String),
+    /// The cluster is this pool's, but this worker lacks the credential it names (a
+    /// kubeconfig context not in its files, say): perhaps not mounted yet.
+    #[error("cluster {cluster}: this pool has no credentials {reference}")]
+    NoCredentials { cluster: String, reference: String },
     /// The message is not a readable envelope.
     #[error("{0}")]
     Malformed(String),

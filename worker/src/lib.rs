@@ -43,12 +43,14 @@ pub mod deadletter;
 pub mod diff;
 pub mod error;
 pub mod fence;
+pub mod membership;
 pub mod metrics;
 pub mod operation;
 pub mod ordering;
 pub mod plan;
 pub mod policy;
 pub mod readiness;
+pub mod route;
 pub mod server;
 pub mod settle;
 pub mod shutdown;
@@ -63,6 +65,7 @@ use longshore_contract::backoff::Backoff;
 use longshore_contract::jetstream::{
     ProvisionError, ensure_bucket, ensure_consumer, ensure_stream,
 };
+use longshore_contract::registry::fleet::Fleet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -135,13 +138,28 @@ pub async fn run_on(
 }
 
 async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) -> Result<()> {
-    let clusters =
-        clusters::Registry::load(&config.clusters, config.request_timeout, &shared.metrics).await?;
-    tracing::info!(worker = %config.worker_id, clusters = ?clusters.names(), "clusters loaded");
+    let clusters = Arc::new(
+        clusters::Clusters::load(&config.clusters, config.request_timeout, &shared.metrics).await?,
+    );
+    tracing::info!(
+        worker = %config.worker_id,
+        pool = %config.pool.name,
+        credentials = clusters.references().len(),
+        "credentials loaded"
+    );
     let (client, js) = config.nats.connect(&config.worker_id).await?;
     let Some(ready) = provision(&js, &config, &shutdown).await? else {
         return Ok(());
     };
+    let pool = config.pool_name();
+    membership::seed(&ready.fleet, &clusters, &pool, &config.worker_id).await;
+    let fleet_tasks = membership::start(
+        ready.fleet.clone(),
+        clusters.clone(),
+        pool.clone(),
+        config.clone(),
+        shutdown.clone(),
+    );
     tracing::info!(pool = %config.pool.name, "pulling operations");
     let _ = shared.consumer.set(ready.consumer.clone());
     shared
@@ -156,11 +174,13 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
     };
     let sweeping = tokio::spawn(sweeper.run(ready.advisories, shutdown.clone()));
     let ctx = Arc::new(operation::Context {
+        pool,
+        fleet: ready.fleet,
+        clusters,
         status,
         fences: fence::Fences::new(ready.objects, config.worker_id.clone(), config.fence.lease),
         js,
         config,
-        clusters,
         metrics: shared.metrics.clone(),
     });
     let tracker = TaskTracker::new();
@@ -186,10 +206,13 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
         );
         abort.cancel();
     }
-    // The sweeper stops with the shutdown signal; an advisory it was handling is redelivered.
+    // The sweeper and the fleet tasks stop with the shutdown signal (the member key is
+    // removed, so the pool shows one replica fewer at once); an advisory being handled is
+    // redelivered.
     let _ = tokio::time::timeout_at(shutdown.deadline(), async {
         tracker.wait().await;
         let _ = sweeping.await;
+        let _ = fleet_tasks.await;
     })
     .await;
     // Hand-backs are published without waiting for the server, and the connection drops
@@ -216,6 +239,7 @@ struct Ready {
     records: kv::Store,
     objects: kv::Store,
     advisories: PullConsumer,
+    fleet: Fleet,
 }
 
 /// Makes sure the streams, buckets and consumers exist, retrying while NATS is
@@ -251,12 +275,14 @@ async fn provision(
                     source: e.into(),
                 })?;
             let consumer = ensure_consumer(&stream, &pool).await?;
+            let fleet = Fleet::open(js, settings, shutdown.token()).await?;
             Ok::<_, ProvisionError>(Ready {
                 stream,
                 consumer,
                 records,
                 objects,
                 advisories,
+                fleet,
             })
         };
         let outcome = tokio::select! {
@@ -264,7 +290,13 @@ async fn provision(
             () = shutdown.started() => return Ok(None),
         };
         match outcome {
-            Ok(ready) => return Ok(Some(ready)),
+            Ok(ready) => {
+                // Serve from the registry as it is, not a partial copy.
+                tokio::select! {
+                    () = ready.fleet.loaded() => return Ok(Some(ready)),
+                    () = shutdown.started() => return Ok(None),
+                }
+            }
             Err(e) if refused(&e) => return Err(e.into()),
             Err(e) => {
                 let pause = retries.next_delay();

@@ -15,20 +15,26 @@ use longshore_contract::{Envelope, OperationId};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, field};
 
-use crate::clusters::Registry;
+use crate::clusters::Clusters;
 use crate::config::Config;
 use crate::deadletter;
 use crate::error::OpError;
 use crate::fence::Fences;
 use crate::plan;
 use crate::policy::{self, Decision};
+use crate::route::{self, Route};
 use crate::settle::{self, Delivery, Verdict, Worked};
 use crate::status::{Claim, StatusStore};
 
 /// What every operation handler shares.
 pub struct Context {
     pub config: Config,
-    pub clusters: Registry,
+    /// This worker's pool.
+    pub pool: longshore_contract::PoolName,
+    /// The cluster registry, followed live.
+    pub fleet: longshore_contract::registry::fleet::Fleet,
+    /// The pool's credentials and the clients built from them.
+    pub clusters: Arc<Clusters>,
     pub status: StatusStore,
     pub fences: Fences,
     /// For dead letters.
@@ -157,7 +163,8 @@ async fn timed(
     verdict
 }
 
-/// Claims the operation, carries it out under its fences, and records how it ended.
+/// Routes the operation (forwarding it if another pool serves its cluster now), claims
+/// it, carries it out under its fences, and records how it ended.
 async fn carry(
     ctx: &Context,
     message: &Message,
@@ -165,9 +172,19 @@ async fn carry(
     delivered: u64,
     envelope: &Envelope,
 ) -> Verdict {
+    // Fences and the record order operations by when they were first queued.
+    let order = route::order(message, sequence);
+    let cluster = match route::route(ctx, envelope).await {
+        Ok(Route::Forward(pool)) => {
+            return route::forward(ctx, message, envelope, order, &pool).await;
+        }
+        Ok(Route::Here(cluster)) => Ok(cluster),
+        Ok(Route::Unknown(reason)) => Err(OpError::UnknownCluster(reason)),
+        Err(e) => Err(e),
+    };
     let claimed = ctx
         .status
-        .claim(envelope, sequence)
+        .claim(envelope, order)
         .instrument(kv_span("claim", js_defs::OPERATIONS_BUCKET))
         .await;
     let running = match claimed {
@@ -182,11 +199,11 @@ async fn carry(
         Err(e) => return unrecorded(ctx, &e, delivered),
     };
 
-    let report = match ctx.clusters.get(envelope.spec.cluster.as_str()) {
-        Some(cluster) => fenced(ctx, &cluster, envelope, sequence).await,
-        None => plan::Report {
+    let report = match cluster {
+        Ok(cluster) => fenced(ctx, &cluster, envelope, order).await,
+        Err(e) => plan::Report {
             results: Vec::new(),
-            error: Some(OpError::UnknownCluster(envelope.spec.cluster.to_string())),
+            error: Some(e),
         },
     };
     let worked = match &report.error {

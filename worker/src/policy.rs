@@ -58,6 +58,16 @@ pub fn decide(err: &OpError, delivered: u64, max_deliver: i64, retry: &RetryConf
     }
 }
 
+/// How a probe of a cluster names `err`: its error class (`forbidden` for a refused
+/// credential, `transient` for a server that does not answer), or `no_credentials`.
+pub fn class_of(err: &OpError) -> &'static str {
+    match (err, classify(err)) {
+        (OpError::NoCredentials { .. }, _) => "no_credentials",
+        (_, Class::Transient { .. }) => "transient",
+        (_, Class::Permanent(class)) => crate::metrics::class_label(Some(class)),
+    }
+}
+
 /// Whether `err` is transient: retried later rather than failing the operation.
 pub fn is_transient(err: &OpError) -> bool {
     matches!(classify(err), Class::Transient { .. })
@@ -78,6 +88,7 @@ fn classify(err: &OpError) -> Class {
         OpError::Timeout { .. }
         | OpError::Status(_)
         | OpError::Store(_)
+        | OpError::NoCredentials { .. }
         | OpError::Fence(_)
         | OpError::Fenced { .. } => Transient { retry_after: None },
         OpError::UnknownKind { expected_soon, .. } => {

@@ -35,11 +35,13 @@ pub enum Delivery {
     AlreadyDone,
     /// Handed back at once: the worker is draining.
     HandedBack,
+    /// Its cluster is served by another pool now: republished there, removed here.
+    Forwarded,
 }
 
 impl Delivery {
     /// Every outcome, for metrics that start at zero.
-    pub const ALL: [Delivery; 7] = [
+    pub const ALL: [Delivery; 8] = [
         Delivery::Succeeded,
         Delivery::Failed,
         Delivery::Superseded,
@@ -47,6 +49,7 @@ impl Delivery {
         Delivery::Retried,
         Delivery::AlreadyDone,
         Delivery::HandedBack,
+        Delivery::Forwarded,
     ];
 
     pub fn label(self) -> &'static str {
@@ -58,6 +61,7 @@ impl Delivery {
             Delivery::Retried => "retried",
             Delivery::AlreadyDone => "already_done",
             Delivery::HandedBack => "handed_back",
+            Delivery::Forwarded => "forwarded",
         }
     }
 

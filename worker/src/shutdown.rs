@@ -38,6 +38,11 @@ impl Shutdown {
         self.token.cancelled().await;
     }
 
+    /// Cancelled when the drain starts: for tasks that take a token.
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+
     pub fn is_started(&self) -> bool {
         self.token.is_cancelled()
     }

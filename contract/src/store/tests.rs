@@ -206,3 +206,69 @@ async fn a_watch_starts_with_the_value_and_follows_it() {
         .unwrap();
     assert_eq!(next().await, None);
 }
+
+#[tokio::test]
+async fn seeding_creates_what_is_missing_but_not_what_was_removed() {
+    let nats = NatsServer::start().await.unwrap();
+    let store = bucket(&nats).await;
+    assert_eq!(
+        store.seed("a", &Counter { n: 1 }).await.unwrap(),
+        Seeded::Created
+    );
+    assert_eq!(
+        store.seed("a", &Counter { n: 2 }).await.unwrap(),
+        Seeded::Exists
+    );
+    assert_eq!(store.read("a").await.unwrap().unwrap().value.n, 1);
+    let revision = store.read("a").await.unwrap().unwrap().revision;
+    store.delete_if("a", revision).await.unwrap();
+    assert_eq!(
+        store.seed("a", &Counter { n: 3 }).await.unwrap(),
+        Seeded::Removed
+    );
+    assert_eq!(store.read("a").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_key_written_with_a_ttl_expires_unless_renewed() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let kv = js
+        .create_key_value(kv::Config {
+            bucket: "LIVE".into(),
+            history: 1,
+            limit_markers: Some(Duration::from_secs(1)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let store: Store<Counter> = Store::new(kv, "LIVE").with_ttl_writes(js);
+    store
+        .put_with_ttl("hb", &Counter { n: 1 }, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(store.read("hb").await.unwrap().unwrap().value.n, 1);
+    let watch = store.watch("hb").await.unwrap();
+    tokio::pin!(watch);
+    // The value, then its expiry (the server's marker), within a bounded wait.
+    let first = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.map(|v| v.value.n), Some(1));
+    let expired = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("the key expires within its TTL and the server's sweep")
+        .unwrap()
+        .unwrap();
+    assert_eq!(expired, None);
+    assert_eq!(store.read("hb").await.unwrap(), None);
+    let unset: Store<Counter> = bucket(&nats).await;
+    let err = unset
+        .put_with_ttl("x", &Counter { n: 1 }, Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), StoreErrorKind::Unavailable);
+}

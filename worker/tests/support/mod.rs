@@ -107,7 +107,9 @@ impl Fixture {
     /// Publishes an envelope's message (again), with a fresh message id so JetStream's
     /// deduplication does not drop it: this is what a redelivery looks like to a worker.
     pub async fn publish(&self, envelope: &Envelope) {
-        let (subject, mut headers, payload) = envelope.to_message().expect("serialises");
+        let (subject, mut headers, payload) = envelope
+            .to_message(&longshore_contract::PoolName::default_pool())
+            .expect("serialises");
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
             format!("{}-{}", envelope.id, rand::random::<u64>()).as_str(),

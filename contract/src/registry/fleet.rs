@@ -1,0 +1,84 @@
+//! The registry as a replica holds it: the four buckets opened (created if missing), each
+//! followed live in memory, with the stores to write them through.
+
+use async_nats::jetstream;
+use tokio_util::sync::CancellationToken;
+
+use super::follow::Follower;
+use super::{
+    CLUSTERS_BUCKET, ClusterEntry, HEALTH_BUCKET, MEMBERS_BUCKET, Member, Observed, POOLS_BUCKET,
+    PoolCredentials, Status, clusters_bucket, health_bucket, members_bucket, pools_bucket,
+};
+use crate::cluster::{ClusterName, PoolName};
+use crate::jetstream::{ProvisionError, Settings, ensure_bucket};
+use crate::store::Store;
+
+/// The registry's buckets, followed.
+#[derive(Clone)]
+pub struct Fleet {
+    pub clusters: Store<ClusterEntry>,
+    pub pools: Store<PoolCredentials>,
+    pub members: Store<Member>,
+    pub health: Store<Observed>,
+    pub cluster_view: Follower<ClusterEntry>,
+    pub pool_view: Follower<PoolCredentials>,
+    pub member_view: Follower<Member>,
+    pub health_view: Follower<Observed>,
+}
+
+impl Fleet {
+    /// Opens the buckets (creating them if missing) and starts following them until `stop`.
+    pub async fn open(
+        js: &jetstream::Context,
+        settings: &Settings,
+        stop: &CancellationToken,
+    ) -> Result<Self, ProvisionError> {
+        let clusters = ensure_bucket(js, clusters_bucket(settings)).await?;
+        let pools = ensure_bucket(js, pools_bucket(settings)).await?;
+        let members = ensure_bucket(js, members_bucket(settings)).await?;
+        let health = ensure_bucket(js, health_bucket(settings)).await?;
+        Ok(Self {
+            cluster_view: Follower::start(clusters.clone(), CLUSTERS_BUCKET, stop.child_token()),
+            pool_view: Follower::start(pools.clone(), POOLS_BUCKET, stop.child_token()),
+            member_view: Follower::start(members.clone(), MEMBERS_BUCKET, stop.child_token()),
+            health_view: Follower::start(health.clone(), HEALTH_BUCKET, stop.child_token()),
+            clusters: Store::new(clusters, CLUSTERS_BUCKET),
+            pools: Store::new(pools, POOLS_BUCKET),
+            members: Store::new(members, MEMBERS_BUCKET).with_ttl_writes(js.clone()),
+            health: Store::new(health, HEALTH_BUCKET).with_ttl_writes(js.clone()),
+        })
+    }
+
+    /// Whether every bucket has been read in full once.
+    pub fn is_loaded(&self) -> bool {
+        self.cluster_view.is_loaded()
+            && self.pool_view.is_loaded()
+            && self.member_view.is_loaded()
+            && self.health_view.is_loaded()
+    }
+
+    /// Waits until every bucket has been read in full once.
+    pub async fn loaded(&self) {
+        self.cluster_view.loaded().await;
+        self.pool_view.loaded().await;
+        self.member_view.loaded().await;
+        self.health_view.loaded().await;
+    }
+
+    pub fn entry(&self, cluster: &ClusterName) -> Option<ClusterEntry> {
+        self.cluster_view.get(cluster.as_str())
+    }
+
+    /// The live replicas of `pool`, in key order (`<pool>.<worker>`).
+    pub fn members_of(&self, pool: &PoolName) -> Vec<Member> {
+        self.member_view.with_prefix(&format!("{pool}."))
+    }
+
+    /// `entry` as declared and observed.
+    pub fn status(&self, entry: &ClusterEntry) -> Status {
+        let members = self.members_of(&entry.pool).len();
+        let pool = self.pool_view.get(entry.pool.as_str());
+        let observed = self.health_view.get(entry.name.as_str());
+        Status::of(entry, members, pool.as_ref(), observed.as_ref())
+    }
+}
