@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 /// The prefix of every operation subject: `longshore.ops.<pool>.<cluster>`.
 pub const SUBJECT_PREFIX: &str = "longshore.ops";
 
+/// The header of an operation forwarded from one pool to another: the stream sequence it
+/// was first queued with, which orders it among the operations on its objects.
+pub const ORDER_HEADER: &str = "Longshore-Order";
+
 /// The pool that serves clusters registered without one, and workers configured without one.
 pub const DEFAULT_POOL: &str = "workers";
 

@@ -166,6 +166,7 @@ pub async fn put(
     };
     let now = jiff::Timestamp::now();
     let mut created = false;
+    let before = fleet.entry(&name);
     let written = fleet
         .clusters
         .modify(name.as_str(), None, |current| {
@@ -212,6 +213,15 @@ pub async fn put(
         }
     };
     tracing::info!(cluster = %name, pool = %entry.pool, by = %caller.source, created, "cluster registered");
+    if let Some(from) = before.map(|b| b.pool).filter(|p| *p != entry.pool)
+        && fleet.members_of(&from).is_empty()
+    {
+        // Nobody runs the old pool to forward what is queued there: move it now.
+        let moved = crate::fleet::move_queued(&ctx, &name, &from, &entry.pool).await?;
+        if moved > 0 {
+            tracing::info!(cluster = %name, %from, to = %entry.pool, moved, "queued operations moved with the cluster");
+        }
+    }
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -233,7 +243,7 @@ fn pool_problem(fleet: &Fleet, pool: &PoolName, credentials: &Credentials) -> Op
             Some(FieldError::new(
                 "pool",
                 format!(
-                    "unknown pool {pool:?}: no replica of it has started yet (known pools: {})",
+                    "unknown pool \"{pool}\": no replica of it has started yet (known pools: {})",
                     if known.is_empty() {
                         "none".to_owned()
                     } else {

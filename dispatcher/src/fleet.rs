@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use async_nats::jetstream::stream::DirectGetErrorKind;
+use async_nats::jetstream::{message::StreamMessage, stream::RawMessageErrorKind};
 use longshore_contract::{
     ClusterName, Envelope, PoolName, State,
-    cluster::{SUBJECT_PREFIX, legacy_subject},
+    cluster::{ORDER_HEADER, SUBJECT_PREFIX, legacy_subject},
     jetstream::STREAM,
     record::{End, ErrorClass, ErrorInfo},
     registry::{ClusterEntry, Credentials, fleet::Fleet},
@@ -132,13 +132,8 @@ pub async fn end_queued(ctx: &Context, cluster: &ClusterName, by: &str) -> Resul
     ] {
         let mut next = 1;
         loop {
-            let message = match stream
-                .direct_get_next_for_subject(filter.as_str(), Some(next))
-                .await
-            {
-                Ok(m) => m,
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
-                Err(e) => return Err(Error::Unavailable(format!("reading the work queue: {e}"))),
+            let Some(message) = next_queued(&stream, &filter, next).await? else {
+                break;
             };
             next = message.sequence + 1;
             let Ok(envelope) = Envelope::from_message(Some(&message.headers), &message.payload)
@@ -174,4 +169,80 @@ pub async fn end_queued(ctx: &Context, cluster: &ClusterName, by: &str) -> Resul
         }
     }
     Ok(ended)
+}
+
+/// After `cluster` moved from pool `from` (which has no live replica) to `to`: its queued
+/// operations are moved too, so they are not stranded with a pool nobody runs. Each is
+/// republished on the new subject exactly as a worker of `from` would forward it (keeping
+/// the sequence it was first queued with, under the same derived `Nats-Msg-Id`, so a
+/// replica of `from` that starts meanwhile and forwards it too is deduplicated), then
+/// removed. Returns how many were moved.
+pub async fn move_queued(
+    ctx: &Context,
+    cluster: &ClusterName,
+    from: &PoolName,
+    to: &PoolName,
+) -> Result<u64> {
+    let stream = ctx
+        .js
+        .get_stream(STREAM)
+        .await
+        .map_err(|e| Error::Unavailable(format!("opening the work queue: {e}")))?;
+    let subject = cluster.subject(from);
+    let mut moved = 0;
+    let mut next = 1;
+    loop {
+        let Some(message) = next_queued(&stream, &subject, next).await? else {
+            break;
+        };
+        next = message.sequence + 1;
+        let order = message
+            .headers
+            .get(ORDER_HEADER)
+            .and_then(|v| v.as_str().parse::<u64>().ok())
+            .unwrap_or(message.sequence);
+        let mut headers = message.headers.clone();
+        headers.insert(ORDER_HEADER, order.to_string().as_str());
+        let Ok(envelope) = Envelope::from_message(Some(&message.headers), &message.payload) else {
+            // Unreadable: left for the old pool, whose worker terminates it.
+            continue;
+        };
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            format!("{}.moved.{order}", envelope.id).as_str(),
+        );
+        ctx.js
+            .publish_with_headers(cluster.subject(to), headers, message.payload.clone())
+            .await
+            .map_err(|e| Error::Unavailable(format!("moving a queued operation: {e}")))?
+            .await
+            .map_err(|e| Error::Unavailable(format!("moving a queued operation: {e}")))?;
+        if let Err(e) = stream.delete_message(message.sequence).await {
+            // The copy is queued for the new pool; a leftover here is forwarded by a
+            // replica of the old one, and deduplicated, if one ever starts.
+            tracing::warn!(seq = message.sequence, error = %e, "moved, but the original could not be removed");
+        }
+        moved += 1;
+    }
+    Ok(moved)
+}
+
+/// The first message at or after sequence `from` on `subject` (a filter), if any. Through
+/// the stream leader (the work queue does not allow direct gets).
+async fn next_queued(
+    stream: &async_nats::jetstream::stream::Stream,
+    subject: &str,
+    from: u64,
+) -> Result<Option<StreamMessage>> {
+    match stream
+        .raw_message_builder()
+        .sequence(from)
+        .next_by_subject(subject)
+        .send()
+        .await
+    {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+        Err(e) => Err(Error::Unavailable(format!("reading the work queue: {e}"))),
+    }
 }

@@ -218,7 +218,13 @@ pub(crate) fn located(name: &str, e: &serde_path_to_error::Error<serde_json::Err
         return FieldError::new(join(&field, &missing), "is required");
     }
     if let Some(unknown) = quoted("unknown field `") {
-        return FieldError::new(join(&field, &unknown), reason.clone());
+        // The path already ends at the unknown field.
+        let at = if field == unknown || field.ends_with(&format!(".{unknown}")) {
+            field
+        } else {
+            join(&field, &unknown)
+        };
+        return FieldError::new(at, reason.clone());
     }
     FieldError::new(field, reason)
 }

@@ -188,7 +188,8 @@ async fn run(max: usize) -> (Run, longshore_kube_sim::ClusterHandle, KubeSim, Na
                 "LONGSHORE_POOL__ACK_WAIT",
                 format!("{}s", ACK_WAIT.as_secs()),
             ),
-            ("LONGSHORE_DRAIN_GRACE", "100ms".into()),
+            // The shortest allowed: the pull in flight at SIGTERM is read to its end.
+            ("LONGSHORE_DRAIN_GRACE", "2s".into()),
         ],
         logs,
         running: Vec::new(),

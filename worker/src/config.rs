@@ -51,9 +51,8 @@ pub struct PoolConfig {
     pub name: String,
     /// Before the registry, a pool named the clusters it served here, and their operations
     /// went to `longshore.ops.<cluster>`. Those legacy subjects are still consumed (so an
-    /// upgrade loses nothing queued): these clusters' with this list, every cluster's
-    /// (`longshore.ops.*`) without it. The clusters are registered for this pool at start
-    /// if the registry lacks them.
+    /// upgrade loses nothing queued): these clusters' with this list; without it, every
+    /// cluster's (`longshore.ops.*`) by the default pool `workers`, none by another pool.
     pub filter_clusters: Vec<String>,
     /// Operations this replica carries out at once.
     pub concurrency: usize,
@@ -203,6 +202,11 @@ impl Config {
             "must be at least pool.ack_wait (the lease is renewed every ack_wait / 3)",
         )?;
         check(
+            self.drain_grace >= 2 * crate::consumer::PULL_EXPIRES,
+            "drain_grace",
+            "must be at least 2s: the pull request in flight at SIGTERM (1s) is read to its end, to hand back what it brings",
+        )?;
+        check(
             !self.request_timeout.is_zero(),
             "request_timeout",
             "must be positive",
@@ -218,8 +222,14 @@ impl Config {
     /// legacy ones it served before pools were in subjects.
     pub fn pool_consumer(&self) -> PoolConsumer {
         use longshore_contract::cluster::SUBJECT_PREFIX;
+        // Only one pool can take every legacy subject: the default one, which served every
+        // cluster before (a pool of named clusters took just theirs).
         let legacy: Vec<String> = if self.pool.filter_clusters.is_empty() {
-            vec![format!("{SUBJECT_PREFIX}.*")]
+            if self.pool_name() == PoolName::default_pool() {
+                vec![format!("{SUBJECT_PREFIX}.*")]
+            } else {
+                Vec::new()
+            }
         } else {
             self.pool
                 .filter_clusters
@@ -401,6 +411,9 @@ mod tests {
             ("retry.max", |c| c.retry.max = Duration::from_millis(1)),
             ("fence.lease", |c| c.fence.lease = Duration::from_secs(10)),
             ("request_timeout", |c| c.request_timeout = Duration::ZERO),
+            ("drain_grace", |c| {
+                c.drain_grace = Duration::from_millis(500)
+            }),
         ];
         for (key, break_it) in cases {
             let mut c = valid();
@@ -417,6 +430,11 @@ mod tests {
             ["longshore.ops.workers.>", "longshore.ops.*"]
         );
         c.pool.name = "edge".into();
+        assert_eq!(
+            c.pool_consumer().filter_subjects,
+            ["longshore.ops.edge.>"],
+            "only the default pool takes every legacy subject"
+        );
         c.pool.filter_clusters = vec!["a".into(), "b".into()];
         assert_eq!(
             c.pool_consumer().filter_subjects,

@@ -21,7 +21,7 @@ use crate::shutdown::Shutdown;
 /// worker stopped listening waits out `ack_wait`. So on shutdown the worker reads the one in
 /// flight until the server ends it (handing back what it brings). Short keeps shutdown
 /// quick; the cost is one idle request per this period per replica.
-const PULL_EXPIRES: Duration = Duration::from_secs(2);
+pub const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
 /// Pauses between failed pull requests (NATS unreachable, or the consumer without a leader
 /// answering 503): growing, jittered, reset by a pull that works.

@@ -21,8 +21,7 @@ use crate::error::OpError;
 use crate::operation::Context;
 use crate::settle::{Delivery, Reply, Verdict};
 
-/// The header carrying the stream sequence an operation was first queued with.
-pub const ORDER_HEADER: &str = "Longshore-Order";
+pub use longshore_contract::cluster::ORDER_HEADER;
 
 /// Where an operation goes.
 pub enum Route {

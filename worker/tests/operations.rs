@@ -205,7 +205,7 @@ async fn shutdown_hands_back_what_outlives_the_grace_period_for_another_replica(
         ..Default::default()
     });
     let mut config = fx.config("w1");
-    config.drain_grace = Duration::from_millis(200);
+    config.drain_grace = Duration::from_secs(2);
     let first = RunningWorker::start(config);
     let op = envelope(Action::Apply, vec![configmap("web", "1")]);
     fx.submit(&op).await;
