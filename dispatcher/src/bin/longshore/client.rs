@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -26,6 +27,9 @@ pub struct Client {
 
 /// The longest one status request waits; the loop asks again until the timeout.
 const WAIT_PER_REQUEST: Duration = Duration::from_secs(60);
+
+/// How long a request that does not wait for anything may take.
+const API_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Client {
     pub fn new(server: &str, token: Option<String>) -> Result<Self, Failure> {
@@ -90,6 +94,33 @@ impl Client {
         }
     }
 
+    /// `method` on `path` (under the server, e.g. `/v1/clusters/prod`) with `query` and a
+    /// JSON `body`: the status and body of whatever the dispatcher answered, refusals
+    /// included, so the caller can tell 201 from 200 and add to a refusal. A dispatcher
+    /// that does not answer within [`API_TIMEOUT`] is a [`Failure::Request`].
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), Failure> {
+        let mut req = self
+            .request(self.http.request(method, format!("{}{path}", self.server)))
+            .query(query)
+            .timeout(API_TIMEOUT);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        exchange(req).await.map_err(|f| match f {
+            Failure::Timeout { .. } => Failure::Request(format!(
+                "the dispatcher did not answer within {}s",
+                API_TIMEOUT.as_secs()
+            )),
+            other => other,
+        })
+    }
+
     fn url(&self, id: &str) -> Result<String, Failure> {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return Err(Failure::Usage(format!("{id:?} is not an operation id")));
@@ -99,6 +130,17 @@ impl Client {
 }
 
 async fn send(req: reqwest::RequestBuilder) -> Result<Value, Failure> {
+    let (status, body) = exchange(req).await?;
+    if status.is_success() {
+        return Ok(body);
+    }
+    Err(Failure::Request(problem(status, &body)))
+}
+
+/// Sends `req` and reads the JSON body of whatever the dispatcher answered, refusals
+/// included. A timeout is [`Failure::Timeout`], anything else that got no answer
+/// [`Failure::Request`].
+async fn exchange(req: reqwest::RequestBuilder) -> Result<(StatusCode, Value), Failure> {
     let resp = req.send().await.map_err(|e| {
         if e.is_timeout() {
             Failure::Timeout {
@@ -111,9 +153,12 @@ async fn send(req: reqwest::RequestBuilder) -> Result<Value, Failure> {
     })?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
-    if status.is_success() {
-        return Ok(body);
-    }
+    Ok((status, body))
+}
+
+/// A refusal as people read it: the status, the RFC 9457 problem's `detail`, and each
+/// field it names with the reason.
+pub fn problem(status: StatusCode, body: &Value) -> String {
     let mut message = format!(
         "{} {}: {}",
         status.as_u16(),
@@ -129,5 +174,5 @@ async fn send(req: reqwest::RequestBuilder) -> Result<Value, Failure> {
             ));
         }
     }
-    Err(Failure::Request(message))
+    message
 }

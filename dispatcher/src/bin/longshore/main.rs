@@ -1,11 +1,15 @@
 //! `longshore`: submit operations to a longshore dispatcher and wait for their outcome, from
-//! a pipeline step or a terminal.
+//! a pipeline step or a terminal; and list, register, relabel and remove clusters.
 //!
-//! Exit codes: 0 the operation succeeded (or, without `--wait`, was accepted); 1 it failed,
-//! was dead-lettered or superseded, or the dispatcher refused the request; 2 a usage error,
-//! or the time ran out before the operation finished.
+//! Exit codes: 0 the operation succeeded (or, without `--wait`, was accepted), or the
+//! `clusters` command did what it says; 1 the operation failed, was dead-lettered or
+//! superseded, or the dispatcher refused the request (its problem's detail and fields are
+//! printed: an unknown pool, a cluster with operations queued, ...) or could not be
+//! reached; 2 a usage error (a malformed `-l`, a name that is not a cluster name, ...), or
+//! the time ran out before the operation finished.
 
 mod client;
+mod clusters;
 mod output;
 mod request;
 
@@ -18,7 +22,7 @@ use crate::client::Client;
 #[derive(Parser)]
 #[command(
     version,
-    about = "Submit Kubernetes operations to longshore and wait for them"
+    about = "Submit Kubernetes operations to longshore and wait for them; manage its clusters"
 )]
 struct Cli {
     /// The dispatcher's URL.
@@ -97,6 +101,11 @@ enum Command {
         #[arg(long, default_value = "10m", value_parser = parse_duration)]
         timeout: Duration,
     },
+    /// List, show, register, relabel and remove clusters (the registry; docs/clusters.md).
+    Clusters {
+        #[command(subcommand)]
+        command: clusters::Command,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -150,6 +159,7 @@ async fn main() -> ExitCode {
         }
         Command::Status { id } => client.status(&id).await,
         Command::Wait { id, timeout } => client.wait(&id, timeout).await,
+        Command::Clusters { command } => return clusters::run(&client, cli.output, command).await,
     };
     match result {
         Ok(record) => output::record(cli.output, &record),
