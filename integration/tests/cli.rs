@@ -1,11 +1,14 @@
-//! The `longshore` CLI as a pipeline step runs it: the real binary against the real
-//! dispatcher, worker, nats-server and kube-sim. Exit codes are the contract.
+//! The `longshore` CLI as a pipeline step and an operator run it: the real binary against
+//! the real dispatcher, worker, nats-server and kube-sim. Exit codes are the contract.
 
-use std::{process::Output, time::Duration};
+use std::{path::Path, process::Output, time::Duration};
 
-use longshore_integration::{process::binary, system::System, wait::eventually};
-use longshore_kube_sim::Rollouts;
-use serde_json::Value;
+use longshore_integration::{
+    dispatcher::Dispatcher, nats::NatsServer, process::binary, system::System, wait::eventually,
+    worker::Worker,
+};
+use longshore_kube_sim::{KubeSim, Rollouts, SimOptions};
+use serde_json::{Value, json};
 
 async fn cli(server: &str, args: &[&str]) -> Output {
     let bin = binary("longshore").expect("the longshore binary is built");
@@ -21,6 +24,10 @@ async fn cli(server: &str, args: &[&str]) -> Output {
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
@@ -343,4 +350,462 @@ async fn submit_scale_rollout_and_run_job_from_files() {
     )
     .await;
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// How long a cluster change may take to be seen (a pool announcing itself, a probe).
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn sim(clusters: &[&str]) -> KubeSim {
+    KubeSim::start(SimOptions {
+        clusters: clusters.iter().map(|c| c.to_string()).collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// A worker of `pool` whose credentials are the kubeconfig files in `dir`, one per cluster.
+fn worker(nats: &NatsServer, dir: &Path, pool: &str, id: &str) -> Worker {
+    let mut config = Worker::config(&nats.url(), dir, id);
+    config.clusters.kubeconfig = None;
+    config.clusters.kubeconfig_dir = Some(dir.to_owned());
+    config.clusters.reload_interval = Duration::from_millis(100);
+    config.pool.name = pool.into();
+    Worker::start_with(config)
+}
+
+/// Runs `longshore clusters register ...` until it succeeds (bounded): a pool is known
+/// once its first worker has announced its credentials.
+async fn register(url: &str, args: &[&str]) -> Output {
+    let mut all = vec!["clusters", "register"];
+    all.extend(args);
+    eventually(WAIT, &format!("{args:?} registered"), || async {
+        let out = cli(url, &all).await;
+        (out.status.code() == Some(0)).then_some(out)
+    })
+    .await
+    .unwrap()
+}
+
+/// The rows of `clusters list`'s table, each split into its cells; then the lines after it.
+fn table(out: &Output) -> (Vec<Vec<String>>, Vec<String>) {
+    let text = stdout(out);
+    let mut lines = text.lines();
+    let rows = lines
+        .by_ref()
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect();
+    (rows, lines.map(str::to_owned).collect())
+}
+
+fn names(out: &Output) -> Vec<String> {
+    let items: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(out), stderr(out)));
+    items
+        .as_array()
+        .expect("-o json lists the items as an array")
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `key: value` lines, as `clusters get` prints them.
+fn fields(out: &Output) -> std::collections::BTreeMap<String, String> {
+    stdout(out)
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn clusters_are_registered_listed_labelled_shown_and_removed() {
+    let nats = NatsServer::start().await.unwrap();
+    let sim = sim(&["prod", "staging", "dev"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_kubeconfig_dir(dir.path()).unwrap();
+    let d = Dispatcher::start(&nats.url(), &[]).await.unwrap();
+    let url = d.url.clone();
+    let _w = worker(&nats, dir.path(), "workers", "w1");
+
+    let out = register(&url, &["prod", "-l", "env=prod", "-l", "region=eu"]).await;
+    assert_eq!(stdout(&out), "cluster/prod registered\n");
+    let out = register(&url, &["staging", "-l", "env=staging"]).await;
+    assert_eq!(stdout(&out), "cluster/staging registered\n");
+    let out = register(&url, &["dev", "--context", "dev", "-l", "env=dev"]).await;
+    assert_eq!(stdout(&out), "cluster/dev registered\n");
+    // Registering again replaces what is declared: configured, not registered.
+    let out = cli(
+        &url,
+        &[
+            "clusters",
+            "register",
+            "prod",
+            "-l",
+            "env=prod",
+            "-l",
+            "region=eu",
+        ],
+    )
+    .await;
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(0), "cluster/prod configured\n"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A selector, as a table: only prod, its labels as k=v, its age.
+    let out = cli(&url, &["clusters", "list", "-l", "env=prod"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (rows, _) = table(&out);
+    assert_eq!(rows[0], ["NAME", "POOL", "PHASE", "LABELS", "AGE"]);
+    assert_eq!(rows.len(), 2, "{}", stdout(&out));
+    assert_eq!(rows[1][..2], ["prod", "workers"]);
+    assert!(
+        matches!(rows[1][2].as_str(), "pending" | "ready"),
+        "{:?}",
+        rows[1]
+    );
+    assert_eq!(rows[1][3], "env=prod,region=eu");
+    assert!(rows[1][4].ends_with('s'), "just registered: {:?}", rows[1]);
+    // The same as JSON, and the selector the other way round.
+    let out = cli(&url, &["clusters", "list", "-l", "env=prod", "-o", "json"]).await;
+    assert_eq!(names(&out), ["prod"]);
+    let out = cli(&url, &["clusters", "list", "-l", "env!=prod", "-o", "json"]).await;
+    assert_eq!(names(&out), ["dev", "staging"]);
+    // Every page is followed (one cluster a page here), or up to --limit.
+    let out = cli(
+        &url,
+        &["clusters", "list", "--chunk-size", "1", "-o", "json"],
+    )
+    .await;
+    assert_eq!(names(&out), ["dev", "prod", "staging"]);
+    let out = cli(
+        &url,
+        &[
+            "clusters",
+            "list",
+            "--chunk-size",
+            "1",
+            "--limit",
+            "2",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(names(&out), ["dev", "prod"]);
+    let out = cli(&url, &["clusters", "list", "--limit", "2"]).await;
+    assert_eq!(table(&out).0.len(), 3, "a header and two rows");
+    assert!(
+        stderr(&out).contains("more clusters match"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Labels set and removed, the others kept.
+    let out = cli(&url, &["clusters", "label", "staging", "tier=gold", "env-"]).await;
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(0), "cluster/staging labeled\n"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&url, &["clusters", "get", "staging", "-o", "json"]).await;
+    let staging: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(staging["labels"], json!({"tier": "gold"}));
+    let out = cli(&url, &["clusters", "list", "-l", "env=staging"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "");
+    assert!(
+        stderr(&out).contains("No clusters found"),
+        "{}",
+        stderr(&out)
+    );
+
+    // One cluster, declared and observed, once its pool has probed it.
+    let body = eventually(WAIT, "prod probed", || async {
+        let out = cli(&url, &["clusters", "get", "prod", "-o", "json"]).await;
+        let body: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (body["status"]["phase"] == "ready").then_some(body)
+    })
+    .await
+    .unwrap();
+    assert_eq!(body["name"], "prod");
+    assert_eq!(body["status"]["members"], 1);
+    let out = cli(&url, &["clusters", "get", "prod"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown = fields(&out);
+    let field = |k: &str| shown.get(k).map(String::as_str).unwrap_or_default();
+    assert_eq!(field("name"), "prod");
+    assert_eq!(field("pool"), "workers");
+    assert_eq!(field("credentials"), "kubeconfig context prod");
+    assert_eq!(field("labels"), "env=prod,region=eu");
+    assert_eq!(field("phase"), "ready");
+    assert_eq!(field("members"), "1");
+    assert_eq!(
+        Some(field("version")),
+        body["status"]["observed"]["serverVersion"].as_str()
+    );
+    assert!(field("latency").ends_with("ms"), "{}", stdout(&out));
+    assert!(field("observed").contains("by w1"), "{}", stdout(&out));
+    assert!(field("registered").contains("by api"), "{}", stdout(&out));
+
+    // Removed: gone from the registry, and a get says so (exit 1).
+    let out = cli(&url, &["clusters", "remove", "dev"]).await;
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(0), "cluster/dev removed\n"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&url, &["clusters", "get", "dev"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("404"), "{}", stderr(&out));
+    let out = cli(&url, &["clusters", "list", "-o", "json"]).await;
+    assert_eq!(names(&out), ["prod", "staging"]);
+
+    // Malformed labels are refused before anything is sent: exit 2, nothing registered.
+    for args in [
+        &["clusters", "register", "qa", "-l", "novalue"][..],
+        &["clusters", "register", "qa", "-l", "bad key=v"],
+        &["clusters", "register", "qa", "-l", "a=1", "-l", "a=2"],
+        &["clusters", "label", "prod", "tier"],
+        &["clusters", "register", "Not_A_Name"],
+    ] {
+        let out = cli(&url, args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("error:"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = cli(&url, &["clusters", "register", "qa", "-l", "novalue"]).await;
+    assert!(stderr(&out).contains("KEY=VALUE"), "{}", stderr(&out));
+    let out = cli(&url, &["clusters", "get", "qa"]).await;
+    assert_eq!(out.status.code(), Some(1), "qa was never registered");
+
+    // Refused by the dispatcher: exit 1, the field and its reason.
+    let out = cli(
+        &url,
+        &["clusters", "register", "staging", "--pool", "nobody"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("pool: unknown pool \"nobody\""),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli(&url, &["clusters", "list", "-l", "env in ("]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("selector: "), "{}", stderr(&out));
+    // Nothing above changed staging.
+    let out = cli(&url, &["clusters", "get", "staging", "-o", "json"]).await;
+    let after: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&after["pool"], &after["labels"]),
+        (&json!("workers"), &json!({"tier": "gold"}))
+    );
+
+    // No dispatcher there: exit 1.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let out = cli(&nobody, &["clusters", "list"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("cannot reach the dispatcher"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test]
+async fn removing_a_cluster_with_queued_work_is_refused_unless_forced() {
+    let nats = NatsServer::start().await.unwrap();
+    let sim = sim(&["y"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_kubeconfig_dir(dir.path()).unwrap();
+    let d = Dispatcher::start(&nats.url(), &[]).await.unwrap();
+    let url = d.url.clone();
+    let _hub = worker(&nats, dir.path(), "workers", "hub-1");
+    // The only worker of pool idle announces it, then stops: work for y stays queued.
+    let idle = worker(&nats, dir.path(), "idle", "idle-1");
+    register(&url, &["y", "--pool", "idle"]).await;
+    idle.stop().await.unwrap();
+    let out = eventually(WAIT, "y listed unserved", || async {
+        let out = cli(&url, &["clusters", "list"]).await;
+        let (rows, _) = table(&out);
+        (rows.get(1).is_some_and(|r| r[2] == "unserved")).then_some(out)
+    })
+    .await
+    .unwrap();
+    // The table says why, below it.
+    let (_, after) = table(&out);
+    assert_eq!(
+        after,
+        ["y is unserved: no replica of pool idle is running"],
+        "{}",
+        stdout(&out)
+    );
+
+    let files = tempfile::tempdir().unwrap();
+    let cm = write(
+        &files,
+        "cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  namespace: default\n",
+    );
+    let mut queued = Vec::new();
+    for key in ["q-1", "q-2"] {
+        let out = cli(
+            &url,
+            &[
+                "submit",
+                "-f",
+                &cm,
+                "--cluster",
+                "y",
+                "--idempotency-key",
+                key,
+                "-o",
+                "json",
+            ],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let accepted: Value = serde_json::from_slice(&out.stdout).unwrap();
+        queued.push(accepted["id"].as_str().unwrap().to_owned());
+    }
+
+    // Refused, with the dispatcher's detail and how to go on: exit 1, y still there.
+    let out = cli(&url, &["clusters", "remove", "y"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("409"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("2 operation(s) are queued"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("--force"), "{}", stderr(&out));
+    let out = cli(&url, &["clusters", "get", "y"]).await;
+    assert_eq!(out.status.code(), Some(0), "still registered");
+
+    // Forced: removed, and what was queued ends failed.
+    let out = cli(&url, &["clusters", "remove", "y", "--force"]).await;
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (
+            Some(0),
+            "cluster/y removed (2 queued operations ended failed)\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    for id in &queued {
+        let out = cli(&url, &["wait", id, "--timeout", "20s", "-o", "json"]).await;
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(record["error"]["class"], "unknown_cluster", "{record}");
+    }
+    let out = cli(&url, &["clusters", "list", "-o", "json"]).await;
+    assert_eq!(names(&out), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn cluster_commands_send_the_token_and_never_print_it() {
+    use longshore_dispatcher::{config::TokenConfig, policy::PolicyConfig};
+    let nats = NatsServer::start().await.unwrap();
+    let sim = sim(&["prod", "staging"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_kubeconfig_dir(dir.path()).unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let mut config = Dispatcher::config(&nats.url(), &[]);
+    for (name, value, policy) in [
+        (
+            "admin",
+            "admin-secret-1",
+            PolicyConfig {
+                manage_clusters: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "ci",
+            "ci-secret-2",
+            PolicyConfig {
+                clusters: vec!["staging".into()],
+                ..Default::default()
+            },
+        ),
+    ] {
+        let file = secrets.path().join(name);
+        std::fs::write(&file, value).unwrap();
+        config.tokens.insert(
+            name.into(),
+            TokenConfig {
+                secret_file: Some(file),
+                policy,
+                ..Default::default()
+            },
+        );
+    }
+    let d = Dispatcher::start_with(config).await.unwrap();
+    let url = d.url.clone();
+    let _w = worker(&nats, dir.path(), "workers", "w1");
+    for name in ["prod", "staging"] {
+        let out = register(&url, &[name, "--token", "admin-secret-1"]).await;
+        assert_eq!(stdout(&out), format!("cluster/{name} registered\n"));
+    }
+    let out = cli(
+        &url,
+        &["clusters", "get", "prod", "--token", "admin-secret-1"],
+    )
+    .await;
+    assert!(
+        fields(&out)["registered"].contains("by admin"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A token that may not manage clusters: refused (exit 1), the token nowhere in sight.
+    let out = cli(
+        &url,
+        &[
+            "clusters",
+            "label",
+            "staging",
+            "tier=gold",
+            "--token",
+            "ci-secret-2",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("403"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("manage_clusters"), "{}", stderr(&out));
+    // It lists what its policy allows.
+    let out = cli(
+        &url,
+        &["clusters", "list", "-o", "json", "--token", "ci-secret-2"],
+    )
+    .await;
+    assert_eq!(names(&out), ["staging"]);
+    // No token: 401.
+    let out = cli(&url, &["clusters", "list"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    // A wrong one, and a dispatcher that is not there: neither prints it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    for (server, token) in [(&url, "wrong-secret-3"), (&nobody, "wrong-secret-3")] {
+        let out = cli(server, &["clusters", "get", "prod", "--token", token]).await;
+        assert_eq!(out.status.code(), Some(1));
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(!all.contains(token), "the token was printed: {all}");
+    }
 }
