@@ -399,15 +399,29 @@ fn table(out: &Output) -> (Vec<Vec<String>>, Vec<String>) {
     (rows, lines.map(str::to_owned).collect())
 }
 
-fn names(out: &Output) -> Vec<String> {
-    let items: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(out), stderr(out)));
+/// The names `clusters list -o json` printed, if it printed a JSON array of clusters.
+fn listed(out: &Output) -> Option<Vec<String>> {
+    let items: Value = serde_json::from_slice(&out.stdout).ok()?;
     items
-        .as_array()
-        .expect("-o json lists the items as an array")
+        .as_array()?
         .iter()
-        .map(|i| i["name"].as_str().unwrap().to_owned())
+        .map(|i| i["name"].as_str().map(str::to_owned))
         .collect()
+}
+
+fn names(out: &Output) -> Vec<String> {
+    listed(out).unwrap_or_else(|| panic!("not a list of clusters: {}{}", stdout(out), stderr(out)))
+}
+
+/// Runs the CLI until `check` accepts what it printed (bounded): a dispatcher's reads
+/// follow the registry, so they see a write a moment after it is made.
+async fn until(url: &str, args: &[&str], what: &str, check: impl Fn(&Output) -> bool) -> Output {
+    eventually(WAIT, what, || async {
+        let out = cli(url, args).await;
+        check(&out).then_some(out)
+    })
+    .await
+    .unwrap()
 }
 
 /// `key: value` lines, as `clusters get` prints them.
@@ -455,6 +469,14 @@ async fn clusters_are_registered_listed_labelled_shown_and_removed() {
         "{}",
         stderr(&out)
     );
+
+    until(
+        &url,
+        &["clusters", "list", "-o", "json"],
+        "all three listed",
+        |o| listed(o).is_some_and(|n| n == ["dev", "prod", "staging"]),
+    )
+    .await;
 
     // A selector, as a table: only prod, its labels as k=v, its age.
     let out = cli(&url, &["clusters", "list", "-l", "env=prod"]).await;
@@ -513,9 +535,16 @@ async fn clusters_are_registered_listed_labelled_shown_and_removed() {
         "{}",
         stderr(&out)
     );
-    let out = cli(&url, &["clusters", "get", "staging", "-o", "json"]).await;
-    let staging: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(staging["labels"], json!({"tier": "gold"}));
+    until(
+        &url,
+        &["clusters", "get", "staging", "-o", "json"],
+        "staging relabelled",
+        |o| {
+            serde_json::from_slice::<Value>(&o.stdout)
+                .is_ok_and(|b| b["labels"] == json!({"tier": "gold"}))
+        },
+    )
+    .await;
     let out = cli(&url, &["clusters", "list", "-l", "env=staging"]).await;
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout(&out), "");
@@ -561,8 +590,10 @@ async fn clusters_are_registered_listed_labelled_shown_and_removed() {
         "{}",
         stderr(&out)
     );
-    let out = cli(&url, &["clusters", "get", "dev"]).await;
-    assert_eq!(out.status.code(), Some(1));
+    let out = until(&url, &["clusters", "get", "dev"], "dev gone", |o| {
+        o.status.code() == Some(1)
+    })
+    .await;
     assert!(stderr(&out).contains("404"), "{}", stderr(&out));
     let out = cli(&url, &["clusters", "list", "-o", "json"]).await;
     assert_eq!(names(&out), ["prod", "staging"]);
@@ -711,8 +742,10 @@ async fn removing_a_cluster_with_queued_work_is_refused_unless_forced() {
         let record: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(record["error"]["class"], "unknown_cluster", "{record}");
     }
-    let out = cli(&url, &["clusters", "list", "-o", "json"]).await;
-    assert_eq!(names(&out), Vec::<String>::new());
+    until(&url, &["clusters", "list", "-o", "json"], "y gone", |o| {
+        listed(o).is_some_and(|n| n.is_empty())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -788,12 +821,13 @@ async fn cluster_commands_send_the_token_and_never_print_it() {
     assert!(stderr(&out).contains("403"), "{}", stderr(&out));
     assert!(stderr(&out).contains("manage_clusters"), "{}", stderr(&out));
     // It lists what its policy allows.
-    let out = cli(
+    until(
         &url,
         &["clusters", "list", "-o", "json", "--token", "ci-secret-2"],
+        "staging listed for ci",
+        |o| listed(o).is_some_and(|n| n == ["staging"]),
     )
     .await;
-    assert_eq!(names(&out), ["staging"]);
     // No token: 401.
     let out = cli(&url, &["clusters", "list"]).await;
     assert_eq!(out.status.code(), Some(1));
