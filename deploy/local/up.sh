@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Brings up longshore locally and shows it doing its job:
 #   nats-server (JetStream) + kube-sim with two clusters (prod, staging)
-#   + 2 dispatchers + 3 workers, then deploys deploy/local/sample-app.yaml to prod
-#   through the HTTP API and shows the result. Ctrl-C stops everything.
+#   + 2 dispatchers + 3 workers (their credentials: a directory of kubeconfigs), registers
+#   prod and staging with the longshore CLI, then deploys deploy/local/sample-app.yaml to
+#   prod through the HTTP API and shows the result. Ctrl-C stops everything.
 #
 #   bash deploy/local/up.sh          # stay up, with instructions for trying more
 #   bash deploy/local/up.sh --once   # show the deployment, then stop (for scripts)
@@ -78,28 +79,51 @@ start nats "$NATS_SERVER_BIN" -js -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MONITOR
 wait_for nats-server "http://127.0.0.1:$NATS_MONITOR_PORT/healthz"
 
 say "starting kube-sim with clusters prod and staging on 127.0.0.1:$SIM_PORT"
+# One file for kubectl, and a directory with a file per cluster for the workers, which
+# watch it: a cluster's kubeconfig added there is used without a restart.
 kubeconfig="$state/kubeconfig"
-start kube-sim "$bin/kube-sim" --listen "127.0.0.1:$SIM_PORT" --clusters prod,staging --write-kubeconfig "$kubeconfig"
+kubeconfigs="$state/kubeconfigs"
+rm -rf "$kubeconfigs"
+start kube-sim "$bin/kube-sim" --listen "127.0.0.1:$SIM_PORT" --clusters prod,staging \
+  --write-kubeconfig "$kubeconfig" --write-kubeconfig-dir "$kubeconfigs"
 wait_for kube-sim "http://127.0.0.1:$SIM_PORT/clusters/prod/version"
 
 export LONGSHORE_NATS__URL="nats://127.0.0.1:$NATS_PORT"
 for i in "${!DISPATCHER_PORTS[@]}"; do
   port=${DISPATCHER_PORTS[$i]}
   say "starting dispatcher $((i + 1)) on 127.0.0.1:$port"
-  LONGSHORE_LISTEN="127.0.0.1:$port" LONGSHORE_CLUSTERS=prod,staging \
-    start "dispatcher-$((i + 1))" "$bin/longshore-dispatcher"
+  LONGSHORE_LISTEN="127.0.0.1:$port" start "dispatcher-$((i + 1))" "$bin/longshore-dispatcher"
 done
 for i in $(seq 1 "$WORKERS"); do
   say "starting worker $i"
-  LONGSHORE_WORKER_ID="worker-$i" LONGSHORE_CLUSTERS__KUBECONFIG="$kubeconfig" \
+  LONGSHORE_WORKER_ID="worker-$i" LONGSHORE_CLUSTERS__KUBECONFIG_DIR="$kubeconfigs" \
     LONGSHORE_LISTEN="127.0.0.1:${WORKER_PORTS[$((i - 1))]}" \
     start "worker-$i" "$bin/longshore-worker"
 done
 for port in "${DISPATCHER_PORTS[@]}"; do wait_for "dispatcher on $port" "http://127.0.0.1:$port/readyz"; done
 for port in "${WORKER_PORTS[@]}"; do wait_for "worker on $port" "http://127.0.0.1:$port/readyz"; done
 
-# --- deploy the sample application through the API ---------------------------
+# --- register the clusters ------------------------------------------------------
 api="http://127.0.0.1:${DISPATCHER_PORTS[0]}"
+# The CLI was built with the rest; it talks to http://127.0.0.1:8080 unless told otherwise.
+cli=target/debug/longshore
+[ "$api" = http://127.0.0.1:8080 ] || cli="$cli --server $api"
+
+register() { # name label: retried until the workers' pool has announced its credentials
+  local out
+  say "$cli clusters register $1 -l $2"
+  for _ in $(seq 1 150); do
+    out=$($cli clusters register "$1" -l "$2" 2>&1) && { echo "$out"; return 0; }
+    sleep 0.2
+  done
+  die "registering $1 failed: $out"
+}
+register prod env=prod
+register staging env=staging
+say "$cli clusters list"
+$cli clusters list
+
+# --- deploy the sample application through the API ---------------------------
 say "submitting deploy/local/sample-app.yaml to cluster prod via $api"
 body=$(python3 -c 'import json,sys; print(json.dumps({"cluster": "prod", "action": "apply", "manifests": open(sys.argv[1]).read(), "pipeline": {"pipeline": "try-out", "stage": "deploy"}}))' deploy/local/sample-app.yaml)
 key="try-out-$(date +%s)"
@@ -124,10 +148,6 @@ kubectl --kubeconfig "$kubeconfig" --context prod -n shop get configmap,deployme
 
 if $once; then exit 0; fi
 
-# The CLI was built with the rest; it talks to http://127.0.0.1:8080 unless told otherwise.
-cli=target/debug/longshore
-[ "$api" = http://127.0.0.1:8080 ] || cli="$cli --server $api"
-
 cat <<TXT
 
 longshore is running: 2 dispatchers, $WORKERS workers, clusters prod and staging.
@@ -141,6 +161,18 @@ longshore is running: 2 dispatchers, $WORKERS workers, clusters prod and staging
   (its commands and flags: $cli --help, and docs/pipelines.md):
     $cli submit -f deploy/local/sample-app.yaml --cluster staging --wait
     $cli status $id
+
+  The clusters, registered at runtime (docs/clusters.md):
+    $cli clusters list -l env=prod
+    $cli clusters get staging
+    $cli clusters label staging tier=gold
+  Another one: kube-sim adds it, its kubeconfig goes where the workers look (they pick it
+  up within 2 s, no restart), then it is registered:
+    curl -s -X PUT http://127.0.0.1:$SIM_PORT/_sim/clusters/dev
+    curl -s http://127.0.0.1:$SIM_PORT/_sim/clusters/dev/kubeconfig >$kubeconfigs/.dev.yaml \
+      && mv $kubeconfigs/.dev.yaml $kubeconfigs/dev.yaml
+    $cli clusters register dev -l env=dev
+    $cli submit -f deploy/local/sample-app.yaml --cluster dev --wait
 
   Clusters: kubectl --kubeconfig $kubeconfig --context staging get all -A
   Writes:   curl -s http://127.0.0.1:$SIM_PORT/_sim/clusters/prod/writes
