@@ -157,22 +157,69 @@ async fn exchange(req: reqwest::RequestBuilder) -> Result<(StatusCode, Value), F
 }
 
 /// A refusal as people read it: the status, the RFC 9457 problem's `detail`, and each
-/// field it names with the reason.
+/// field it names with the reason, one a line. The detail of an invalid request already
+/// lists its fields on one line; that part is not printed twice.
 pub fn problem(status: StatusCode, body: &Value) -> String {
-    let mut message = format!(
-        "{} {}: {}",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or_default(),
-        body["detail"].as_str().unwrap_or("(no detail)")
-    );
-    if let Some(errors) = body["errors"].as_array() {
-        for e in errors {
-            message.push_str(&format!(
-                "\n  {}: {}",
+    let fields: Vec<String> = body["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{}: {}",
                 e["field"].as_str().unwrap_or_default(),
                 e["reason"].as_str().unwrap_or_default()
-            ));
+            )
+        })
+        .collect();
+    let detail = body["detail"].as_str().unwrap_or("(no detail)");
+    let detail = match fields.first().and_then(|f| detail.find(f.as_str())) {
+        Some(at) if fields.iter().all(|f| detail.contains(f.as_str())) => {
+            match detail[..at].trim_end_matches([':', ';', ' ']) {
+                "" => "invalid request",
+                head => head,
+            }
         }
+        _ => detail,
+    };
+    let mut message = format!(
+        "{} {}: {detail}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or_default(),
+    );
+    for field in fields {
+        message.push_str(&format!("\n  {field}"));
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_problem_names_each_field_once() {
+        let body = json!({
+            "detail": "invalid request: pool: unknown pool \"x\"; labels.a: too long",
+            "errors": [
+                {"field": "pool", "reason": "unknown pool \"x\""},
+                {"field": "labels.a", "reason": "too long"},
+            ],
+        });
+        assert_eq!(
+            problem(StatusCode::BAD_REQUEST, &body),
+            "400 Bad Request: invalid request\n  pool: unknown pool \"x\"\n  labels.a: too long"
+        );
+        let body = json!({"detail": "2 operation(s) are queued for cluster y"});
+        assert_eq!(
+            problem(StatusCode::CONFLICT, &body),
+            "409 Conflict: 2 operation(s) are queued for cluster y"
+        );
+        assert_eq!(
+            problem(StatusCode::BAD_GATEWAY, &Value::Null),
+            "502 Bad Gateway: (no detail)"
+        );
+    }
 }
