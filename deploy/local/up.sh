@@ -166,10 +166,11 @@ longshore is running: 2 dispatchers, $WORKERS workers, clusters prod and staging
     $cli clusters list -l env=prod
     $cli clusters get staging
     $cli clusters label staging tier=gold
-  Another one: kube-sim adds it, its kubeconfig goes where the workers look (they pick it
-  up within 2 s, no restart), then it is registered:
+  Register another: kube-sim adds it, its kubeconfig goes where the workers look (they
+  read it within 2 s, no restart; until then a registration is refused, naming
+  credentials), then it is registered and used:
     curl -s -X PUT http://127.0.0.1:$SIM_PORT/_sim/clusters/dev
-    curl -s http://127.0.0.1:$SIM_PORT/_sim/clusters/dev/kubeconfig >$kubeconfigs/.dev.yaml \
+    curl -s http://127.0.0.1:$SIM_PORT/_sim/clusters/dev/kubeconfig >$kubeconfigs/.dev.yaml \\
       && mv $kubeconfigs/.dev.yaml $kubeconfigs/dev.yaml
     $cli clusters register dev -l env=dev
     $cli submit -f deploy/local/sample-app.yaml --cluster dev --wait
