@@ -363,7 +363,14 @@ fn describe(item: &Value, now: jiff::Timestamp) -> String {
         ("kubeconfig", Some(context)) => format!("kubeconfig context {context}"),
         (kind, _) => kind.to_owned(),
     };
-    let when = |at: &str, by: &str| format!("{at} ({} ago, by {by})", age_of(at, now));
+    let when = |at: &str, by: &str| {
+        // To the second: what a person compares.
+        let shown = match at.parse::<jiff::Timestamp>() {
+            Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+            Err(_) => at.to_owned(),
+        };
+        format!("{shown} ({} ago, by {by})", age_of(at, now))
+    };
     let mut lines = vec![
         ("name", str_of(item, "name").to_owned()),
         ("pool", str_of(item, "pool").to_owned()),
@@ -562,7 +569,7 @@ mod tests {
         let mut one = item("prod", "ready", "reachable", json!({"env": "prod"}));
         one["status"]["observed"] = json!({
             "reachable": true, "serverVersion": "v1.31.0", "latencyMs": 3,
-            "observedAt": "2026-12-01T10:00:20Z", "worker": "w1", "pool": "workers",
+            "observedAt": "2026-12-01T10:00:20.123456789Z", "worker": "w1", "pool": "workers",
         });
         let text = describe(&one, now);
         for line in [
