@@ -273,8 +273,7 @@ async fn counters_move_when_operations_run() {
     let requests = "longshore_dispatcher_http_requests_total{route=\"/v1/operations\",method=\"POST\",status=\"202\"}";
     let succeeded = "longshore_worker_operations_total{action=\"apply\",outcome=\"succeeded\",error_class=\"none\"}";
     let failed = "longshore_worker_operations_total{action=\"apply\",outcome=\"failed\",error_class=\"CLASS\"}";
-    let patches =
-        "longshore_worker_kube_request_duration_seconds_count{cluster=\"prod\",method=\"PATCH\"}";
+    let patches = "longshore_worker_kube_request_duration_seconds_count{method=\"PATCH\"}";
     let queue_wait = "longshore_worker_queue_wait_seconds_count{action=\"apply\"}";
     let (d0, w0) = (scrape(&d).await, scrape(&w).await);
 

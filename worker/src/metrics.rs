@@ -28,8 +28,10 @@ pub struct ActionLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabels {
-    pub cluster: String,
-    pub method: String,
+    /// The HTTP method, from a fixed set (`other` for anything else). Not the cluster:
+    /// a latency histogram per cluster of a fleet of thousands is millions of series;
+    /// each cluster's health is in the registry's observed state instead.
+    pub method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,7 +122,7 @@ impl Default for Metrics {
             Family::<ApiLabels, Histogram>::new_with_constructor(api_buckets as fn() -> _);
         registry.register(
             "kube_request_duration_seconds",
-            "Kubernetes API requests, by cluster and method",
+            "Kubernetes API requests, by method",
             api_duration.clone(),
         );
         let api_errors = Family::<ApiErrorLabels, Counter>::default();
@@ -203,11 +205,16 @@ impl Metrics {
         took: Duration,
         error: Option<&'static str>,
     ) {
+        let method = match method {
+            "GET" => "GET",
+            "PUT" => "PUT",
+            "POST" => "POST",
+            "PATCH" => "PATCH",
+            "DELETE" => "DELETE",
+            _ => "other",
+        };
         self.api_duration
-            .get_or_create(&ApiLabels {
-                cluster: cluster.to_owned(),
-                method: method.to_owned(),
-            })
+            .get_or_create(&ApiLabels { method })
             .observe(took.as_secs_f64());
         if let Some(kind) = error {
             self.api_errors
