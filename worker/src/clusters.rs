@@ -52,6 +52,7 @@ pub struct Clusters {
     /// What `kubeconfig_dir` held when last read: (file, length, modification time).
     dir_seen: Mutex<Vec<(PathBuf, u64, std::time::SystemTime)>>,
     clients: Mutex<HashMap<String, Arc<Cluster>>>,
+    transports: Arc<crate::transport::Transports>,
     metrics: Arc<crate::metrics::Metrics>,
     request_timeout: Duration,
     started: Instant,
@@ -63,9 +64,10 @@ pub struct Cluster {
     reference: String,
     digest: [u8; 32],
     config: kube::Config,
-    client: std::sync::OnceLock<kube::Client>,
     /// Per-cluster API metrics, recorded by the client's [`crate::api_calls`] layer.
     metrics: Arc<crate::metrics::Metrics>,
+    /// The connections it shares with clusters that connect the same way.
+    transports: Arc<crate::transport::Transports>,
     request_timeout: Duration,
     kinds: tokio::sync::RwLock<HashMap<(String, String), Kind>>,
     /// Seconds since the registry started when it was last handed out.
@@ -87,6 +89,7 @@ impl Clusters {
             credentials: RwLock::default(),
             dir_seen: Mutex::default(),
             clients: Mutex::default(),
+            transports: Arc::default(),
             metrics: metrics.clone(),
             request_timeout,
             started: Instant::now(),
@@ -193,6 +196,7 @@ impl Clusters {
             reference,
             credential,
             self.metrics.clone(),
+            self.transports.clone(),
             self.request_timeout,
             now,
         ));
@@ -366,6 +370,7 @@ impl Cluster {
         reference: String,
         credential: &Credential,
         metrics: Arc<crate::metrics::Metrics>,
+        transports: Arc<crate::transport::Transports>,
         request_timeout: Duration,
         now: u64,
     ) -> Self {
@@ -384,31 +389,27 @@ impl Cluster {
             reference,
             digest: credential.digest,
             config,
-            client: std::sync::OnceLock::new(),
             metrics,
+            transports,
             request_timeout,
             kinds: tokio::sync::RwLock::default(),
             last_used: AtomicU64::new(now),
         }
     }
 
-    /// The cluster's client, built on first use.
+    /// A client for the cluster. Cheap (the transport is shared, see
+    /// [`crate::transport`]) and not kept: a kube client holds a request buffer and a task
+    /// of its own, which thousands of clusters' clients would keep for nothing.
     pub fn client(&self) -> std::result::Result<kube::Client, OpError> {
-        if let Some(client) = self.client.get() {
-            return Ok(client.clone());
-        }
         let calls = crate::api_calls::ApiCallLayer::new(
             &self.name,
             &self.config.cluster_url,
             self.metrics.clone(),
         );
-        let client = kube::client::ClientBuilder::try_from(self.config.clone())
-            .map_err(|e| {
-                OpError::UnknownCluster(format!("{}: cannot build a client: {e}", self.name))
-            })?
-            .with_layer(&calls)
-            .build();
-        Ok(self.client.get_or_init(|| client).clone())
+        let client = self.transports.client(&self.config, calls).map_err(|e| {
+            OpError::UnknownCluster(format!("{}: cannot build a client: {e}", self.name))
+        })?;
+        Ok(client)
     }
 
     /// Bounds one API call by the request timeout.

@@ -55,6 +55,7 @@ pub mod server;
 pub mod settle;
 pub mod shutdown;
 pub mod status;
+pub mod transport;
 pub mod wait;
 
 use std::sync::Arc;
