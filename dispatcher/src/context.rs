@@ -5,7 +5,10 @@ use std::{collections::BTreeSet, time::Duration};
 
 use async_nats::{connection::State as ConnState, jetstream};
 use longshore_contract::{
-    ClusterName, OperationRecord, backoff::Backoff, jetstream as js_defs, registry::fleet::Fleet,
+    ClusterName, OperationRecord,
+    backoff::Backoff,
+    jetstream as js_defs,
+    registry::fleet::{Fleet, Observing},
     store::Store,
 };
 use tokio::sync::OnceCell;
@@ -99,7 +102,7 @@ impl Context {
                 js_defs::ensure_stream(&self.js, settings.stream()).await?;
                 js_defs::ensure_stream(&self.js, settings.dead_letter_stream()).await?;
                 js_defs::ensure_bucket(&self.js, settings.objects_bucket()).await?;
-                let fleet = Fleet::open(&self.js, settings, &stop).await?;
+                let fleet = Fleet::open(&self.js, settings, &stop, Observing::Health).await?;
                 let operations =
                     js_defs::ensure_bucket(&self.js, settings.operations_bucket()).await?;
                 Ok::<_, js_defs::ProvisionError>((operations, fleet))

@@ -27,8 +27,13 @@ pub const CONFIG_SOURCE: &str = "config";
 /// not have (with the default pool, and the kubeconfig context of its name). A cluster
 /// removed through the API stays removed. Best effort: a failure is logged.
 pub async fn seed(fleet: &Fleet, clusters: &BTreeSet<ClusterName>) {
+    if clusters.is_empty() {
+        return;
+    }
+    // From the registry as it is: what it has already costs no request.
+    fleet.cluster_view.loaded().await;
     let now = jiff::Timestamp::now();
-    for name in clusters {
+    for name in clusters.iter().filter(|c| fleet.entry(c).is_none()) {
         let entry = ClusterEntry {
             name: name.clone(),
             labels: Default::default(),

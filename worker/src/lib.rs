@@ -107,6 +107,7 @@ pub async fn run_on(
     let stop = Shutdown::new(config.drain_grace);
     let shared = Arc::new(server::Shared {
         pool: config.pool.name.clone(),
+        registry_endpoint: config.registry_endpoint,
         ..Default::default()
     });
     let stop_listener = CancellationToken::new();
@@ -153,6 +154,7 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
         return Ok(());
     };
     let pool = config.pool_name();
+    let _ = shared.fleet.set(ready.fleet.clone());
     membership::seed(&ready.fleet, &clusters, &pool, &config.worker_id).await;
     let fleet_tasks = membership::start(
         ready.fleet.clone(),
@@ -276,7 +278,13 @@ async fn provision(
                     source: e.into(),
                 })?;
             let consumer = ensure_consumer(&stream, &pool).await?;
-            let fleet = Fleet::open(js, settings, shutdown.token()).await?;
+            let fleet = Fleet::open(
+                js,
+                settings,
+                shutdown.token(),
+                longshore_contract::registry::fleet::Observing::Membership,
+            )
+            .await?;
             Ok::<_, ProvisionError>(Ready {
                 stream,
                 consumer,

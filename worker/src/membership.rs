@@ -8,7 +8,7 @@
 //! - it **probes** the clusters it is responsible for (rendezvous hashing over the pool's
 //!   live members: each cluster by exactly one member, spread evenly), writing what it saw
 //!   with a TTL, so "served, but unreachable" shows, and a cluster nobody probes any more
-//!   shows as not observed;
+//!   shows as not observed; a cluster it has not probed yet (new, or newly its) at once;
 //! - it drops the clients it has not used for `clusters.idle_timeout`.
 //!
 //! At start it also registers the clusters its configuration names the old way
@@ -17,11 +17,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use longshore_contract::PoolName;
 use longshore_contract::registry::fleet::Fleet;
-use longshore_contract::registry::{ClusterEntry, Member, Observed, PoolCredentials, owner};
+use longshore_contract::registry::{
+    ClusterEntry, Liveness, Member, Observed, PoolCredentials, owner,
+};
 use longshore_contract::store::{Change, Seeded};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::clusters::Clusters;
@@ -30,6 +32,8 @@ use crate::shutdown::Shutdown;
 
 /// Probes at once, at most.
 const PROBES_IN_FLIGHT: usize = 16;
+/// How long a probe waits for the API server.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Registers, for this pool, the clusters of the old-style configuration that the registry
 /// lacks (a cluster removed through the API stays removed). Best effort.
@@ -80,15 +84,20 @@ pub fn start(
             heartbeat_at: jiff::Timestamp::now(),
         };
         let key = Member::key(&pool, &config.worker_id);
-        let liveness = longshore_contract::registry::Liveness::default();
+        let liveness = Liveness::default();
         let mut heartbeat = tokio::time::interval(liveness.heartbeat);
         let mut reload = tokio::time::interval(config.clusters.reload_interval);
-        let mut probe = tokio::time::interval(Duration::from_secs(1));
-        for t in [&mut heartbeat, &mut reload, &mut probe] {
+        for t in [&mut heartbeat, &mut reload] {
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
-        let probes = Arc::new(Semaphore::new(PROBES_IN_FLIGHT));
-        let started = Instant::now();
+        let probing = tokio::spawn(probe_loop(
+            fleet.clone(),
+            clusters.clone(),
+            pool.clone(),
+            config.worker_id.clone(),
+            liveness,
+            shutdown.clone(),
+        ));
         announce(&fleet, &clusters, &pool, &config.worker_id).await;
         loop {
             tokio::select! {
@@ -105,12 +114,9 @@ pub fn start(
                     }
                     clusters.drop_idle();
                 }
-                _ = probe.tick() => {
-                    let tick = started.elapsed().as_secs();
-                    probe_due(&fleet, &clusters, &pool, &config.worker_id, tick, liveness, &probes);
-                }
             }
         }
+        let _ = probing.await;
         // Leaving: the pool shows one replica fewer now, not when the TTL runs out.
         let left = fleet
             .members
@@ -156,50 +162,83 @@ async fn announce(fleet: &Fleet, clusters: &Clusters, pool: &PoolName, worker: &
     }
 }
 
-/// Starts the probes due at `tick` (seconds since start): each of this pool's clusters
-/// that this member is responsible for, once per probe interval (spread over it by a hash
-/// of the name), and at once if it has no observation yet.
-fn probe_due(
+/// Every second, probes the clusters due then: each of this pool's clusters that this
+/// member is responsible for, once per probe interval (spread over it by a hash of the
+/// name), and at once if it has no observation yet. A round finishes before the next
+/// starts, with at most [`PROBES_IN_FLIGHT`] probes at a time.
+async fn probe_loop(
+    fleet: Fleet,
+    clusters: Arc<Clusters>,
+    pool: PoolName,
+    worker: String,
+    liveness: Liveness,
+    shutdown: Shutdown,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = Instant::now();
+    // The clusters this member has probed since it started: one it has not is probed at
+    // once (just registered, or just become this member's to probe).
+    let mut probed = std::collections::HashSet::<String>::new();
+    loop {
+        tokio::select! {
+            () = shutdown.started() => return,
+            _ = tick.tick() => {}
+        }
+        let due = due(
+            &fleet,
+            &pool,
+            &worker,
+            started.elapsed().as_secs(),
+            liveness,
+            &probed,
+        );
+        probed.extend(due.iter().map(|e| e.name.to_string()));
+        let round = futures::stream::iter(due)
+            .map(|entry| {
+                let (fleet, clusters, pool, worker) = (&fleet, &clusters, &pool, &worker);
+                async move {
+                    let observed = probe(clusters, &entry, pool, worker).await;
+                    let written = fleet
+                        .health
+                        .put_with_ttl(entry.name.as_str(), &observed, liveness.health_ttl)
+                        .await;
+                    if let Err(e) = written {
+                        tracing::debug!(cluster = %entry.name, error = %e, "observation not written");
+                    }
+                }
+            })
+            .buffer_unordered(PROBES_IN_FLIGHT)
+            .collect::<Vec<()>>();
+        tokio::select! {
+            () = shutdown.started() => return,
+            _ = round => {}
+        }
+    }
+}
+
+/// The clusters this member should probe at second `tick`.
+fn due(
     fleet: &Fleet,
-    clusters: &Arc<Clusters>,
     pool: &PoolName,
     worker: &str,
     tick: u64,
-    liveness: longshore_contract::registry::Liveness,
-    probes: &Arc<Semaphore>,
-) {
+    liveness: Liveness,
+    probed: &std::collections::HashSet<String>,
+) -> Vec<ClusterEntry> {
     let members = fleet.members_of(pool);
     let interval = liveness.probe.as_secs().max(1);
+    let mut due = Vec::new();
     fleet.cluster_view.scan(None, |name, entry| {
-        if entry.pool != *pool {
+        if entry.pool != *pool || owner(name, &members).is_none_or(|m| m.worker != worker) {
             return true;
         }
-        if owner(name, &members).is_none_or(|m| m.worker != worker) {
-            return true;
+        if !probed.contains(name) || slot(name) % interval == tick % interval {
+            due.push(entry.clone());
         }
-        let observed = fleet.health_view.get(name);
-        let unobserved = observed.as_ref().is_none_or(|o| o.pool != *pool);
-        if !unobserved && slot(name) % interval != tick % interval {
-            return true;
-        }
-        let Ok(permit) = probes.clone().try_acquire_owned() else {
-            return false; // enough in flight; the rest wait for a later tick
-        };
-        let (fleet, clusters, entry) = (fleet.clone(), clusters.clone(), entry.clone());
-        let (pool, worker) = (pool.clone(), worker.to_owned());
-        tokio::spawn(async move {
-            let observed = probe(&clusters, &entry, &pool, &worker).await;
-            let written = fleet
-                .health
-                .put_with_ttl(entry.name.as_str(), &observed, liveness.health_ttl)
-                .await;
-            if let Err(e) = written {
-                tracing::debug!(cluster = %entry.name, error = %e, "observation not written");
-            }
-            drop(permit);
-        });
         true
     });
+    due
 }
 
 fn slot(name: &str) -> u64 {
@@ -216,7 +255,16 @@ async fn probe(
 ) -> Observed {
     let started = Instant::now();
     let result = match clusters.get(entry) {
-        Ok(cluster) => cluster.version().await,
+        // Bounded apart from operations' request timeout: one silent cluster must not hold
+        // up a round of probes for long.
+        Ok(cluster) => match tokio::time::timeout(PROBE_TIMEOUT, cluster.version()).await {
+            Ok(result) => result,
+            Err(_) => Err(crate::error::OpError::Timeout {
+                verb: crate::error::Verb::Get,
+                object: format!("{} /version", entry.name),
+                after: PROBE_TIMEOUT,
+            }),
+        },
         Err(e) => Err(e),
     };
     let latency_ms = started.elapsed().as_millis() as u64;

@@ -23,7 +23,18 @@ pub struct Fleet {
     pub cluster_view: Follower<ClusterEntry>,
     pub pool_view: Follower<PoolCredentials>,
     pub member_view: Follower<Member>,
-    pub health_view: Follower<Observed>,
+    /// What the pools observe: followed by the replicas that show it (dispatchers), not by
+    /// workers, which write it and have no use for a copy of the whole fleet's.
+    pub health_view: Option<Follower<Observed>>,
+}
+
+/// Which observed state a replica follows besides the declared registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Observing {
+    /// Clusters' health too (to show it).
+    Health,
+    /// Members and pools only.
+    Membership,
 }
 
 impl Fleet {
@@ -32,6 +43,7 @@ impl Fleet {
         js: &jetstream::Context,
         settings: &Settings,
         stop: &CancellationToken,
+        observing: Observing,
     ) -> Result<Self, ProvisionError> {
         let clusters = ensure_bucket(js, clusters_bucket(settings)).await?;
         let pools = ensure_bucket(js, pools_bucket(settings)).await?;
@@ -41,7 +53,8 @@ impl Fleet {
             cluster_view: Follower::start(clusters.clone(), CLUSTERS_BUCKET, stop.child_token()),
             pool_view: Follower::start(pools.clone(), POOLS_BUCKET, stop.child_token()),
             member_view: Follower::start(members.clone(), MEMBERS_BUCKET, stop.child_token()),
-            health_view: Follower::start(health.clone(), HEALTH_BUCKET, stop.child_token()),
+            health_view: (observing == Observing::Health)
+                .then(|| Follower::start(health.clone(), HEALTH_BUCKET, stop.child_token())),
             clusters: Store::new(clusters, CLUSTERS_BUCKET),
             pools: Store::new(pools, POOLS_BUCKET),
             members: Store::new(members, MEMBERS_BUCKET).with_ttl_writes(js.clone()),
@@ -54,7 +67,7 @@ impl Fleet {
         self.cluster_view.is_loaded()
             && self.pool_view.is_loaded()
             && self.member_view.is_loaded()
-            && self.health_view.is_loaded()
+            && self.health_view.as_ref().is_none_or(Follower::is_loaded)
     }
 
     /// Waits until every bucket has been read in full once.
@@ -62,11 +75,15 @@ impl Fleet {
         self.cluster_view.loaded().await;
         self.pool_view.loaded().await;
         self.member_view.loaded().await;
-        self.health_view.loaded().await;
+        if let Some(health) = &self.health_view {
+            health.loaded().await;
+        }
     }
 
     pub fn entry(&self, cluster: &ClusterName) -> Option<ClusterEntry> {
-        self.cluster_view.get(cluster.as_str())
+        self.cluster_view
+            .get(cluster.as_str())
+            .map(|e| ClusterEntry::clone(&e))
     }
 
     /// The live replicas of `pool`, in key order (`<pool>.<worker>`).
@@ -78,7 +95,10 @@ impl Fleet {
     pub fn status(&self, entry: &ClusterEntry) -> Status {
         let members = self.members_of(&entry.pool).len();
         let pool = self.pool_view.get(entry.pool.as_str());
-        let observed = self.health_view.get(entry.name.as_str());
-        Status::of(entry, members, pool.as_ref(), observed.as_ref())
+        let observed = self
+            .health_view
+            .as_ref()
+            .and_then(|h| h.get(entry.name.as_str()));
+        Status::of(entry, members, pool.as_deref(), observed.as_deref())
     }
 }

@@ -17,9 +17,10 @@ use crate::backoff::Backoff;
 
 const REWATCH: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
-/// The live copy of a bucket of `T`s, by key, in key order.
+/// The live copy of a bucket of `T`s, by key, in key order. Values are shared (`Arc`), so
+/// reading a large one (a pool's list of credentials) copies nothing.
 pub struct Follower<T> {
-    values: Arc<RwLock<BTreeMap<String, T>>>,
+    values: Arc<RwLock<BTreeMap<String, Arc<T>>>>,
     /// Bumped on every change applied; `0` until the first full load.
     version: watch::Receiver<u64>,
 }
@@ -67,7 +68,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Follower<T> {
         *self.version.borrow()
     }
 
-    pub fn get(&self, key: &str) -> Option<T> {
+    pub fn get(&self, key: &str) -> Option<Arc<T>> {
         self.read().get(key).cloned()
     }
 
@@ -105,11 +106,11 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Follower<T> {
                 std::ops::Bound::Unbounded,
             ))
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| T::clone(v))
             .collect()
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, T>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<T>>> {
         self.values.read().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -117,7 +118,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Follower<T> {
 async fn follow<T: DeserializeOwned + Send + Sync + 'static>(
     kv: kv::Store,
     bucket: &'static str,
-    values: Arc<RwLock<BTreeMap<String, T>>>,
+    values: Arc<RwLock<BTreeMap<String, Arc<T>>>>,
     version: watch::Sender<u64>,
     stop: CancellationToken,
 ) {
@@ -145,7 +146,7 @@ async fn follow<T: DeserializeOwned + Send + Sync + 'static>(
 async fn watch_once<T: DeserializeOwned>(
     kv: &kv::Store,
     bucket: &'static str,
-    values: &RwLock<BTreeMap<String, T>>,
+    values: &RwLock<BTreeMap<String, Arc<T>>>,
     version: &watch::Sender<u64>,
 ) -> Result<(), String> {
     let mut watch = kv
@@ -169,7 +170,7 @@ async fn watch_once<T: DeserializeOwned>(
         let entry = entry.map_err(|e| format!("watching {bucket}: {e}"))?;
         let value = match entry.operation {
             kv::Operation::Put => match serde_json::from_slice::<T>(&entry.value) {
-                Ok(v) => Some(v),
+                Ok(v) => Some(Arc::new(v)),
                 Err(e) => {
                     // Skipped, not fatal: one bad value must not blind a replica to the rest.
                     tracing::warn!(bucket, key = %entry.key, error = %e, "unreadable value; ignoring it");
@@ -210,8 +211,8 @@ fn apply<T>(map: &mut BTreeMap<String, T>, key: String, value: Option<T>) {
 }
 
 fn swap_in<T>(
-    values: &RwLock<BTreeMap<String, T>>,
-    fresh: Option<BTreeMap<String, T>>,
+    values: &RwLock<BTreeMap<String, Arc<T>>>,
+    fresh: Option<BTreeMap<String, Arc<T>>>,
     version: &watch::Sender<u64>,
 ) {
     if let Some(fresh) = fresh {
@@ -263,9 +264,9 @@ mod tests {
             .unwrap();
         assert!(f.is_empty());
         kv.put("a", "1".into()).await.unwrap();
-        until(&f, |f| f.get("a") == Some(1)).await;
+        until(&f, |f| f.get("a").as_deref() == Some(&1)).await;
         kv.put("a", "2".into()).await.unwrap();
-        until(&f, |f| f.get("a") == Some(2)).await;
+        until(&f, |f| f.get("a").as_deref() == Some(&2)).await;
         kv.delete("a").await.unwrap();
         until(&f, |f| f.get("a").is_none()).await;
     }
@@ -290,7 +291,7 @@ mod tests {
             499,
             "every value but the deleted and the unreadable one"
         );
-        assert_eq!(f.get("k0499"), Some(499));
+        assert_eq!(f.get("k0499").as_deref(), Some(&499));
         let mut page = Vec::new();
         f.scan(Some("k0100"), |k, _| {
             page.push(k.to_owned());
