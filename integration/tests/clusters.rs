@@ -209,7 +209,10 @@ async fn labels_select_clusters_and_two_dispatchers_see_every_change() {
     sim.write_kubeconfig_dir(dir.path()).unwrap();
     let (d1, d2) = (dispatcher(&nats).await, dispatcher(&nats).await);
     let (one, two) = (Api::of(&d1), Api::of(&d2));
-    let _w = worker(&nats, dir.path(), "workers", "w1");
+    let w = worker_with(&nats, dir.path(), "workers", "w1", |c| {
+        c.registry_endpoint = true
+    });
+    let quiet = worker(&nats, dir.path(), "workers", "w2");
     one.register("a", json!({"labels": {"env": "prod", "region": "eu"}}))
         .await;
     one.register("b", json!({"labels": {"env": "prod", "region": "us"}}))
@@ -244,6 +247,26 @@ async fn labels_select_clusters_and_two_dispatchers_see_every_change() {
     .await
     .unwrap();
     assert_eq!(two.names("?selector=env%3Dprod").await, ["b"]);
+    // And by the worker, which follows the registry too.
+    let http = reqwest::Client::new();
+    eventually(WAIT, "the worker to see the new labels", || async {
+        let resp = http
+            .get(format!("{}/registry/clusters/a", w.metrics_url))
+            .send()
+            .await
+            .ok()?;
+        let entry: Value = resp.json().await.ok()?;
+        (entry["labels"] == json!({"region": "us", "tier": "gold"})).then_some(())
+    })
+    .await
+    .unwrap();
+    // Off by default: the listener asks for no token.
+    let resp = http
+        .get(format!("{}/registry/clusters/a", quiet.metrics_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
 
     // Pages, in name order.
     let (_, page) = two.get("/v1/clusters?limit=2").await;

@@ -37,6 +37,10 @@ pub struct Config {
     /// Address of the HTTP listener for `/metrics`, `/healthz` and `/readyz` (port 0
     /// picks a free one).
     pub listen: std::net::SocketAddr,
+    /// Also serve `/registry/clusters/{name}` on the listener: the registry entry as this
+    /// replica follows it (labels, pool, credential reference; never a credential). Off by
+    /// default, since the listener asks for no token.
+    pub registry_endpoint: bool,
     /// Trace export (OTLP); see `docs/observability.md`.
     pub telemetry: longshore_contract::telemetry::TelemetryConfig,
 }
@@ -143,6 +147,7 @@ impl Default for Config {
             drain_grace: Duration::from_secs(20),
             request_timeout: Duration::from_secs(30),
             listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9090)),
+            registry_endpoint: false,
             telemetry: Default::default(),
         }
     }

@@ -1,5 +1,7 @@
 //! The worker's small HTTP listener: `/metrics` (Prometheus), `/healthz` (the process
-//! runs) and `/readyz` (connected, provisioned and pulling).
+//! runs), `/readyz` (connected, provisioned and pulling), and, when `registry_endpoint` is on,
+//! `/registry/clusters/{name}` (the registry entry as this replica follows it: declared state only, no credential; for
+//! operators and for measuring how fast a change reaches every replica).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,6 +25,10 @@ pub struct Shared {
     /// The pool's consumer, once provisioned: its lag is read on each scrape.
     pub consumer: OnceCell<PullConsumer>,
     pub pulling: AtomicBool,
+    /// Whether `/registry/clusters/{name}` is served (`registry_endpoint`).
+    pub registry_endpoint: bool,
+    /// The registry as this replica follows it, once provisioned.
+    pub fleet: OnceCell<longshore_contract::registry::fleet::Fleet>,
 }
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
@@ -30,6 +36,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/registry/clusters/{name}", get(registry_entry))
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -59,6 +66,22 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         )],
         shared.metrics.encode(),
     )
+}
+
+async fn registry_entry(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> axum::response::Response {
+    if !shared.registry_endpoint {
+        return (StatusCode::NOT_FOUND, "registry_endpoint is off").into_response();
+    }
+    let Some(fleet) = shared.fleet.get() else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "registry not loaded yet").into_response();
+    };
+    match fleet.cluster_view.get(&name) {
+        Some(entry) => axum::Json(&*entry).into_response(),
+        None => (StatusCode::NOT_FOUND, "not registered").into_response(),
+    }
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
