@@ -10,14 +10,18 @@
 //! Modes: `baseline` (JetStream publish, pull + double ack, and both at once), `e2e` (HTTP
 //! submit to succeeded: latency at light load, throughput at saturation, CPU and memory per
 //! process), `scaling` (1, 2, 4, 8 workers against 50 ms writes), `fleet` (thousands of
-//! clusters: worker ready time and memory, a fleet-wide rollout), `all`, and `smoke` (every
-//! mode, tiny, to check they run: no figure is asserted).
+//! clusters: worker ready time and memory, a fleet-wide rollout), `registry` (10,000
+//! registered clusters: replicas ready, idle memory, how fast a change reaches 3
+//! dispatchers and 3 workers, listing with a selector, memory after touching 5,000
+//! clusters), `all`, and `smoke` (every mode, tiny, to check they run: no figure is
+//! asserted).
 
 #![forbid(unsafe_code)]
 
 mod baseline;
 mod e2e;
 mod fleet;
+mod registry;
 mod rig;
 mod scaling;
 mod stats;
@@ -33,6 +37,7 @@ enum Mode {
     E2e,
     Scaling,
     Fleet,
+    Registry,
     All,
     Smoke,
 }
@@ -58,6 +63,13 @@ struct Args {
     /// Registered clusters in the fleet run.
     #[arg(long, default_value_t = 2000)]
     clusters: usize,
+    /// A directory with another build's `longshore-dispatcher` and `longshore-worker`: the
+    /// e2e run is then made with those too, in the same run, and the two compared.
+    #[arg(long)]
+    compare_bins: Option<PathBuf>,
+    /// Registered clusters in the registry run.
+    #[arg(long, default_value_t = 10_000)]
+    registry_clusters: usize,
 }
 
 #[tokio::main]
@@ -85,8 +97,30 @@ async fn main() -> anyhow::Result<()> {
             workers: args.workers,
             worker_concurrency: 64,
         };
+        if let Some(dir) = &args.compare_bins {
+            rig::use_binaries(Some(dir.clone()));
+            let before = e2e::run(&p).await?;
+            rig::use_binaries(None);
+            println!("e2e (binaries of {}): {before}", dir.display());
+            out.insert(
+                "e2e_compared".into(),
+                json!({"binaries": dir.display().to_string(), "e2e": before}),
+            );
+        }
         let r = e2e::run(&p).await?;
         println!("e2e: {r}");
+        if let Some(before) = out
+            .get("e2e_compared")
+            .map(|c| c["e2e"]["saturation"]["ops_per_s"].as_f64().unwrap_or(0.0))
+        {
+            let now = r["saturation"]["ops_per_s"].as_f64().unwrap_or(0.0);
+            let ratio = if before > 0.0 { now / before } else { 0.0 };
+            println!("e2e: saturation throughput = {ratio:.3} x the compared binaries");
+            out.insert(
+                "e2e_vs_compared".into(),
+                json!((ratio * 1000.0).round() / 1000.0),
+            );
+        }
         if let Some(base) = out
             .get("baseline")
             .and_then(|b| b["loop_msgs_per_s"].as_f64())
@@ -110,6 +144,21 @@ async fn main() -> anyhow::Result<()> {
         let r = fleet::run(if smoke { 20 } else { args.clusters }, 2).await?;
         println!("fleet: {r}");
         out.insert("fleet".into(), r);
+    }
+    if wants(Mode::Registry) {
+        let p = registry::Params {
+            clusters: if smoke { 60 } else { args.registry_clusters },
+            replicas: 3,
+            changes: if smoke { 3 } else { 50 },
+            touched: if smoke {
+                20
+            } else {
+                args.registry_clusters / 2
+            },
+        };
+        let r = registry::run(&p).await?;
+        println!("registry: {r}");
+        out.insert("registry".into(), r);
     }
     if let Some(path) = &args.json {
         std::fs::write(

@@ -20,6 +20,22 @@ use longshore_integration::{
 use longshore_kube_sim::{KubeSim, SimOptions};
 use serde_json::Value;
 
+/// Where the dispatcher and worker binaries come from, when not the ones built beside the
+/// benchmark: another build (say, the release before a change) to compare in the same run.
+static BINARIES: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Uses the binaries in `dir` (or, with `None`, those beside the benchmark) from now on.
+pub fn use_binaries(dir: Option<PathBuf>) {
+    *BINARIES.lock().unwrap_or_else(|e| e.into_inner()) = dir;
+}
+
+fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    match BINARIES.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        Some(dir) => Ok(dir.join(name)),
+        None => binary(name),
+    }
+}
+
 /// When each operation reached a terminal state, and which.
 type Finished = Arc<Mutex<HashMap<String, (Instant, String)>>>;
 
@@ -65,7 +81,7 @@ impl Rig {
             keys: std::sync::atomic::AtomicU64::new(0),
             watcher: tokio::spawn(async {}),
         };
-        let bin = binary("longshore-dispatcher")?;
+        let bin = bin("longshore-dispatcher")?;
         for i in 0..dispatchers {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
@@ -112,7 +128,7 @@ impl Rig {
         env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
         let worker = Process::spawn(
             &format!("worker-{i}"),
-            &binary("longshore-worker")?,
+            &bin("longshore-worker")?,
             &[],
             &env,
             self.logs.path(),
