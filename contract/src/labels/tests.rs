@@ -433,3 +433,30 @@ proptest! {
         prop_assert_eq!(serde_json::from_str::<Selector>(&json).unwrap(), selector);
     }
 }
+
+#[test]
+fn labels_keep_key_order_and_serialise_as_an_object() {
+    let mut labels: Labels = [
+        ("region".to_owned(), "eu".to_owned()),
+        ("env".to_owned(), "dev".to_owned()),
+        ("env".to_owned(), "prod".to_owned()),
+    ]
+    .into();
+    assert_eq!(labels.len(), 2, "a key given twice keeps its last value");
+    assert_eq!(labels.get("env").map(String::as_str), Some("prod"));
+    assert_eq!(labels.insert("app".into(), "web".into()), None);
+    assert_eq!(
+        labels.insert("env".into(), "test".into()).as_deref(),
+        Some("prod")
+    );
+    assert_eq!(labels.keys().collect::<Vec<_>>(), ["app", "env", "region"]);
+    assert_eq!(labels.remove("region").as_deref(), Some("eu"));
+    assert_eq!(labels.remove("region"), None);
+    assert!(!labels.contains_key("region"));
+
+    let json = serde_json::to_string(&labels).unwrap();
+    assert_eq!(json, r#"{"app":"web","env":"test"}"#);
+    let back: Labels = serde_json::from_str(r#"{"env":"test","app":"web"}"#).unwrap();
+    assert_eq!(back, labels);
+    assert!(serde_json::from_str::<Labels>(r#"{"a":1}"#).is_err());
+}
