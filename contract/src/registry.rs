@@ -204,7 +204,7 @@ impl Status {
 /// or loses move.
 pub fn owner<'a>(key: &str, members: &'a [Member]) -> Option<&'a Member> {
     use sha2::{Digest, Sha256};
-    members.iter().max_by_key(|m| {
+    members.iter().max_by_key(|m: &&'a Member| {
         let mut h = Sha256::new();
         h.update(m.worker.as_bytes());
         h.update([0]);
@@ -213,7 +213,7 @@ pub fn owner<'a>(key: &str, members: &'a [Member]) -> Option<&'a Member> {
         // Ties (a collision of 64 bits) fall to the larger name, so still agreed.
         (
             u64::from_be_bytes(digest[..8].try_into().unwrap_or_default()),
-            m.worker.clone(),
+            m.worker.as_str(),
         )
     })
 }

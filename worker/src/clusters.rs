@@ -31,18 +31,49 @@ use crate::error::{Error, OpError, Result, Verb};
 /// A resolved kind: where its objects live and what they support.
 pub type Kind = (ApiResource, ApiCapabilities);
 
-/// One credential: a client configuration, and a digest of what it was built from (so a
-/// change is noticed without comparing secrets).
-#[derive(Clone)]
+/// One credential, and a digest of what it is (so a change is noticed without comparing
+/// secrets).
 struct Credential {
-    config: kube::Config,
+    source: Source,
     digest: [u8; 32],
 }
 
+/// What a credential's client configuration is built from.
+enum Source {
+    /// The kubeconfig of one context (the context, its cluster and its user), serialized:
+    /// a few hundred bytes, where a built configuration takes kilobytes, for each of
+    /// thousands of contexts. Checked when read; built into a configuration on first use.
+    Kubeconfig {
+        context: String,
+        part: secrecy::SecretSlice<u8>,
+    },
+    InCluster(Box<kube::Config>),
+}
+
+impl Credential {
+    async fn config(&self) -> std::result::Result<kube::Config, String> {
+        match &self.source {
+            Source::InCluster(config) => Ok(kube::Config::clone(config)),
+            Source::Kubeconfig { context, part } => {
+                use secrecy::ExposeSecret;
+                let part: Kubeconfig = serde_json::from_slice(part.expose_secret())
+                    .map_err(|e| format!("context {context}: {e}"))?;
+                let options = KubeConfigOptions {
+                    context: Some(context.clone()),
+                    ..Default::default()
+                };
+                kube::Config::from_custom_kubeconfig(part, &options)
+                    .await
+                    .map_err(|e| format!("context {context}: {e}"))
+            }
+        }
+    }
+}
+
 /// Every credential this worker has, by reference.
-#[derive(Clone, Default)]
+#[derive(Default)]
 struct CredentialSet {
-    by_reference: BTreeMap<String, Credential>,
+    by_reference: BTreeMap<String, Arc<Credential>>,
 }
 
 /// The clients of the clusters this worker has used, and the credentials they come from.
@@ -173,35 +204,65 @@ impl Clusters {
         out
     }
 
-    /// The client for `entry`, built from its credentials reference if this worker has it.
-    pub fn get(&self, entry: &ClusterEntry) -> std::result::Result<Arc<Cluster>, OpError> {
+    /// The cluster of `entry`, built from its credentials reference if this worker has it,
+    /// and kept (until idle) for the operations that follow.
+    pub async fn get(&self, entry: &ClusterEntry) -> std::result::Result<Arc<Cluster>, OpError> {
+        self.cluster(entry, true).await
+    }
+
+    /// The cluster of `entry` for one call (a probe): the one in use if there is one,
+    /// else one built for it and not kept, so probing a pool's whole share of a fleet
+    /// holds no memory between rounds.
+    pub async fn once(&self, entry: &ClusterEntry) -> std::result::Result<Arc<Cluster>, OpError> {
+        self.cluster(entry, false).await
+    }
+
+    async fn cluster(
+        &self,
+        entry: &ClusterEntry,
+        keep: bool,
+    ) -> std::result::Result<Arc<Cluster>, OpError> {
         let reference = entry.credentials.reference();
         let now = self.started.elapsed().as_secs();
-        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(cluster) = clients.get(entry.name.as_str())
-            && cluster.reference == reference
-        {
-            cluster.last_used.store(now, Ordering::Relaxed);
-            return Ok(cluster.clone());
-        }
-        let credentials = self.credentials();
-        let Some(credential) = credentials.by_reference.get(&reference) else {
+        let credential = {
+            let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(cluster) = clients.get(entry.name.as_str())
+                && cluster.reference == reference
+            {
+                cluster.last_used.store(now, Ordering::Relaxed);
+                return Ok(cluster.clone());
+            }
+            self.credentials().by_reference.get(&reference).cloned()
+        };
+        let Some(credential) = credential else {
             return Err(OpError::NoCredentials {
                 cluster: entry.name.to_string(),
                 reference,
             });
         };
+        let config = credential.config().await.map_err(|e| {
+            OpError::UnknownCluster(format!("{}: cannot build a client: {e}", entry.name))
+        })?;
         let cluster = Arc::new(Cluster::new(
+            self,
             entry.name.as_str(),
-            reference,
-            credential,
-            self.metrics.clone(),
-            self.transports.clone(),
-            self.request_timeout,
-            now,
+            (reference, credential.digest),
+            config,
         ));
-        clients.insert(entry.name.to_string(), cluster.clone());
-        Ok(cluster)
+        if !keep {
+            return Ok(cluster);
+        }
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        // Another operation may have built it meanwhile: one is kept, and shared.
+        let kept = clients
+            .entry(entry.name.to_string())
+            .and_modify(|c| {
+                if c.reference != cluster.reference || c.digest != cluster.digest {
+                    *c = cluster.clone();
+                }
+            })
+            .or_insert(cluster);
+        Ok(kept.clone())
     }
 
     /// Drops the clients unused for `clusters.idle_timeout`; how many are left.
@@ -256,7 +317,10 @@ impl Clusters {
             let digest = Sha256::digest(config.cluster_url.to_string().as_bytes()).into();
             set.by_reference.insert(
                 Reference::InCluster.reference(),
-                Credential { config, digest },
+                Arc::new(Credential {
+                    source: Source::InCluster(Box::new(config)),
+                    digest,
+                }),
             );
         }
         Ok(set)
@@ -318,16 +382,18 @@ async fn add_contexts(
             tracing::warn!(context = %name, file = %path.display(), "context defined twice; keeping the first");
             continue;
         }
-        let part = only_context(file, name);
-        let digest = Sha256::digest(serde_json::to_vec(&part).unwrap_or_default()).into();
-        let options = KubeConfigOptions {
-            context: Some(name.clone()),
-            ..Default::default()
+        let part = serde_json::to_vec(&only_context(file, name)).unwrap_or_default();
+        let credential = Credential {
+            digest: Sha256::digest(&part).into(),
+            source: Source::Kubeconfig {
+                context: name.clone(),
+                part: part.into(),
+            },
         };
-        match kube::Config::from_custom_kubeconfig(part, &options).await {
-            Ok(config) => {
-                set.by_reference
-                    .insert(reference, Credential { config, digest });
+        // Checked now, so an unusable context is reported when it arrives, not when used.
+        match credential.config().await {
+            Ok(_) => {
+                set.by_reference.insert(reference, Arc::new(credential));
             }
             Err(e) => {
                 tracing::warn!(context = %name, file = %path.display(), error = %e, "unusable context; skipping it")
@@ -365,16 +431,14 @@ fn only_context(file: &Kubeconfig, context: &str) -> Kubeconfig {
 }
 
 impl Cluster {
+    /// `credential`: its reference and digest.
     fn new(
+        clusters: &Clusters,
         name: &str,
-        reference: String,
-        credential: &Credential,
-        metrics: Arc<crate::metrics::Metrics>,
-        transports: Arc<crate::transport::Transports>,
-        request_timeout: Duration,
-        now: u64,
+        (reference, digest): (String, [u8; 32]),
+        mut config: kube::Config,
     ) -> Self {
-        let mut config = credential.config.clone();
+        let request_timeout = clusters.request_timeout;
         // Retries belong to the work queue (see `policy`): kube's own retry layer would hold
         // a worker slot for minutes on a throttled cluster, invisible to `max_deliver`.
         config.default_retry = false;
@@ -387,13 +451,13 @@ impl Cluster {
         Self {
             name: name.to_owned(),
             reference,
-            digest: credential.digest,
+            digest,
             config,
-            metrics,
-            transports,
+            metrics: clusters.metrics.clone(),
+            transports: clusters.transports.clone(),
             request_timeout,
             kinds: tokio::sync::RwLock::default(),
-            last_used: AtomicU64::new(now),
+            last_used: AtomicU64::new(clusters.started.elapsed().as_secs()),
         }
     }
 
@@ -495,5 +559,87 @@ impl Cluster {
             .call(Verb::Get, &object, self.client()?.apiserver_version())
             .await?;
         Ok(info.git_version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KUBECONFIG: &str = r#"
+apiVersion: v1
+kind: Config
+clusters:
+- name: a
+  cluster: {server: "http://127.0.0.1:1/a"}
+- name: b
+  cluster: {server: "http://127.0.0.1:1/b"}
+users:
+- name: a
+  user: {token: secret-a}
+- name: b
+  user: {token: secret-b}
+contexts:
+- name: a
+  context: {cluster: a, user: a}
+- name: b
+  context: {cluster: b, user: b}
+"#;
+
+    fn entry(name: &str, context: &str) -> ClusterEntry {
+        let now = jiff::Timestamp::now();
+        ClusterEntry {
+            name: longshore_contract::ClusterName::new(name.to_owned()).unwrap(),
+            labels: Default::default(),
+            pool: longshore_contract::PoolName::default(),
+            credentials: Reference::Kubeconfig {
+                context: context.to_owned(),
+            },
+            registered_at: now,
+            registered_by: "test".into(),
+            updated_at: now,
+            updated_by: "test".into(),
+        }
+    }
+
+    async fn load(dir: &tempfile::TempDir) -> Clusters {
+        let path = dir.path().join("config");
+        std::fs::write(&path, KUBECONFIG).unwrap();
+        let config = ClustersConfig {
+            kubeconfig: Some(path),
+            ..Default::default()
+        };
+        Clusters::load(&config, Duration::from_secs(5), &Arc::default())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_probe_keeps_no_client_and_an_operation_keeps_one_it_shares() {
+        let dir = tempfile::tempdir().unwrap();
+        let clusters = load(&dir).await;
+        assert_eq!(clusters.references(), ["kubeconfig:a", "kubeconfig:b"]);
+
+        let probed = clusters.once(&entry("a", "a")).await.unwrap();
+        assert_eq!(probed.config.cluster_url.path(), "/a");
+        assert_eq!(clusters.drop_idle(), 0, "a probe's cluster is not kept");
+
+        let used = clusters.get(&entry("a", "a")).await.unwrap();
+        let again = clusters.get(&entry("a", "a")).await.unwrap();
+        assert!(Arc::ptr_eq(&used, &again), "one cluster, shared");
+        assert_eq!(clusters.drop_idle(), 1);
+        let probed = clusters.once(&entry("a", "a")).await.unwrap();
+        assert!(Arc::ptr_eq(&used, &probed), "a probe uses the one in use");
+
+        // The entry now names other credentials: built anew from those.
+        let moved = clusters.get(&entry("a", "b")).await.unwrap();
+        assert_eq!(moved.config.cluster_url.path(), "/b");
+        assert!(!Arc::ptr_eq(&used, &moved));
+
+        let missing = clusters.get(&entry("c", "c")).await.err().unwrap();
+        assert!(
+            matches!(&missing, OpError::NoCredentials { reference, .. } if reference == "kubeconfig:c"),
+            "{missing:?}"
+        );
     }
 }

@@ -254,7 +254,7 @@ async fn probe(
     worker: &str,
 ) -> Observed {
     let started = Instant::now();
-    let result = match clusters.get(entry) {
+    let result = match clusters.once(entry).await {
         // Bounded apart from operations' request timeout: one silent cluster must not hold
         // up a round of probes for long.
         Ok(cluster) => match tokio::time::timeout(PROBE_TIMEOUT, cluster.version()).await {

@@ -66,7 +66,7 @@ pub async fn route(ctx: &Context, envelope: &Envelope) -> Result<Route, OpError>
     if entry.pool != ctx.pool {
         return Ok(Route::Forward(entry.pool));
     }
-    Ok(Route::Here(ctx.clusters.get(&entry)?))
+    Ok(Route::Here(ctx.clusters.get(&entry).await?))
 }
 
 /// Republishes `message` on `pool`'s subject, keeping its order, then removes it here.
