@@ -44,6 +44,8 @@ pub(crate) struct Cluster {
     state: OnceLock<Mutex<ClusterState>>,
     faults: Mutex<Faults>,
     pub credentials: Credentials,
+    /// Watches open now (a client that hangs up closes its own).
+    pub open_watches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Cluster {
@@ -55,6 +57,7 @@ impl Cluster {
             state: OnceLock::new(),
             faults: Mutex::new(faults),
             credentials: Credentials::new(defaults.auth_tokens),
+            open_watches: Arc::default(),
         }
     }
 
@@ -122,6 +125,14 @@ impl ClusterHandle {
     /// The cluster's name (also its kubeconfig context name).
     pub fn name(&self) -> &str {
         &self.0.name
+    }
+
+    /// How many watches are open on this cluster now, of any resource: one ends when its
+    /// client hangs up, its `timeoutSeconds` passes, or the cluster is removed.
+    pub fn open_watches(&self) -> usize {
+        self.0
+            .open_watches
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The cluster's server URL, e.g. `http://127.0.0.1:PORT/clusters/prod`.

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -171,7 +172,9 @@ pub(crate) fn start(
     drop(state);
 
     let (tx, out) = mpsc::channel::<Bytes>(64);
+    let open = Open::new(&cluster.open_watches);
     tokio::spawn(pump(
+        open,
         filter,
         first,
         expired,
@@ -200,7 +203,24 @@ struct Pump {
     last_rv: u64,
 }
 
+/// Counts a watch as open while it lives.
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn pump(
+    _open: Open,
     filter: Filter,
     first: Vec<Bytes>,
     expired: bool,
