@@ -193,6 +193,48 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         value: &T,
         ttl: Duration,
     ) -> Result<u64, StoreError> {
+        self.publish_with_ttl(key, value, ttl, async_nats::HeaderMap::new())
+            .await
+    }
+
+    /// Writes `value` under `key`, to expire after `ttl` unless written again, only if the
+    /// key's last entry is still at `revision` (`None`: the key has no value, whether it
+    /// never had one, was deleted or expired). Its new revision; [`StoreErrorKind::Changed`]
+    /// if another writer came first. Leases are taken and renewed this way.
+    pub async fn write_with_ttl_if(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+        revision: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let expected = match revision {
+            Some(revision) => revision,
+            // Free: its last entry, if any, must be a deletion or an expiry, named by
+            // revision so that a writer racing us fails.
+            None => {
+                let slot = self.slot(key).await?;
+                if slot.value.is_some() {
+                    return Err(self.error(StoreErrorKind::Changed, key, "it has a value"));
+                }
+                slot.revision.unwrap_or(0)
+            }
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            expected.to_string().as_str(),
+        );
+        self.publish_with_ttl(key, value, ttl, headers).await
+    }
+
+    async fn publish_with_ttl(
+        &self,
+        key: &str,
+        value: &T,
+        ttl: Duration,
+        mut headers: async_nats::HeaderMap,
+    ) -> Result<u64, StoreError> {
         let Some(js) = &self.js else {
             return Err(self.error(
                 StoreErrorKind::Unavailable,
@@ -202,17 +244,23 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         };
         let mut subject = self.kv.put_prefix.clone().unwrap_or(self.kv.prefix.clone());
         subject.push_str(key);
-        let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             async_nats::header::NATS_MESSAGE_TTL,
             format!("{}s", ttl.as_secs().max(1)).as_str(),
         );
+        use async_nats::jetstream::context::PublishErrorKind;
+        let failed = |e: async_nats::jetstream::context::PublishError| match e.kind() {
+            PublishErrorKind::WrongLastSequence => {
+                self.error(StoreErrorKind::Changed, key, "changed since it was read")
+            }
+            _ => self.error(StoreErrorKind::Unavailable, key, e.to_string()),
+        };
         let ack = js
             .publish_with_headers(subject, headers, self.encode(key, value)?)
             .await
-            .map_err(|e| self.error(StoreErrorKind::Unavailable, key, e.to_string()))?
+            .map_err(failed)?
             .await
-            .map_err(|e| self.error(StoreErrorKind::Unavailable, key, e.to_string()))?;
+            .map_err(failed)?;
         Ok(ack.sequence)
     }
 

@@ -272,3 +272,73 @@ async fn a_key_written_with_a_ttl_expires_unless_renewed() {
         .unwrap_err();
     assert_eq!(err.kind(), StoreErrorKind::Unavailable);
 }
+
+#[tokio::test]
+async fn a_ttl_write_if_lets_one_claimant_in_and_only_it_renew() {
+    let nats = NatsServer::start().await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let kv = js
+        .create_key_value(kv::Config {
+            bucket: "LEASES".into(),
+            history: 1,
+            limit_markers: Some(Duration::from_secs(1)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let store: Store<Counter> = Store::new(kv, "LEASES").with_ttl_writes(js);
+    let ttl = Duration::from_secs(1);
+
+    // Two claim a free key at once: one wins, the other is told it changed.
+    let (a, b) = futures::join!(
+        store.write_with_ttl_if("k", &Counter { n: 1 }, ttl, None),
+        store.write_with_ttl_if("k", &Counter { n: 2 }, ttl, None),
+    );
+    let (won, lost) = match (a, b) {
+        (Ok(rev), Err(e)) | (Err(e), Ok(rev)) => (rev, e),
+        other => panic!("exactly one claim must win: {other:?}"),
+    };
+    assert_eq!(lost.kind(), StoreErrorKind::Changed);
+    let held = store.read("k").await.unwrap().unwrap();
+    assert_eq!(held.revision, won);
+
+    // The holder renews at its revision; a stale revision is refused.
+    let renewed = store
+        .write_with_ttl_if("k", &held.value, ttl, Some(won))
+        .await
+        .unwrap();
+    assert!(renewed > won);
+    let stale = store
+        .write_with_ttl_if("k", &Counter { n: 9 }, ttl, Some(won))
+        .await
+        .unwrap_err();
+    assert_eq!(stale.kind(), StoreErrorKind::Changed);
+    let taken = store
+        .write_with_ttl_if("k", &Counter { n: 9 }, ttl, None)
+        .await
+        .unwrap_err();
+    assert_eq!(taken.kind(), StoreErrorKind::Changed, "held, so not free");
+
+    // Released (deleted at its revision), it is free again.
+    store.delete_if("k", renewed).await.unwrap();
+    let again = store
+        .write_with_ttl_if("k", &Counter { n: 3 }, ttl, None)
+        .await
+        .unwrap();
+
+    // Not renewed, it expires, and is free again.
+    let free = longshore_testkit::wait::eventually(
+        Duration::from_secs(10),
+        "the claim to expire",
+        || async { store.read("k").await.unwrap().is_none().then_some(()) },
+    )
+    .await;
+    assert!(free.is_ok());
+    let after = store
+        .write_with_ttl_if("k", &Counter { n: 4 }, ttl, None)
+        .await
+        .unwrap();
+    assert!(after > again);
+    assert_eq!(store.read("k").await.unwrap().unwrap().value.n, 4);
+}
