@@ -8,6 +8,7 @@
 //! | `LONGSHORE_POOLS` | pool | the pool's workers, on change | [`PoolCredentials`]: which credentials references the pool can resolve (names only) |
 //! | `LONGSHORE_MEMBERS` | `<pool>.<worker>` | each worker, every few seconds, with a TTL | [`Member`]: the pool's live replicas |
 //! | `LONGSHORE_CLUSTER_HEALTH` | cluster | the member probing it, with a TTL | [`Observed`]: reachable, version, latency, last error |
+//! | `LONGSHORE_WATCH_LEASES` | cluster | the member watching it: taken when free, renewed by compare-and-set, with a TTL | [`Lease`]: who watches the cluster |
 //!
 //! Credentials themselves never enter any of them: an entry names a reference that the
 //! serving pool resolves (a kubeconfig context in the directory mounted into its workers,
@@ -32,6 +33,7 @@ pub const CLUSTERS_BUCKET: &str = "LONGSHORE_CLUSTERS";
 pub const POOLS_BUCKET: &str = "LONGSHORE_POOLS";
 pub const MEMBERS_BUCKET: &str = "LONGSHORE_MEMBERS";
 pub const HEALTH_BUCKET: &str = "LONGSHORE_CLUSTER_HEALTH";
+pub const LEASES_BUCKET: &str = "LONGSHORE_WATCH_LEASES";
 
 pub use crate::labels::Labels;
 
@@ -218,6 +220,17 @@ pub fn owner<'a>(key: &str, members: &'a [Member]) -> Option<&'a Member> {
     })
 }
 
+/// The right to watch one cluster: held by one member of the cluster's pool, renewed by
+/// compare-and-set at its revision, gone when it is released or its TTL runs out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    pub pool: PoolName,
+    pub holder: String,
+    pub acquired_at: Timestamp,
+    pub renewed_at: Timestamp,
+}
+
 /// How often members and probes renew their keys, and how long those keys live.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Liveness {
@@ -230,8 +243,10 @@ pub struct Liveness {
 impl Default for Liveness {
     fn default() -> Self {
         Self {
-            heartbeat: Duration::from_secs(5),
-            member_ttl: Duration::from_secs(15),
+            // A dead member drops out within `member_ttl`, under the watch lease's TTL, so
+            // its clusters have a new owner by the time its leases run out.
+            heartbeat: Duration::from_secs(2),
+            member_ttl: Duration::from_secs(6),
             probe: Duration::from_secs(30),
             health_ttl: Duration::from_secs(90),
         }
@@ -291,6 +306,14 @@ pub fn health_bucket(settings: &Settings) -> kv::Config {
         settings,
         HEALTH_BUCKET,
         "longshore clusters as the pools observe them (TTL)",
+    )
+}
+
+pub fn leases_bucket(settings: &Settings) -> kv::Config {
+    ttl_bucket(
+        settings,
+        LEASES_BUCKET,
+        "longshore watch leases: which member watches each cluster (TTL)",
     )
 }
 

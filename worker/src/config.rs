@@ -27,6 +27,8 @@ pub struct Config {
     pub retry: RetryConfig,
     /// Per-object fences (see [`crate::fence`]).
     pub fence: FenceConfig,
+    /// Watching the pool's clusters: one member each, by lease (`docs/watching.md`).
+    pub watch: WatchConfig,
     /// On shutdown, how long operations already started may run before they are handed
     /// back to the queue. Keep it below the pod's `terminationGracePeriodSeconds`.
     #[serde(with = "longshore_contract::duration")]
@@ -114,6 +116,65 @@ pub struct RetryConfig {
     pub max: Duration,
 }
 
+/// Watching clusters: each cluster of the pool is watched by the one live member holding
+/// its lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// Whether this pool watches its clusters at all.
+    pub enabled: bool,
+    /// The longest a cluster goes unwatched after its watcher dies: the lease's key lives
+    /// four fifths of it (the rest covers the server's expiry sweep and the claim), renewed
+    /// every third of that. At least 8s: a dead member leaves the membership within 6s.
+    #[serde(with = "longshore_contract::duration")]
+    pub lease: Duration,
+    /// The kinds watched, as `group/version/Kind` (`v1/Kind` for the core group); only
+    /// objects longshore manages (label `longshore.io/managed`) are selected.
+    pub kinds: Vec<String>,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            lease: Duration::from_secs(10),
+            kinds: vec!["apps/v1/Deployment".into(), "v1/ConfigMap".into()],
+        }
+    }
+}
+
+impl WatchConfig {
+    /// How long a lease's key lives without renewal.
+    pub fn key_ttl(&self) -> Duration {
+        Duration::from_secs((self.lease.as_secs() * 4 / 5).max(2))
+    }
+
+    /// How often a held lease is renewed.
+    pub fn renew_every(&self) -> Duration {
+        self.key_ttl() / 3
+    }
+
+    /// `kinds`, each as (apiVersion, kind).
+    pub fn parsed_kinds(&self) -> Result<Vec<(String, String)>, String> {
+        self.kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| match k.rsplit_once('/') {
+                Some((api_version, kind))
+                    if !api_version.is_empty()
+                        && api_version.split('/').count() <= 2
+                        && kind.chars().next().is_some_and(|c| c.is_ascii_uppercase()) =>
+                {
+                    Ok((api_version.to_owned(), kind.to_owned()))
+                }
+                _ => Err(format!(
+                    "watch.kinds[{i}]: {k:?} is not group/version/Kind (or v1/Kind)"
+                )),
+            })
+            .collect()
+    }
+}
+
 /// Per-object fences.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -144,6 +205,7 @@ impl Default for Config {
             clusters: ClustersConfig::default(),
             retry: RetryConfig::default(),
             fence: FenceConfig::default(),
+            watch: WatchConfig::default(),
             drain_grace: Duration::from_secs(20),
             request_timeout: Duration::from_secs(30),
             listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9090)),
@@ -211,6 +273,12 @@ impl Config {
             "drain_grace",
             "must be at least 2s: the pull request in flight at SIGTERM (1s) is read to its end, to hand back what it brings",
         )?;
+        check(
+            self.watch.lease >= Duration::from_secs(8),
+            "watch.lease",
+            "must be at least 8s: a dead member leaves the membership within 6s, and its leases must not run out before",
+        )?;
+        self.watch.parsed_kinds()?;
         check(
             !self.request_timeout.is_zero(),
             "request_timeout",

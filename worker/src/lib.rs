@@ -57,6 +57,7 @@ pub mod shutdown;
 pub mod status;
 pub mod transport;
 pub mod wait;
+pub mod watching;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -163,6 +164,17 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
         config.clone(),
         shutdown.clone(),
     );
+    let watching = watching::start(
+        watching::Watching {
+            fleet: ready.fleet.clone(),
+            clusters: clusters.clone(),
+            pool: pool.clone(),
+            worker: config.worker_id.clone(),
+            config: config.watch.clone(),
+            metrics: shared.metrics.clone(),
+        },
+        shutdown.clone(),
+    );
     tracing::info!(pool = %config.pool.name, "pulling operations");
     let _ = shared.consumer.set(ready.consumer.clone());
     shared
@@ -210,12 +222,13 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
         abort.cancel();
     }
     // The sweeper and the fleet tasks stop with the shutdown signal (the member key is
-    // removed, so the pool shows one replica fewer at once); an advisory being handled is
-    // redelivered.
+    // removed, so the pool shows one replica fewer at once, and the watch leases are
+    // released, so others take them at once); an advisory being handled is redelivered.
     let _ = tokio::time::timeout_at(shutdown.deadline(), async {
         tracker.wait().await;
         let _ = sweeping.await;
         let _ = fleet_tasks.await;
+        let _ = watching.await;
     })
     .await;
     // Hand-backs are published without waiting for the server, and the connection drops

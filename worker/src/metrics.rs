@@ -59,6 +59,11 @@ pub struct Metrics {
     pub pending: Family<PoolLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub ack_pending: Family<PoolLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
     pub lag: Family<PoolLabels, Gauge<i64, std::sync::atomic::AtomicI64>>,
+    pub watch_leases: Gauge,
+    pub watch_claims: Counter,
+    pub watch_losses: Counter,
+    pub watch_relists: Counter,
+    pub watch_events: Counter,
 }
 
 fn buckets(start: f64, count: u16) -> Histogram {
@@ -149,6 +154,36 @@ impl Default for Metrics {
             "num_pending + num_ack_pending of the pool's consumer: what KEDA scales on",
             lag.clone(),
         );
+        let watch_leases = Gauge::default();
+        registry.register(
+            "watch_leases",
+            "Clusters this replica holds the watch lease of (and watches)",
+            watch_leases.clone(),
+        );
+        let watch_claims = Counter::default();
+        registry.register(
+            "watch_lease_claims",
+            "Watch leases taken: at start, after a scale change, or from a replica gone",
+            watch_claims.clone(),
+        );
+        let watch_losses = Counter::default();
+        registry.register(
+            "watch_lease_losses",
+            "Watch leases lost without being given up (a renewal refused, or not made in time)",
+            watch_losses.clone(),
+        );
+        let watch_relists = Counter::default();
+        registry.register(
+            "watch_relists",
+            "Watches started from a fresh list (first start, expired history, or an error)",
+            watch_relists.clone(),
+        );
+        let watch_events = Counter::default();
+        registry.register(
+            "watch_events",
+            "Changes to managed objects seen by this replica's watches",
+            watch_events.clone(),
+        );
         Self {
             registry,
             operations,
@@ -162,6 +197,11 @@ impl Default for Metrics {
             pending,
             ack_pending,
             lag,
+            watch_leases,
+            watch_claims,
+            watch_losses,
+            watch_relists,
+            watch_events,
         }
     }
 }

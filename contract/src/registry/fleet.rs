@@ -6,8 +6,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::follow::Follower;
 use super::{
-    CLUSTERS_BUCKET, ClusterEntry, HEALTH_BUCKET, MEMBERS_BUCKET, Member, Observed, POOLS_BUCKET,
-    PoolCredentials, Status, clusters_bucket, health_bucket, members_bucket, pools_bucket,
+    CLUSTERS_BUCKET, ClusterEntry, HEALTH_BUCKET, LEASES_BUCKET, Lease, MEMBERS_BUCKET, Member,
+    Observed, POOLS_BUCKET, PoolCredentials, Status, clusters_bucket, health_bucket, leases_bucket,
+    members_bucket, pools_bucket,
 };
 use crate::cluster::{ClusterName, PoolName};
 use crate::jetstream::{ProvisionError, Settings, ensure_bucket};
@@ -20,12 +21,15 @@ pub struct Fleet {
     pub pools: Store<PoolCredentials>,
     pub members: Store<Member>,
     pub health: Store<Observed>,
+    pub leases: Store<Lease>,
     pub cluster_view: Follower<ClusterEntry>,
     pub pool_view: Follower<PoolCredentials>,
     pub member_view: Follower<Member>,
     /// What the pools observe: followed by the replicas that show it (dispatchers), not by
     /// workers, which write it and have no use for a copy of the whole fleet's.
     pub health_view: Option<Follower<Observed>>,
+    /// Who watches which cluster: followed by workers, which take and hand over leases.
+    pub lease_view: Option<Follower<Lease>>,
 }
 
 /// Which observed state a replica follows besides the declared registry.
@@ -33,7 +37,7 @@ pub struct Fleet {
 pub enum Observing {
     /// Clusters' health too (to show it).
     Health,
-    /// Members and pools only.
+    /// Members, pools and watch leases (a worker's part).
     Membership,
 }
 
@@ -49,16 +53,20 @@ impl Fleet {
         let pools = ensure_bucket(js, pools_bucket(settings)).await?;
         let members = ensure_bucket(js, members_bucket(settings)).await?;
         let health = ensure_bucket(js, health_bucket(settings)).await?;
+        let leases = ensure_bucket(js, leases_bucket(settings)).await?;
         Ok(Self {
             cluster_view: Follower::start(clusters.clone(), CLUSTERS_BUCKET, stop.child_token()),
             pool_view: Follower::start(pools.clone(), POOLS_BUCKET, stop.child_token()),
             member_view: Follower::start(members.clone(), MEMBERS_BUCKET, stop.child_token()),
             health_view: (observing == Observing::Health)
                 .then(|| Follower::start(health.clone(), HEALTH_BUCKET, stop.child_token())),
+            lease_view: (observing == Observing::Membership)
+                .then(|| Follower::start(leases.clone(), LEASES_BUCKET, stop.child_token())),
             clusters: Store::new(clusters, CLUSTERS_BUCKET),
             pools: Store::new(pools, POOLS_BUCKET),
             members: Store::new(members, MEMBERS_BUCKET).with_ttl_writes(js.clone()),
             health: Store::new(health, HEALTH_BUCKET).with_ttl_writes(js.clone()),
+            leases: Store::new(leases, LEASES_BUCKET).with_ttl_writes(js.clone()),
         })
     }
 
@@ -68,6 +76,7 @@ impl Fleet {
             && self.pool_view.is_loaded()
             && self.member_view.is_loaded()
             && self.health_view.as_ref().is_none_or(Follower::is_loaded)
+            && self.lease_view.as_ref().is_none_or(Follower::is_loaded)
     }
 
     /// Waits until every bucket has been read in full once.
@@ -77,6 +86,9 @@ impl Fleet {
         self.member_view.loaded().await;
         if let Some(health) = &self.health_view {
             health.loaded().await;
+        }
+        if let Some(leases) = &self.lease_view {
+            leases.loaded().await;
         }
     }
 
