@@ -175,6 +175,8 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
             ("LONGSHORE_LISTEN", format!("127.0.0.1:{port}")),
             ("LONGSHORE_WORKER_ID", format!("worker-{i}")),
             ("LONGSHORE_REGISTRY_ENDPOINT", "true".into()),
+            // The registry alone: watching 10,000 clusters is measured on its own.
+            ("LONGSHORE_WATCH__ENABLED", "false".into()),
             (
                 "LONGSHORE_CLUSTERS__KUBECONFIG_DIR",
                 kubeconfigs.display().to_string(),
