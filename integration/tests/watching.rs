@@ -40,6 +40,41 @@ fn worker(nats: &NatsServer, kubeconfig: &Path, logs: &Path, id: &str) -> Proces
     Process::spawn(id, &binary("longshore-worker").unwrap(), &[], &env, logs).unwrap()
 }
 
+/// A nats-server, kube-sim with `n` clusters, and their kubeconfig.
+struct Fleet {
+    nats: NatsServer,
+    names: Vec<String>,
+    sim: KubeSim,
+    dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+    js: jetstream::Context,
+}
+
+impl Fleet {
+    async fn start(n: usize) -> Self {
+        let nats = NatsServer::start().await.unwrap();
+        let names = clusters(n);
+        let sim = KubeSim::start(SimOptions {
+            clusters: names.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        sim.write_kubeconfig(&kubeconfig).unwrap();
+        let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+        Self {
+            nats,
+            names,
+            sim,
+            dir,
+            kubeconfig,
+            js,
+        }
+    }
+}
+
 /// Every lease now: cluster → holder.
 async fn leases(js: &jetstream::Context) -> BTreeMap<String, String> {
     let Ok(kv) = js.get_key_value("LONGSHORE_WATCH_LEASES").await else {
@@ -91,18 +126,14 @@ async fn settled(
 
 #[tokio::test]
 async fn each_cluster_is_watched_by_one_replica_and_a_killed_ones_are_taken_over_within_a_lease() {
-    let nats = NatsServer::start().await.unwrap();
-    let names = clusters(12);
-    let sim = KubeSim::start(SimOptions {
-        clusters: names.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    sim.write_kubeconfig(&kubeconfig).unwrap();
-    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let Fleet {
+        nats,
+        names,
+        sim,
+        dir,
+        kubeconfig,
+        js,
+    } = Fleet::start(12).await;
 
     let mut w0 = worker(&nats, &kubeconfig, dir.path(), "worker-0");
     let _w1 = worker(&nats, &kubeconfig, dir.path(), "worker-1");
@@ -154,18 +185,14 @@ async fn each_cluster_is_watched_by_one_replica_and_a_killed_ones_are_taken_over
 
 #[tokio::test]
 async fn scaling_out_and_in_moves_leases_with_no_cluster_watched_twice_for_long() {
-    let nats = NatsServer::start().await.unwrap();
-    let names = clusters(12);
-    let sim = KubeSim::start(SimOptions {
-        clusters: names.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    sim.write_kubeconfig(&kubeconfig).unwrap();
-    let js = jetstream::new(async_nats::connect(nats.url()).await.unwrap());
+    let Fleet {
+        nats,
+        names,
+        sim,
+        dir,
+        kubeconfig,
+        js,
+    } = Fleet::start(12).await;
 
     let _w0 = worker(&nats, &kubeconfig, dir.path(), "worker-0");
     settled(&js, &sim, &names, &["worker-0"], Duration::from_secs(30))

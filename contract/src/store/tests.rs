@@ -28,6 +28,22 @@ async fn bucket(nats: &NatsServer) -> Store<Counter> {
     Store::new(kv, "TEST")
 }
 
+/// A bucket whose keys may carry their own TTL, and a store that writes them.
+async fn ttl_bucket(nats: &NatsServer, name: &'static str) -> Store<Counter> {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = jetstream::new(client);
+    let kv = js
+        .create_key_value(kv::Config {
+            bucket: name.into(),
+            history: 1,
+            limit_markers: Some(Duration::from_secs(1)),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    Store::new(kv, name).with_ttl_writes(js)
+}
+
 fn bump(current: Option<&Counter>) -> Result<Change<Counter>, StoreError> {
     Ok(Change::Write(Counter {
         n: current.map_or(0, |c| c.n) + 1,
@@ -232,18 +248,7 @@ async fn seeding_creates_what_is_missing_but_not_what_was_removed() {
 #[tokio::test]
 async fn a_key_written_with_a_ttl_expires_unless_renewed() {
     let nats = NatsServer::start().await.unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = jetstream::new(client);
-    let kv = js
-        .create_key_value(kv::Config {
-            bucket: "LIVE".into(),
-            history: 1,
-            limit_markers: Some(Duration::from_secs(1)),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let store: Store<Counter> = Store::new(kv, "LIVE").with_ttl_writes(js);
+    let store = ttl_bucket(&nats, "LIVE").await;
     store
         .put_with_ttl("hb", &Counter { n: 1 }, Duration::from_secs(1))
         .await
@@ -276,18 +281,7 @@ async fn a_key_written_with_a_ttl_expires_unless_renewed() {
 #[tokio::test]
 async fn a_ttl_write_if_lets_one_claimant_in_and_only_it_renew() {
     let nats = NatsServer::start().await.unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = jetstream::new(client);
-    let kv = js
-        .create_key_value(kv::Config {
-            bucket: "LEASES".into(),
-            history: 1,
-            limit_markers: Some(Duration::from_secs(1)),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let store: Store<Counter> = Store::new(kv, "LEASES").with_ttl_writes(js);
+    let store = ttl_bucket(&nats, "LEASES").await;
     let ttl = Duration::from_secs(1);
 
     // Two claim a free key at once: one wins, the other is told it changed.
