@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -84,10 +84,17 @@ pub struct Clusters {
     dir_seen: Mutex<Vec<(PathBuf, u64, std::time::SystemTime)>>,
     clients: Mutex<HashMap<String, Arc<Cluster>>>,
     transports: Arc<crate::transport::Transports>,
+    /// How many clusters keep a client now (at most [`KEPT_CLIENTS`]).
+    kept_clients: Arc<AtomicUsize>,
     metrics: Arc<crate::metrics::Metrics>,
     request_timeout: Duration,
     started: Instant,
 }
+
+/// Clusters that keep their client between calls, at most: those in use now. Beyond it a
+/// client is built per call (a kept one costs about 9 KiB, mostly its request buffer;
+/// thousands of clusters touched at once would keep tens of MiB).
+const KEPT_CLIENTS: usize = 256;
 
 /// One cluster: its client and what has been discovered about it.
 pub struct Cluster {
@@ -101,6 +108,8 @@ pub struct Cluster {
     transports: Arc<crate::transport::Transports>,
     request_timeout: Duration,
     kinds: tokio::sync::RwLock<HashMap<(String, String), Kind>>,
+    client: std::sync::OnceLock<kube::Client>,
+    kept_clients: Arc<AtomicUsize>,
     /// Seconds since the registry started when it was last handed out.
     last_used: AtomicU64,
 }
@@ -121,6 +130,7 @@ impl Clusters {
             dir_seen: Mutex::default(),
             clients: Mutex::default(),
             transports: Arc::default(),
+            kept_clients: Arc::default(),
             metrics: metrics.clone(),
             request_timeout,
             started: Instant::now(),
@@ -430,6 +440,14 @@ fn only_context(file: &Kubeconfig, context: &str) -> Kubeconfig {
     }
 }
 
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.client.get().is_some() {
+            self.kept_clients.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
 impl Cluster {
     /// `credential`: its reference and digest.
     fn new(
@@ -455,16 +473,23 @@ impl Cluster {
             config,
             metrics: clusters.metrics.clone(),
             transports: clusters.transports.clone(),
+            kept_clients: clusters.kept_clients.clone(),
             request_timeout,
             kinds: tokio::sync::RwLock::default(),
+            client: std::sync::OnceLock::new(),
             last_used: AtomicU64::new(clusters.started.elapsed().as_secs()),
         }
     }
 
-    /// A client for the cluster. Cheap (the transport is shared, see
-    /// [`crate::transport`]) and not kept: a kube client holds a request buffer and a task
-    /// of its own, which thousands of clusters' clients would keep for nothing.
+    /// The cluster's client, over the shared transport (see [`crate::transport`]). Kept
+    /// for the calls that follow while fewer than [`KEPT_CLIENTS`] clusters keep one: an
+    /// operation makes several calls, and building a client (its layers, its buffer task)
+    /// for each cost about a tenth of the worker's throughput. A cluster unused for
+    /// `clusters.idle_timeout` is dropped with its client.
     pub fn client(&self) -> std::result::Result<kube::Client, OpError> {
+        if let Some(client) = self.client.get() {
+            return Ok(client.clone());
+        }
         let calls = crate::api_calls::ApiCallLayer::new(
             &self.name,
             &self.config.cluster_url,
@@ -473,6 +498,16 @@ impl Cluster {
         let client = self.transports.client(&self.config, calls).map_err(|e| {
             OpError::UnknownCluster(format!("{}: cannot build a client: {e}", self.name))
         })?;
+        let room = self
+            .kept_clients
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < KEPT_CLIENTS).then_some(n + 1)
+            })
+            .is_ok();
+        if room && self.client.set(client.clone()).is_err() {
+            // Another call kept one first.
+            self.kept_clients.fetch_sub(1, Ordering::SeqCst);
+        }
         Ok(client)
     }
 
@@ -641,5 +676,23 @@ contexts:
             matches!(&missing, OpError::NoCredentials { reference, .. } if reference == "kubeconfig:c"),
             "{missing:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn clients_are_kept_for_a_bounded_number_of_clusters() {
+        let dir = tempfile::tempdir().unwrap();
+        let clusters = load(&dir).await;
+        let mut in_use = Vec::new();
+        for i in 0..KEPT_CLIENTS + 20 {
+            let cluster = clusters.get(&entry(&format!("c{i}"), "a")).await.unwrap();
+            cluster.client().unwrap();
+            cluster.client().unwrap();
+            in_use.push(cluster);
+        }
+        assert_eq!(clusters.kept_clients.load(Ordering::SeqCst), KEPT_CLIENTS);
+        // Dropped with its cluster, which makes room for another.
+        in_use.truncate(10);
+        clusters.clients.lock().unwrap().clear();
+        assert_eq!(clusters.kept_clients.load(Ordering::SeqCst), 10);
     }
 }
