@@ -483,6 +483,13 @@ mod tests {
             ("retry.base", |c| c.retry.base = Duration::ZERO),
             ("retry.max", |c| c.retry.max = Duration::from_millis(1)),
             ("fence.lease", |c| c.fence.lease = Duration::from_secs(10)),
+            ("watch.lease", |c| c.watch.lease = Duration::from_secs(5)),
+            ("watch.kinds[1]", |c| {
+                c.watch.kinds = vec!["v1/ConfigMap".into(), "Deployment".into()]
+            }),
+            ("watch.kinds[0]", |c| {
+                c.watch.kinds = vec!["apps/v1/deployment".into()]
+            }),
             ("request_timeout", |c| c.request_timeout = Duration::ZERO),
             ("drain_grace", |c| {
                 c.drain_grace = Duration::from_millis(500)
