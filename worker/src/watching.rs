@@ -78,6 +78,10 @@ pub fn start(w: Watching, shutdown: Shutdown) -> JoinHandle<()> {
         let kinds = w.config.parsed_kinds().unwrap_or_default();
         let mut held: BTreeMap<String, Held> = BTreeMap::new();
         let mut seen = (0, 0, 0);
+        // Who should watch what changes only with the registry and the membership, not with
+        // the leases (renewed all the time by every member): worked out again only then.
+        let mut want = BTreeMap::new();
+        let mut want_of = None;
         loop {
             let (fleet, cv, mv, lv) = (
                 &w.fleet,
@@ -99,7 +103,10 @@ pub fn start(w: Watching, shutdown: Shutdown) -> JoinHandle<()> {
             if shutdown.is_started() {
                 break;
             }
-            let want = wanted(&w);
+            if want_of != Some((cv, mv)) {
+                want = wanted(&w);
+                want_of = Some((cv, mv));
+            }
             release(&w, &mut held, |name| !want.contains_key(name)).await;
             renew(&w, &mut held).await;
             claim(&w, &mut held, &want, &kinds, &leases).await;
