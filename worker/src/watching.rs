@@ -104,7 +104,7 @@ pub fn start(w: Watching, shutdown: Shutdown) -> JoinHandle<()> {
                 break;
             }
             if want_of != Some((cv, mv)) {
-                want = wanted(&w);
+                want = wanted(&w, &held);
                 want_of = Some((cv, mv));
             }
             release(&w, &mut held, |name| !want.contains_key(name)).await;
@@ -135,15 +135,20 @@ impl Held {
 }
 
 /// The clusters this member should watch, with their entries: those of its pool that
-/// rendezvous hashing gives it among the live members (none until it is a member itself).
-fn wanted(w: &Watching) -> BTreeMap<String, Arc<ClusterEntry>> {
+/// rendezvous hashing gives it among the live members. While its own member key is not
+/// seen (not written yet, or a heartbeat late), it claims nothing new but keeps what it
+/// holds: its leases, not its heartbeat, say whether it may watch.
+fn wanted(w: &Watching, held: &BTreeMap<String, Held>) -> BTreeMap<String, Arc<ClusterEntry>> {
     let members = w.fleet.members_of(&w.pool);
+    let member = members.iter().any(|m| m.worker == w.worker);
     let mut want = BTreeMap::new();
-    if !members.iter().any(|m| m.worker == w.worker) {
-        return want;
-    }
     w.fleet.cluster_view.scan(None, |name, entry| {
-        if entry.pool == w.pool && owner(name, &members).is_some_and(|m| m.worker == w.worker) {
+        let mine = if member {
+            owner(name, &members).is_some_and(|m| m.worker == w.worker)
+        } else {
+            held.contains_key(name)
+        };
+        if entry.pool == w.pool && mine {
             want.insert(name.to_owned(), Arc::new(entry.clone()));
         }
         true
