@@ -68,6 +68,10 @@ pub struct ListQuery {
     after: Option<String>,
 }
 
+/// How long a write through the API waits for this replica's copy of the registry to show
+/// it, so a submission right after a registration on the same replica is accepted.
+const SEEN_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn list(
     State(ctx): State<Arc<Context>>,
     caller: Caller,
@@ -213,6 +217,9 @@ pub async fn put(
         }
     };
     tracing::info!(cluster = %name, pool = %entry.pool, by = %caller.source, created, "cluster registered");
+    fleet
+        .until_seen(name.as_str(), Some(&entry), SEEN_WITHIN)
+        .await;
     if let Some(from) = before.map(|b| b.pool).filter(|p| *p != entry.pool)
         && fleet.members_of(&from).is_empty()
     {
@@ -325,6 +332,9 @@ pub async fn patch(
             return Err(Error::NotFound(format!("cluster {name}")));
         }
     };
+    fleet
+        .until_seen(name.as_str(), Some(&entry), SEEN_WITHIN)
+        .await;
     Ok(Json(view(fleet, entry)).into_response())
 }
 

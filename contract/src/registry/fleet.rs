@@ -98,6 +98,27 @@ impl Fleet {
             .map(|e| ClusterEntry::clone(&e))
     }
 
+    /// Waits (up to `within`) until this replica's copy of the registry shows `cluster` as
+    /// `expected` (`None`: absent), so what a replica has just written through the API is
+    /// what it answers with next: read-your-writes for whoever registered it here.
+    pub async fn until_seen(
+        &self,
+        cluster: &str,
+        expected: Option<&ClusterEntry>,
+        within: std::time::Duration,
+    ) {
+        let _ = tokio::time::timeout(within, async {
+            loop {
+                let seen = self.cluster_view.version();
+                if self.cluster_view.get(cluster).as_deref() == expected {
+                    return;
+                }
+                self.cluster_view.changed_since(seen).await;
+            }
+        })
+        .await;
+    }
+
     /// The live replicas of `pool`, in key order (`<pool>.<worker>`).
     pub fn members_of(&self, pool: &PoolName) -> Vec<Member> {
         self.member_view.with_prefix(&format!("{pool}."))
