@@ -20,6 +20,7 @@
 //! - [`secret`]: secrets read from files or environment variables, hidden from `Debug`;
 //! - `telemetry` (feature `telemetry`): logging and OpenTelemetry setup both binaries
 //!   share, and the W3C trace context carried in NATS headers;
+//! - [`stop`]: the SIGTERM/SIGINT both binaries drain on, listened for from the start;
 //! - [`settings`]: loading a binary's configuration (defaults < file < environment);
 //! - [`duration`]: human-friendly durations (`"30s"`, `"2m"`) for configuration.
 //!
@@ -39,6 +40,7 @@ pub mod registry;
 pub mod secret;
 pub mod settings;
 pub mod spec;
+pub mod stop;
 pub mod store;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;

@@ -15,6 +15,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Listened for before anything else, so a pod stopped while still starting exits 0.
+    let stop = longshore_contract::stop::signal().context("listening for SIGTERM")?;
     // Validate everything, and read every secret, before binding a port.
     let checked = longshore_dispatcher::Config::load(args.config.as_deref())?.check()?;
     let config = &checked.config;
@@ -24,26 +26,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding listen address {}", config.listen))?;
-    let result = longshore_dispatcher::run_checked(checked, listener, shutdown_signal()).await;
+    let result = longshore_dispatcher::run_checked(checked, listener, stop).await;
     telemetry.shutdown().await;
     result?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { () = ctrl_c => {}, () = term => {} }
 }

@@ -32,6 +32,8 @@ async fn main() -> ExitCode {
 }
 
 async fn start(args: Args) -> anyhow::Result<()> {
+    // Listened for before anything else, so a pod stopped while still starting exits 0.
+    let stop = longshore_contract::stop::signal().context("listening for SIGTERM")?;
     let config: Config = longshore_contract::settings::load(
         args.config.as_deref(),
         "LONGSHORE",
@@ -45,27 +47,7 @@ async fn start(args: Args) -> anyhow::Result<()> {
         &config.worker_id,
         &config.telemetry,
     )?;
-    let result = longshore_worker::run(config, shutdown_signal()).await;
+    let result = longshore_worker::run(config, stop).await;
     telemetry.shutdown().await;
     result.context("worker stopped")
-}
-
-/// Resolves on the first SIGTERM (how Kubernetes stops a pod) or SIGINT.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutdown signal received");
 }
