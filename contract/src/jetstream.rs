@@ -183,10 +183,10 @@ pub async fn ensure_stream(
     js: &jetstream::Context,
     config: stream::Config,
 ) -> Result<stream::Stream, ProvisionError> {
-    let name: &'static str = if config.name == DEAD_LETTER_STREAM {
-        DEAD_LETTER_STREAM
-    } else {
-        STREAM
+    let name: &'static str = match config.name.as_str() {
+        DEAD_LETTER_STREAM => DEAD_LETTER_STREAM,
+        crate::inventory::EVENTS_STREAM => crate::inventory::EVENTS_STREAM,
+        _ => STREAM,
     };
     js.get_or_create_stream(config)
         .await

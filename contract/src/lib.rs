@@ -14,6 +14,8 @@
 //! - [`record`]: the status record kept in the `LONGSHORE_OPERATIONS` bucket;
 //! - [`registry`]: the cluster registry (declared entries, pools, members, observed
 //!   health) and the live in-memory copy every replica follows it with;
+//! - [`inventory`]: what the watchers keep (the managed objects: health, drift) and the
+//!   events they publish;
 //! - [`jetstream`]: stream, consumer and bucket definitions, created idempotently at start;
 //! - [`store`]: the one typed compare-and-set store every KV user goes through;
 //! - [`nats`]: how both binaries connect to NATS (authentication and TLS included);
@@ -32,6 +34,7 @@ pub mod deadletter;
 pub mod duration;
 pub mod envelope;
 pub mod id;
+pub mod inventory;
 pub mod jetstream;
 pub mod labels;
 pub mod nats;

@@ -229,6 +229,13 @@ pub struct Lease {
     pub holder: String,
     pub acquired_at: Timestamp,
     pub renewed_at: Timestamp,
+    /// When the holder's watches were last known current (listed, or an event or bookmark
+    /// received, or the watch connection open): how far behind the watch may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_at: Option<Timestamp>,
+    /// Managed objects the holder sees in the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects: Option<u64>,
 }
 
 /// How often members and probes renew their keys, and how long those keys live.

@@ -419,6 +419,53 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }))
     }
 
+    /// The value of every key matching `filter` (a key with NATS wildcards: `prod.>`),
+    /// in key order, read in one pass over the last entry of each key.
+    pub async fn scan(&self, filter: &str) -> Result<Vec<(String, Versioned<T>)>, StoreError> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        let unavailable = |e: &dyn std::fmt::Display| {
+            self.error(StoreErrorKind::Unavailable, filter, e.to_string())
+        };
+        let consumer = self
+            .kv
+            .stream
+            .create_consumer(OrderedConfig {
+                filter_subject: format!("{}{filter}", self.kv.prefix),
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut found = std::collections::BTreeMap::new();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(Vec::new());
+        }
+        let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+        while let Some(message) = messages.next().await {
+            let message = message.map_err(|e| unavailable(&e))?;
+            let info = message.info().map_err(|e| unavailable(&e))?;
+            let (revision, last) = (info.stream_sequence, info.pending == 0);
+            let key = message
+                .subject
+                .strip_prefix(self.kv.prefix.as_str())
+                .unwrap_or(&message.subject)
+                .to_owned();
+            let removed = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("KV-Operation"))
+                .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+            if !removed {
+                let value = decode(self.bucket, &key, &message.payload)?;
+                found.insert(key, Versioned { value, revision });
+            }
+            if last {
+                break;
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+
     async fn slot(&self, key: &str) -> Result<Slot<T>, StoreError> {
         let entry = self
             .kv

@@ -1,4 +1,4 @@
-//! The registry as a replica holds it: the four buckets opened (created if missing), each
+//! The registry as a replica holds it: its buckets opened (created if missing), each
 //! followed live in memory, with the stores to write them through.
 
 use async_nats::jetstream;
@@ -11,7 +11,10 @@ use super::{
     members_bucket, pools_bucket,
 };
 use crate::cluster::{ClusterName, PoolName};
-use crate::jetstream::{ProvisionError, Settings, ensure_bucket};
+use crate::inventory::{
+    ClusterWatch, INVENTORY_BUCKET, InventoryRecord, events_stream, inventory_bucket,
+};
+use crate::jetstream::{ProvisionError, Settings, ensure_bucket, ensure_stream};
 use crate::store::Store;
 
 /// The registry's buckets, followed.
@@ -22,6 +25,12 @@ pub struct Fleet {
     pub members: Store<Member>,
     pub health: Store<Observed>,
     pub leases: Store<Lease>,
+    /// The managed objects, as the watchers see them (`<cluster>.<group>.<Kind>.<ns>.<name>`).
+    pub inventory: Store<InventoryRecord>,
+    /// Whether each cluster's watcher reaches it (`<cluster>`, in the same bucket).
+    pub watches: Store<ClusterWatch>,
+    /// Where the watchers publish what they see.
+    pub events: jetstream::stream::Stream,
     pub cluster_view: Follower<ClusterEntry>,
     pub pool_view: Follower<PoolCredentials>,
     pub member_view: Follower<Member>,
@@ -54,6 +63,8 @@ impl Fleet {
         let members = ensure_bucket(js, members_bucket(settings)).await?;
         let health = ensure_bucket(js, health_bucket(settings)).await?;
         let leases = ensure_bucket(js, leases_bucket(settings)).await?;
+        let inventory = ensure_bucket(js, inventory_bucket(settings)).await?;
+        let events = ensure_stream(js, events_stream(settings)).await?;
         Ok(Self {
             cluster_view: Follower::start(clusters.clone(), CLUSTERS_BUCKET, stop.child_token()),
             pool_view: Follower::start(pools.clone(), POOLS_BUCKET, stop.child_token()),
@@ -67,6 +78,9 @@ impl Fleet {
             members: Store::new(members, MEMBERS_BUCKET).with_ttl_writes(js.clone()),
             health: Store::new(health, HEALTH_BUCKET).with_ttl_writes(js.clone()),
             leases: Store::new(leases, LEASES_BUCKET).with_ttl_writes(js.clone()),
+            inventory: Store::new(inventory.clone(), INVENTORY_BUCKET),
+            watches: Store::new(inventory, INVENTORY_BUCKET),
+            events,
         })
     }
 

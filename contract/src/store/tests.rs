@@ -336,3 +336,32 @@ async fn a_ttl_write_if_lets_one_claimant_in_and_only_it_renew() {
     assert!(after > again);
     assert_eq!(store.read("k").await.unwrap().unwrap().value.n, 4);
 }
+
+#[tokio::test]
+async fn a_scan_returns_the_live_values_under_a_prefix_in_key_order() {
+    let nats = NatsServer::start().await.unwrap();
+    let store = bucket(&nats).await;
+    assert!(store.scan("a.>").await.unwrap().is_empty(), "empty bucket");
+    for (key, n) in [("a.y", 1), ("b.x", 2), ("a.x", 3), ("a.z", 4)] {
+        store.create(key, &Counter { n }).await.unwrap();
+    }
+    // A later write wins; a deleted key is left out.
+    let z = store.read("a.y").await.unwrap().unwrap();
+    store
+        .modify("a.y", Some(z), |_| {
+            Ok::<_, StoreError>(Change::Write(Counter { n: 9 }))
+        })
+        .await
+        .unwrap();
+    let gone = store.read("a.z").await.unwrap().unwrap();
+    store.delete_if("a.z", gone.revision).await.unwrap();
+    let found: Vec<(String, u64)> = store
+        .scan("a.>")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.value.n))
+        .collect();
+    assert_eq!(found, vec![("a.x".into(), 3), ("a.y".into(), 9)]);
+    assert!(store.scan("c.>").await.unwrap().is_empty(), "no match");
+}
