@@ -193,6 +193,8 @@ async fn renew(w: &Watching, held: &mut BTreeMap<String, Held>) {
                 holder: w.worker.clone(),
                 acquired_at,
                 renewed_at: jiff::Timestamp::now(),
+                current_at: None,
+                objects: None,
             };
             let written = w
                 .fleet
@@ -260,6 +262,8 @@ async fn claim(
                 holder: w.worker.clone(),
                 acquired_at: now,
                 renewed_at: now,
+                current_at: None,
+                objects: None,
             };
             let written = w
                 .fleet
