@@ -46,6 +46,8 @@ pub(crate) struct Cluster {
     pub credentials: Credentials,
     /// Watches open now (a client that hangs up closes its own).
     pub open_watches: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bumped to end every open watch with 410 Gone (history compacted under it).
+    pub expiry: tokio::sync::watch::Sender<u64>,
 }
 
 impl Cluster {
@@ -58,6 +60,7 @@ impl Cluster {
             faults: Mutex::new(faults),
             credentials: Credentials::new(defaults.auth_tokens),
             open_watches: Arc::default(),
+            expiry: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -133,6 +136,14 @@ impl ClusterHandle {
         self.0
             .open_watches
             .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Compacts the watch history and ends every open watch with a 410 Gone ERROR event,
+    /// as an API server does when the version a watch stands at is compacted away: each
+    /// watcher must list again (resuming from a version older than now is refused too).
+    pub fn expire_watches(&self) {
+        self.0.lock().store.compact();
+        self.0.expiry.send_modify(|n| *n += 1);
     }
 
     /// The cluster's server URL, e.g. `http://127.0.0.1:PORT/clusters/prod`.

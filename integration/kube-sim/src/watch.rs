@@ -169,6 +169,8 @@ pub(crate) fn start(
         }
     }
     let rx = state.store.subscribe();
+    let mut expiry = cluster.expiry.subscribe();
+    expiry.mark_unchanged();
     drop(state);
 
     let (tx, out) = mpsc::channel::<Bytes>(64);
@@ -179,6 +181,7 @@ pub(crate) fn start(
         first,
         expired,
         rx,
+        expiry,
         tx,
         Pump {
             timeout,
@@ -225,6 +228,7 @@ async fn pump(
     first: Vec<Bytes>,
     expired: bool,
     mut rx: broadcast::Receiver<Arc<StoredEvent>>,
+    mut expiry: tokio::sync::watch::Receiver<u64>,
     tx: mpsc::Sender<Bytes>,
     mut p: Pump,
 ) {
@@ -244,6 +248,10 @@ async fn pump(
         tokio::select! {
             _ = &mut deadline => return,
             _ = tx.closed() => return,
+            Ok(()) = expiry.changed() => {
+                let _ = tx.send(expired_line(p.last_rv, p.last_rv + 1)).await;
+                return;
+            }
             _ = ticker.tick(), if p.bookmarks => {
                 if tx.send(filter.bookmark(p.last_rv, false)).await.is_err() {
                     return;

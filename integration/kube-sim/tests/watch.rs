@@ -135,6 +135,59 @@ async fn compacted_history_gives_410_expired() {
 }
 
 #[tokio::test]
+async fn expiring_the_watches_ends_open_ones_with_410_and_refuses_resuming() {
+    let sim = start(&["prod"]).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client(&sim, "prod").await, "default");
+    let before = cms
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    cms.create(&PostParams::default(), &cm("a", "web"))
+        .await
+        .unwrap();
+    let rv = cms
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut open = cms
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    // The watch is subscribed before its response starts: nothing to wait for.
+    let cluster = sim.cluster("prod").unwrap();
+    assert_eq!(cluster.open_watches(), 1);
+    cluster.expire_watches();
+    let first = tokio::time::timeout(WAIT, open.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(first, WatchEvent::Error(ref e) if e.code == 410),
+        "the open watch ends with 410, got {first:?}"
+    );
+    // Resuming from a version older than the expiry: refused.
+    let mut resumed = cms
+        .watch(&WatchParams::default(), &before)
+        .await
+        .unwrap()
+        .boxed();
+    let ev = tokio::time::timeout(WAIT, resumed.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(matches!(ev, WatchEvent::Error(ref e) if e.code == 410), "{ev:?}");
+}
+
+#[tokio::test]
 async fn initial_events_end_with_a_bookmark() {
     let sim = start(&["prod"]).await;
     let cms: Api<ConfigMap> = Api::namespaced(client(&sim, "prod").await, "default");
