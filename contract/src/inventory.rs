@@ -106,8 +106,12 @@ pub struct InventoryRecord {
     pub drifted: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<Drift>,
-    /// The fields longshore's field managers owned when it last wrote the object: what a
-    /// drift is measured against.
+    /// The field manager longshore last wrote the object with (the one owning its
+    /// operation-id annotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_manager: Option<String>,
+    /// The fields that manager owned when longshore last wrote the object: what a drift
+    /// is measured against.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub applied_fields: Vec<String>,
     /// The member that wrote this record, and the epoch of its lease.

@@ -43,6 +43,7 @@ pub mod deadletter;
 pub mod diff;
 pub mod error;
 pub mod fence;
+pub mod inventory;
 pub mod membership;
 pub mod metrics;
 pub mod operation;
@@ -167,6 +168,7 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
     let watching = watching::start(
         watching::Watching {
             fleet: ready.fleet.clone(),
+            js: js.clone(),
             clusters: clusters.clone(),
             pool: pool.clone(),
             worker: config.worker_id.clone(),

@@ -64,6 +64,16 @@ pub struct Metrics {
     pub watch_losses: Counter,
     pub watch_relists: Counter,
     pub watch_events: Counter,
+    pub events_published: Family<EventLabels, Counter>,
+    pub events_deduplicated: Counter,
+    pub drifted_objects: Gauge,
+    pub inventory_fenced: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    /// The event's type: `created`, `drifted`, …
+    pub event: &'static str,
 }
 
 fn buckets(start: f64, count: u16) -> Histogram {
@@ -184,6 +194,30 @@ impl Default for Metrics {
             "Changes to managed objects seen by this replica's watches",
             watch_events.clone(),
         );
+        let events_published = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events_published",
+            "Events this replica published to LONGSHORE_EVENTS, by type (duplicates included)",
+            events_published.clone(),
+        );
+        let events_deduplicated = Counter::default();
+        registry.register(
+            "events_deduplicated",
+            "Events JetStream recognised by their id as already published (a takeover's overlap)",
+            events_deduplicated.clone(),
+        );
+        let drifted_objects = Gauge::default();
+        registry.register(
+            "drifted_objects",
+            "Managed objects drifted from what longshore applied, in the clusters this replica watches",
+            drifted_objects.clone(),
+        );
+        let inventory_fenced = Counter::default();
+        registry.register(
+            "inventory_fenced",
+            "Inventory writes refused because a later lease holder had written (the watch stops)",
+            inventory_fenced.clone(),
+        );
         Self {
             registry,
             operations,
@@ -202,6 +236,10 @@ impl Default for Metrics {
             watch_losses,
             watch_relists,
             watch_events,
+            events_published,
+            events_deduplicated,
+            drifted_objects,
+            inventory_fenced,
         }
     }
 }

@@ -20,7 +20,8 @@
 //!   gives it as their old holders release them: the old holder stops its watch first, then
 //!   deletes the key, and the new one claims it.
 //!
-//! What a watch does with what it sees (inventory, drift, events) builds on this.
+//! What a watch does with what it sees (inventory, health, drift, events) is in
+//! [`crate::inventory`]; each record it writes is fenced by the lease's epoch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -39,11 +40,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clusters::Clusters;
 use crate::config::WatchConfig;
+use crate::error::{OpError, Verb};
+use crate::inventory::{self, WatchState};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
-/// The label that marks the objects longshore manages, which watches select.
-pub const MANAGED_LABEL: &str = "longshore.io/managed";
+use longshore_contract::inventory::MANAGED_LABEL;
 
 /// Lease writes at once, at most.
 const WRITES_IN_FLIGHT: usize = 32;
@@ -59,6 +61,8 @@ const WATCH_TIMEOUT_S: u32 = 290;
 /// What starts the watching loop.
 pub struct Watching {
     pub fleet: Fleet,
+    /// Where events are published.
+    pub js: async_nats::jetstream::Context,
     pub clusters: Arc<Clusters>,
     pub pool: PoolName,
     pub worker: String,
@@ -123,6 +127,7 @@ struct Held {
     acquired_at: jiff::Timestamp,
     renewed: Instant,
     reference: String,
+    state: Arc<WatchState>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -181,20 +186,20 @@ async fn release(w: &Watching, held: &mut BTreeMap<String, Held>, drop: impl Fn(
 async fn renew(w: &Watching, held: &mut BTreeMap<String, Held>) {
     let every = w.config.renew_every();
     let ttl = w.config.key_ttl();
-    let due: Vec<(String, u64, jiff::Timestamp)> = held
+    let due: Vec<(String, u64, jiff::Timestamp, Arc<WatchState>)> = held
         .iter()
         .filter(|(_, h)| h.renewed.elapsed() >= every)
-        .map(|(n, h)| (n.clone(), h.revision, h.acquired_at))
+        .map(|(n, h)| (n.clone(), h.revision, h.acquired_at, h.state.clone()))
         .collect();
     let results: Vec<(String, Result<u64, StoreErrorKind>)> = futures::stream::iter(due)
-        .map(|(name, revision, acquired_at)| async move {
+        .map(|(name, revision, acquired_at, state)| async move {
             let lease = Lease {
                 pool: w.pool.clone(),
                 holder: w.worker.clone(),
                 acquired_at,
                 renewed_at: jiff::Timestamp::now(),
-                current_at: None,
-                objects: None,
+                current_at: state.current_at(),
+                objects: Some(state.objects()),
             };
             let written = w
                 .fleet
@@ -286,11 +291,19 @@ async fn claim(
         tracing::debug!(cluster = %entry.name, "watch lease taken");
         w.metrics.watch_claims.inc();
         let stop = CancellationToken::new();
+        let state = Arc::new(WatchState::new(kinds.len()));
         let task = tokio::spawn(watch_cluster(
-            w.clusters.clone(),
-            entry.clone(),
+            ClusterWatch {
+                clusters: w.clusters.clone(),
+                fleet: w.fleet.clone(),
+                js: w.js.clone(),
+                entry: entry.clone(),
+                worker: w.worker.clone(),
+                epoch: revision,
+                metrics: w.metrics.clone(),
+                state: state.clone(),
+            },
             kinds.to_vec(),
-            w.metrics.clone(),
             stop.clone(),
         ));
         held.insert(
@@ -300,6 +313,7 @@ async fn claim(
                 acquired_at,
                 renewed: Instant::now(),
                 reference: entry.credentials.reference(),
+                state,
                 stop,
                 task,
             },
@@ -307,17 +321,52 @@ async fn claim(
     }
 }
 
-/// Watches the managed objects of each of `kinds` in the cluster until `stop`.
-async fn watch_cluster(
+/// What one cluster's watch works with.
+struct ClusterWatch {
     clusters: Arc<Clusters>,
+    fleet: Fleet,
+    js: async_nats::jetstream::Context,
     entry: Arc<ClusterEntry>,
-    kinds: Vec<(String, String)>,
+    worker: String,
+    /// The revision at which this member took the lease: its inventory writes' fence.
+    epoch: u64,
     metrics: Arc<Metrics>,
-    stop: CancellationToken,
-) {
+    state: Arc<WatchState>,
+}
+
+/// Keeps the cluster's inventory from watches of each of `kinds` until `stop`, or until a
+/// later lease holder is found to have written (then it stops of itself).
+async fn watch_cluster(w: ClusterWatch, kinds: Vec<(String, String)>, stop: CancellationToken) {
+    let mut failures = 0u64;
+    let keeper = loop {
+        let loaded = inventory::Keeper::load(
+            w.fleet.clone(),
+            w.js.clone(),
+            w.entry.name.clone(),
+            w.worker.clone(),
+            w.epoch,
+            w.metrics.clone(),
+            w.state.clone(),
+        );
+        let loaded = tokio::select! {
+            () = stop.cancelled() => return,
+            loaded = loaded => loaded,
+        };
+        match loaded {
+            Ok(keeper) => break Arc::new(keeper),
+            Err(e) => {
+                failures += 1;
+                tracing::debug!(cluster = %w.entry.name, error = %e, "inventory not read; trying again");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(RESTART.delay(failures)) => {}
+                }
+            }
+        }
+    };
+    let stop = stop.child_token();
     let watches = kinds.into_iter().map(|(api_version, kind)| {
-        let (clusters, entry, metrics, stop) =
-            (clusters.clone(), entry.clone(), metrics.clone(), stop.clone());
+        let (w, keeper, stop) = (&w, keeper.clone(), stop.clone());
         async move {
             let object = ObjectRef {
                 api_version,
@@ -329,13 +378,25 @@ async fn watch_cluster(
             while !stop.is_cancelled() {
                 let ran = tokio::select! {
                     () = stop.cancelled() => return,
-                    ran = watch_kind(&clusters, &entry, &object, &metrics) => ran,
+                    ran = watch_kind(w, &keeper, &object) => ran,
                 };
                 match ran {
                     Ok(()) => failures = 0,
-                    Err(e) => {
+                    Err(Ended::Fenced) => {
+                        tracing::warn!(cluster = %w.entry.name, "a later holder of the watch lease wrote the inventory; watch stopped");
+                        stop.cancel();
+                        return;
+                    }
+                    Err(Ended::Failed { error, unreachable }) => {
                         failures += 1;
-                        tracing::debug!(cluster = %entry.name, kind = %object.kind, error = %e, "watch failed; starting again");
+                        tracing::debug!(cluster = %w.entry.name, kind = %object.kind, %error, "watch failed; starting again");
+                        if let Some(class) = unreachable
+                            && let Err(inventory::KeepError::Fenced) =
+                                keeper.reached(false, Some(class)).await
+                        {
+                            stop.cancel();
+                            return;
+                        }
                     }
                 }
                 tokio::select! {
@@ -348,25 +409,79 @@ async fn watch_cluster(
     futures::future::join_all(watches).await;
 }
 
+/// Why a watch ended, other than to list again.
+enum Ended {
+    Fenced,
+    /// `unreachable`: the cluster did not answer (the error's class), rather than answering
+    /// with an error.
+    Failed {
+        error: String,
+        unreachable: Option<String>,
+    },
+}
+
+impl From<inventory::KeepError> for Ended {
+    fn from(e: inventory::KeepError) -> Self {
+        match e {
+            inventory::KeepError::Fenced => Ended::Fenced,
+            inventory::KeepError::Failed(error) => Ended::Failed {
+                error,
+                unreachable: None,
+            },
+        }
+    }
+}
+
+impl From<OpError> for Ended {
+    fn from(e: OpError) -> Self {
+        let unreachable = match &e {
+            OpError::Timeout { .. } => true,
+            OpError::Kube { source, .. } => !matches!(source, kube::Error::Api(_)),
+            _ => false,
+        };
+        Ended::Failed {
+            unreachable: unreachable.then(|| crate::policy::class_of(&e).to_owned()),
+            error: e.to_string(),
+        }
+    }
+}
+
 /// Lists the managed objects of one kind, then follows their changes until the history
 /// the watch resumes from is gone (410) or the connection fails; `Ok` when it should start
 /// again from a fresh list.
 async fn watch_kind(
-    clusters: &Clusters,
-    entry: &ClusterEntry,
+    w: &ClusterWatch,
+    keeper: &inventory::Keeper,
     object: &ObjectRef,
-    metrics: &Metrics,
-) -> Result<(), String> {
-    let cluster = clusters.get(entry).await.map_err(|e| e.to_string())?;
-    let (resource, _) = cluster.resolve(object).await.map_err(|e| e.to_string())?;
-    let api: Api<DynamicObject> =
-        Api::all_with(cluster.client().map_err(|e| e.to_string())?, &resource);
-    metrics.watch_relists.inc();
+) -> Result<(), Ended> {
+    let kube_error = |verb: Verb| {
+        let object = format!("{} {}", object.api_version, object.kind);
+        move |source: kube::Error| OpError::Kube {
+            verb,
+            object: object.clone(),
+            source,
+        }
+    };
+    let cluster = w.clusters.get(&w.entry).await?;
+    let (resource, _) = cluster.resolve(object).await?;
+    let api: Api<DynamicObject> = Api::all_with(cluster.client()?, &resource);
+    let kind = inventory::Kind {
+        api_version: &object.api_version,
+        kind: &object.kind,
+    };
+    w.metrics.watch_relists.inc();
     let list = api
-        .list_metadata(&ListParams::default().labels(MANAGED_LABEL))
+        .list(&ListParams::default().labels(MANAGED_LABEL))
         .await
-        .map_err(|e| e.to_string())?;
-    let mut version = list.metadata.resource_version.unwrap_or_default();
+        .map_err(kube_error(Verb::List))?;
+    keeper.reached(true, None).await?;
+    let mut version = list.metadata.resource_version.clone().unwrap_or_default();
+    let objects: Vec<serde_json::Value> = list
+        .items
+        .iter()
+        .filter_map(|o| serde_json::to_value(o).ok())
+        .collect();
+    keeper.listed(kind, &objects).await?;
     loop {
         let params = WatchParams::default()
             .labels(MANAGED_LABEL)
@@ -374,22 +489,69 @@ async fn watch_kind(
         let stream = api
             .watch(&params, &version)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(kube_error(Verb::Watch))?;
         futures::pin_mut!(stream);
-        while let Some(event) = stream.try_next().await.map_err(|e| e.to_string())? {
-            match event {
-                WatchEvent::Added(o) | WatchEvent::Modified(o) | WatchEvent::Deleted(o) => {
-                    metrics.watch_events.inc();
-                    if let Some(v) = o.metadata.resource_version {
-                        version = v;
-                    }
+        w.state.opened();
+        let followed = follow(w, keeper, kind, &mut version, stream).await;
+        w.state.closed();
+        match followed {
+            // The server ended the request (its timeout): go on from where it was.
+            Ok(true) => {}
+            // 410: the history to resume from is gone; list again.
+            Ok(false) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Applies one watch request's events; `Ok(true)` when it ended and may be resumed from
+/// `version`, `Ok(false)` when the server no longer has that history.
+async fn follow(
+    w: &ClusterWatch,
+    keeper: &inventory::Keeper,
+    kind: inventory::Kind<'_>,
+    version: &mut String,
+    stream: impl futures::Stream<Item = Result<WatchEvent<DynamicObject>, kube::Error>>,
+) -> Result<bool, Ended> {
+    futures::pin_mut!(stream);
+    let failed = |source: kube::Error| OpError::Kube {
+        verb: Verb::Watch,
+        object: format!("{} {}", kind.api_version, kind.kind),
+        source,
+    };
+    while let Some(event) = stream.try_next().await.map_err(failed)? {
+        match event {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                w.metrics.watch_events.inc();
+                let value = serde_json::to_value(&o).unwrap_or_default();
+                keeper.observe(kind, &value).await?;
+                if let Some(v) = o.metadata.resource_version {
+                    *version = v;
                 }
-                WatchEvent::Bookmark(b) => version = b.metadata.resource_version,
-                // 410: the history to resume from is gone; list again.
-                WatchEvent::Error(e) if e.code == 410 => return Ok(()),
-                WatchEvent::Error(e) => return Err(e.message),
+            }
+            WatchEvent::Deleted(o) => {
+                w.metrics.watch_events.inc();
+                let key = longshore_contract::inventory::object_key(
+                    w.entry.name.as_str(),
+                    kind.api_version,
+                    kind.kind,
+                    o.metadata.namespace.as_deref(),
+                    o.metadata.name.as_deref().unwrap_or_default(),
+                );
+                keeper.gone(&key, o.metadata.uid.as_deref()).await?;
+                if let Some(v) = o.metadata.resource_version {
+                    *version = v;
+                }
+            }
+            WatchEvent::Bookmark(b) => *version = b.metadata.resource_version,
+            WatchEvent::Error(e) if e.code == 410 => return Ok(false),
+            WatchEvent::Error(e) => {
+                return Err(Ended::Failed {
+                    error: e.message,
+                    unreachable: None,
+                });
             }
         }
-        // The server ended the request (its timeout): go on from where it was.
     }
+    Ok(true)
 }

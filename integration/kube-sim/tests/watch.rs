@@ -184,7 +184,10 @@ async fn expiring_the_watches_ends_open_ones_with_410_and_refuses_resuming() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(matches!(ev, WatchEvent::Error(ref e) if e.code == 410), "{ev:?}");
+    assert!(
+        matches!(ev, WatchEvent::Error(ref e) if e.code == 410),
+        "{ev:?}"
+    );
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use longshore_contract::record::ObjectResult;
 use longshore_contract::spec::PatchType;
 use serde_json::Value;
 
-use super::stamp::{json_patch_op, stamp, stamped_by};
+use super::stamp::{json_patch_ops, stamp, stamped_by};
 use super::target::existing;
 use super::{Act, result};
 use crate::error::{OpError, Verb};
@@ -40,7 +40,7 @@ pub async fn run(a: &Act<'_>) -> Result<ObjectResult, OpError> {
         }
         PatchType::Json => {
             if let Value::Array(ops) = &mut body {
-                ops.push(json_patch_op(&current, a.id()));
+                ops.extend(json_patch_ops(&current, a.id()));
             }
             let ops: json_patch::Patch =
                 serde_json::from_value(body).map_err(|e| OpError::Manifest {

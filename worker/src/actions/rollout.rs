@@ -17,7 +17,7 @@ use longshore_contract::record::ObjectResult;
 use longshore_contract::spec::ObjectRef;
 use serde_json::{Value, json};
 
-use super::stamp::{OPERATION_ID_ANNOTATION, json_patch_op, stamp, stamped_by};
+use super::stamp::{OPERATION_ID_ANNOTATION, json_patch_ops, stamp, stamped_by};
 use super::target::existing;
 use super::{Act, result};
 use crate::error::{OpError, Verb};
@@ -122,10 +122,8 @@ pub async fn undo(a: &Act<'_>) -> Result<ObjectResult, OpError> {
     {
         labels.remove(TEMPLATE_HASH_LABEL);
     }
-    let ops = vec![
-        json!({"op": "replace", "path": "/spec/template", "value": template}),
-        json_patch_op(&before, a.id()),
-    ];
+    let mut ops = vec![json!({"op": "replace", "path": "/spec/template", "value": template})];
+    ops.extend(json_patch_ops(&before, a.id()));
     let ops: json_patch::Patch =
         serde_json::from_value(Value::Array(ops)).map_err(|e| OpError::Manifest {
             object: t.object.to_string(),
