@@ -19,9 +19,9 @@ use crate::{
     context::Context,
     deadletters,
     error::{Error, Result},
-    hooks,
+    events, hooks,
     intake::{self, JsonBody, KeyHeader, KeySource},
-    wait,
+    inventory, wait,
 };
 
 /// The source recorded for operations submitted through the plain API.
@@ -43,6 +43,8 @@ pub fn router(ctx: Arc<Context>) -> Router {
                 .patch(clusters::patch)
                 .delete(clusters::remove),
         )
+        .route("/v1/objects", get(inventory::list))
+        .route("/v1/events", get(events::stream))
         .route("/v1/hooks/{source}", post(hooks::receive))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

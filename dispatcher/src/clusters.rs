@@ -4,7 +4,7 @@
 //!
 //! - `GET /v1/clusters?selector=env=prod,region in (eu,us)&limit=100&continue=<name>`:
 //!   the clusters the caller's policy allows, with their status, in name order;
-//! - `GET /v1/clusters/{name}`: one, declared and observed;
+//! - `GET /v1/clusters/{name}`: one, declared and observed, and who watches it;
 //! - `PUT /v1/clusters/{name}` `{labels, pool, credentials}`: registers it or replaces
 //!   what is declared (201 or 200);
 //! - `PATCH /v1/clusters/{name}` `{labels: {key: value or null}}`: changes labels only;
@@ -123,7 +123,21 @@ pub async fn get(
     let entry = fleet
         .entry(&name)
         .ok_or_else(|| Error::NotFound(format!("cluster {name}")))?;
-    Ok(Json(view(fleet, entry)).into_response())
+    let watch = crate::watchers::watch_of(fleet, &name).await?;
+    Ok(Json(Detail {
+        view: view(fleet, entry),
+        watch,
+    })
+    .into_response())
+}
+
+/// One cluster as `GET /v1/clusters/{name}` shows it: as listed, and who watches it
+/// (`null`: nobody holds its watch lease).
+#[derive(Serialize)]
+struct Detail {
+    #[serde(flatten)]
+    view: ClusterView,
+    watch: Option<crate::watchers::WatchView>,
 }
 
 /// The body of `PUT /v1/clusters/{name}`.

@@ -130,6 +130,9 @@ pub struct HttpConfig {
     /// stays open.
     #[serde(with = "longshore_contract::duration")]
     pub max_wait: Duration,
+    /// Most `GET /v1/events` streams open at once on this replica: each holds a consumer
+    /// on the NATS server for as long as it is open. One more is refused with 503.
+    pub max_event_streams: usize,
     /// The URL clients reach the dispatcher at (e.g. `https://longshore.example.com`). When
     /// set, `Location` and `statusUrl` are absolute, as some pipeline tools need.
     pub public_url: Option<String>,
@@ -172,6 +175,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             drain_grace: Duration::from_secs(20),
             max_wait: Duration::from_secs(300),
+            max_event_streams: 256,
             public_url: None,
             tls: crate::tls::TlsConfig::default(),
         }
@@ -241,6 +245,11 @@ impl Config {
         }
         if self.http.max_wait.is_zero() {
             return Err(ConfigError("http.max_wait: must be positive".into()));
+        }
+        if self.http.max_event_streams == 0 {
+            return Err(ConfigError(
+                "http.max_event_streams: must be at least 1".into(),
+            ));
         }
         for (name, token) in &self.tokens {
             let key = format!("tokens.{name}");

@@ -1,7 +1,7 @@
 //! What every request handler shares: configuration, the NATS connection, and the
 //! JetStream resources once they are provisioned.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use async_nats::{connection::State as ConnState, jetstream};
 use longshore_contract::{
@@ -11,7 +11,7 @@ use longshore_contract::{
     registry::fleet::{Fleet, Observing},
     store::Store,
 };
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -33,6 +33,11 @@ pub struct Context {
     pub js: jetstream::Context,
     /// Prometheus metrics (`GET /metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Cancelled when shutdown begins: what would otherwise hold a connection open past
+    /// the drain (event streams) ends then.
+    pub stopping: CancellationToken,
+    /// One permit per `GET /v1/events` stream open (`http.max_event_streams`).
+    pub event_streams: Arc<Semaphore>,
     /// The status records, set once the stream and buckets exist.
     operations: OnceCell<Store<OperationRecord>>,
     /// The cluster registry, followed live, once its buckets exist.
@@ -48,12 +53,14 @@ impl Context {
         js: jetstream::Context,
     ) -> Self {
         Self {
+            event_streams: Arc::new(Semaphore::new(config.http.max_event_streams)),
             config,
             seed,
             auth,
             nats,
             js,
             metrics: crate::metrics::Metrics::default(),
+            stopping: CancellationToken::new(),
             operations: OnceCell::new(),
             fleet: OnceCell::new(),
         }

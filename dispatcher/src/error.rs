@@ -47,6 +47,9 @@ pub enum Error {
     Unavailable(String),
     #[error("request took longer than {0:?}")]
     Timeout(std::time::Duration),
+    /// This replica is at a bound it keeps (open event streams); another may have room.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl Error {
@@ -65,6 +68,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::Unavailable(_) => "unavailable",
             Error::Timeout(_) => "timeout",
+            Error::Busy(_) => "busy",
         }
     }
 }
@@ -100,7 +104,9 @@ impl Error {
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
-            Error::Unavailable(_) | Error::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable(_) | Error::Timeout(_) | Error::Busy(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -119,6 +125,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::Unavailable(_) => "unavailable",
             Error::Timeout(_) => "timeout",
+            Error::Busy(_) => "busy",
         }
     }
 }
@@ -147,6 +154,10 @@ impl IntoResponse for Error {
         match &self {
             Error::Unavailable(_) | Error::Timeout(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::Busy(_) => {
+                // Long enough for a stream to close; a client may try another replica now.
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             Error::RateLimited { retry_after, .. } => {
                 // Whole seconds, rounded up: a client that waits this long gets a token.

@@ -8,10 +8,13 @@
 //! [`policy`] (what the token or source may touch) → [`submit`] (idempotency: record, then
 //! publish, then 202) → JetStream. [`wait`] long-polls and streams an operation's state
 //! through a KV watch. [`deadletters`] lists and requeues operations that exhausted their
-//! deliveries. [`context`] holds what handlers share and provisions the stream and buckets;
-//! [`error`] is the one place an error becomes an HTTP response; [`config`] is the typed
-//! configuration; [`tls`] serves HTTPS when certificate files are configured; [`observe`]
-//! gives every request its server span and metrics ([`metrics`], `GET /metrics`).
+//! deliveries. What the clusters' watchers keep is read through [`inventory`]
+//! (`GET /v1/objects`), [`events`] (`GET /v1/events`, server-sent) and [`watchers`] (who
+//! watches a cluster, in `GET /v1/clusters/{name}`). [`context`] holds what handlers share
+//! and provisions the stream and buckets; [`error`] is the one place an error becomes an
+//! HTTP response; [`config`] is the typed configuration; [`tls`] serves HTTPS when
+//! certificate files are configured; [`observe`] gives every request its server span and
+//! metrics ([`metrics`], `GET /metrics`).
 
 pub mod api;
 pub mod auth;
@@ -20,9 +23,11 @@ pub mod config;
 pub mod context;
 pub mod deadletters;
 pub mod error;
+pub mod events;
 pub mod fleet;
 pub mod hooks;
 pub mod intake;
+pub mod inventory;
 pub mod metrics;
 pub mod observe;
 pub mod policy;
@@ -31,12 +36,12 @@ pub mod request;
 pub mod submit;
 pub mod tls;
 pub mod wait;
+pub mod watchers;
 
 use std::{future::Future, sync::Arc};
 
 pub use config::Config;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
 /// Why the dispatcher could not run.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +85,7 @@ pub async fn run_checked(
     let grace = config.http.drain_grace;
     let ctx = Arc::new(context::Context::new(config, seed, auth, nats, js));
 
-    let stop = CancellationToken::new();
+    let stop = ctx.stopping.clone();
     let provisioning = tokio::spawn({
         let (ctx, stop) = (ctx.clone(), stop.clone());
         async move { ctx.provision(stop).await }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 
@@ -43,6 +43,7 @@ pub struct Metrics {
     publishes: Family<OutcomeLabels, Counter>,
     publish_duration: Histogram,
     accepted: Family<AcceptedLabels, Counter>,
+    event_streams: Gauge,
 }
 
 fn latency_buckets() -> Histogram {
@@ -86,6 +87,12 @@ impl Default for Metrics {
             "Operations answered 202, by action and whether the key was a replay",
             accepted.clone(),
         );
+        let event_streams = Gauge::default();
+        registry.register(
+            "event_streams",
+            "`GET /v1/events` streams open now",
+            event_streams.clone(),
+        );
         Self {
             registry,
             requests,
@@ -93,6 +100,7 @@ impl Default for Metrics {
             publishes,
             publish_duration,
             accepted,
+            event_streams,
         }
     }
 }
@@ -125,6 +133,11 @@ impl Metrics {
         self.accepted
             .get_or_create(&AcceptedLabels { action, replayed })
             .inc();
+    }
+
+    /// An event stream opened (`1`) or closed (`-1`).
+    pub fn event_streams(&self, change: i64) {
+        self.event_streams.inc_by(change);
     }
 
     /// The text exposition format.
