@@ -19,6 +19,14 @@ pub enum Failure {
     },
 }
 
+/// How a paged listing names the page to go on from: the query parameter to send, and
+/// the field of a page that holds it.
+#[derive(Clone, Copy)]
+pub struct Cursor {
+    pub param: &'static str,
+    pub field: &'static str,
+}
+
 pub struct Client {
     http: reqwest::Client,
     server: String,
@@ -119,6 +127,77 @@ impl Client {
             )),
             other => other,
         })
+    }
+
+    /// Every item a paged listing at `path` returns for `query`, or the first `limit`, a
+    /// page of `chunk_size` at a time: each page's `cursor.field` goes back as
+    /// `cursor.param` until a page has none. Also whether more matched than `limit`.
+    pub async fn pages(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        cursor: Cursor,
+        limit: Option<u64>,
+        chunk_size: u64,
+    ) -> Result<(Vec<Value>, bool), Failure> {
+        let mut items: Vec<Value> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let left = limit.map_or(u64::MAX, |l| l.saturating_sub(items.len() as u64));
+            let mut page_query = query.to_vec();
+            page_query.push(("limit", chunk_size.min(left).to_string()));
+            if let Some(after) = &after {
+                page_query.push((cursor.param, after.clone()));
+            }
+            let (status, page) = self
+                .call(reqwest::Method::GET, path, &page_query, None)
+                .await?;
+            if !status.is_success() {
+                return Err(Failure::Request(problem(status, &page)));
+            }
+            let got = page["items"].as_array().cloned().unwrap_or_default();
+            let empty = got.is_empty();
+            items.extend(got);
+            let Some(next) = page[cursor.field].as_str() else {
+                return Ok((items, false));
+            };
+            if limit.is_some_and(|l| items.len() as u64 >= l) {
+                return Ok((items, true));
+            }
+            if empty || after.as_deref() == Some(next) {
+                return Err(Failure::Request(format!(
+                    "the dispatcher's listing does not advance past {next:?}"
+                )));
+            }
+            after = Some(next.to_owned());
+        }
+    }
+
+    /// Opens the server-sent event stream at `path`, resuming after `last_event_id` if
+    /// given: the stream, or the status and body of a refusal. No overall timeout: a
+    /// stream stays open as long as the dispatcher keeps it.
+    pub async fn events(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        last_event_id: Option<u64>,
+    ) -> Result<Result<reqwest::Response, (StatusCode, Value)>, Failure> {
+        let mut req = self
+            .request(self.http.get(format!("{}{path}", self.server)))
+            .query(query)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Failure::Request(format!("cannot reach the dispatcher: {e}")))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(Ok(resp));
+        }
+        Ok(Err((status, resp.json().await.unwrap_or(Value::Null))))
     }
 
     fn url(&self, id: &str) -> Result<String, Failure> {

@@ -18,8 +18,8 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     Format,
-    client::{Client, Failure, problem},
-    output,
+    client::{Client, Cursor, Failure, problem},
+    output::{self, str_of},
 };
 
 #[derive(Subcommand)]
@@ -182,38 +182,17 @@ async fn list(
     limit: Option<u64>,
     chunk_size: u64,
 ) -> Result<(Vec<Value>, bool), Failure> {
-    let mut items: Vec<Value> = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let left = limit.map_or(u64::MAX, |l| l.saturating_sub(items.len() as u64));
-        let mut query = vec![("limit", chunk_size.min(left).to_string())];
-        if let Some(selector) = selector {
-            query.push(("selector", selector.to_owned()));
-        }
-        if let Some(after) = &after {
-            query.push(("continue", after.clone()));
-        }
-        let (_, page) = success(
-            client
-                .call(Method::GET, "/v1/clusters", &query, None)
-                .await?,
-        )?;
-        let got = page["items"].as_array().cloned().unwrap_or_default();
-        let empty = got.is_empty();
-        items.extend(got);
-        let Some(next) = page["continue"].as_str() else {
-            return Ok((items, false));
-        };
-        if limit.is_some_and(|l| items.len() as u64 >= l) {
-            return Ok((items, true));
-        }
-        if empty || after.as_deref() == Some(next) {
-            return Err(Failure::Request(format!(
-                "the dispatcher's listing does not advance past {next:?}"
-            )));
-        }
-        after = Some(next.to_owned());
-    }
+    let query: Vec<(&str, String)> = selector
+        .map(|s| ("selector", s.to_owned()))
+        .into_iter()
+        .collect();
+    let cursor = Cursor {
+        param: "continue",
+        field: "continue",
+    };
+    client
+        .pages("/v1/clusters", &query, cursor, limit, chunk_size)
+        .await
 }
 
 /// The path of one cluster, once its name is known to be one (so it is safe in a URL).
@@ -298,45 +277,22 @@ fn labels(item: &Value) -> String {
     }
 }
 
-fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
-    v[key].as_str().unwrap_or_default()
-}
-
 /// The clusters as a table, then a line for each one that is not served or not
 /// reachable, saying why, so a problem stands out however long the list.
 fn table(items: &[Value], now: jiff::Timestamp) -> String {
     if items.is_empty() {
         return String::new();
     }
-    let mut rows = vec![["NAME", "POOL", "PHASE", "LABELS", "AGE"].map(String::from)];
-    for item in items {
-        rows.push([
+    let rows = items.iter().map(|item| {
+        vec![
             str_of(item, "name").to_owned(),
             str_of(item, "pool").to_owned(),
             str_of(&item["status"], "phase").to_owned(),
             labels(item),
             age_of(str_of(item, "registeredAt"), now),
-        ]);
-    }
-    let mut widths = [0; 5];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 < row.len() {
-                line.push_str(&format!("{cell:<w$}   ", w = widths[i]));
-            } else {
-                line.push_str(cell);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
+        ]
+    });
+    let mut out = output::columns(&["NAME", "POOL", "PHASE", "LABELS", "AGE"], rows);
     let troubled: Vec<&Value> = items
         .iter()
         .filter(|i| matches!(str_of(&i["status"], "phase"), "unserved" | "unreachable"))
@@ -392,6 +348,42 @@ fn describe(item: &Value, now: jiff::Timestamp) -> String {
                 lines.push(("version", version.to_owned()));
             }
             lines.push(("latency", format!("{}ms", o["latencyMs"])));
+        }
+    }
+    match item.get("watch") {
+        // A dispatcher from before watching says nothing either way.
+        None => {}
+        Some(Value::Null) => lines.push(("watcher", "none (nobody holds its watch lease)".into())),
+        Some(w) => {
+            lines.push((
+                "watcher",
+                format!(
+                    "{} (lease held {})",
+                    str_of(w, "holder"),
+                    age_of(str_of(w, "acquiredAt"), now)
+                ),
+            ));
+            if let Some(lag) = w["lagMs"].as_u64() {
+                lines.push(("watch lag", format!("{lag}ms")));
+            }
+            if let Some(objects) = w["objects"].as_u64() {
+                lines.push(("objects", objects.to_string()));
+            }
+            if let Some(reachable) = w["reachable"].as_bool() {
+                let mut said = format!(
+                    "{} for {}",
+                    if reachable {
+                        "reachable"
+                    } else {
+                        "unreachable"
+                    },
+                    age_of(str_of(w, "since"), now)
+                );
+                if let Some(error) = w["error"].as_str() {
+                    said.push_str(&format!(": {error}"));
+                }
+                lines.push(("watch", said));
+            }
         }
     }
     lines.push((
@@ -587,5 +579,19 @@ mod tests {
         }
         one["status"]["observed"] = Value::Null;
         assert!(describe(&one, now).contains("observed:    never\n"));
+        one["watch"] = Value::Null;
+        assert!(describe(&one, now).contains("watcher:     none (nobody holds its watch lease)\n"));
+        one["watch"] = json!({"holder": "w1", "acquiredAt": "2026-12-01T10:00:00Z",
+            "lagMs": 850, "objects": 12, "reachable": false, "error": "connection refused",
+            "since": "2026-12-01T10:00:20Z"});
+        let text = describe(&one, now);
+        for line in [
+            "watcher:     w1 (lease held 30s)\n",
+            "watch lag:   850ms\n",
+            "objects:     12\n",
+            "watch:       unreachable for 10s: connection refused\n",
+        ] {
+            assert!(text.contains(line), "{line:?} in\n{text}");
+        }
     }
 }

@@ -1,15 +1,19 @@
 //! `longshore`: submit operations to a longshore dispatcher and wait for their outcome, from
-//! a pipeline step or a terminal; and list, register, relabel and remove clusters.
+//! a pipeline step or a terminal; list, register, relabel and remove clusters; list the
+//! managed objects and follow what happens to them.
 //!
 //! Exit codes: 0 the operation succeeded (or, without `--wait`, was accepted), or the
-//! `clusters` command did what it says; 1 the operation failed, was dead-lettered or
-//! superseded, or the dispatcher refused the request (its problem's detail and fields are
-//! printed: an unknown pool, a cluster with operations queued, ...) or could not be
-//! reached; 2 a usage error (a malformed `-l`, a name that is not a cluster name, ...), or
-//! the time ran out before the operation finished.
+//! `clusters` or `objects` command did what it says (`events` runs until interrupted); 1
+//! the operation failed, was dead-lettered or superseded, or the dispatcher refused the
+//! request (its problem's detail and fields are printed: an unknown pool, a cluster with
+//! operations queued, ...) or could not be reached; 2 a usage error (a malformed `-l`, a
+//! name that is not a cluster name, ...), or the time ran out before the operation
+//! finished.
 
 mod client;
 mod clusters;
+mod events;
+mod objects;
 mod output;
 mod request;
 
@@ -22,7 +26,7 @@ use crate::client::Client;
 #[derive(Parser)]
 #[command(
     version,
-    about = "Submit Kubernetes operations to longshore and wait for them; manage its clusters"
+    about = "Submit Kubernetes operations to longshore and wait for them; manage its clusters; see what it manages"
 )]
 struct Cli {
     /// The dispatcher's URL.
@@ -106,6 +110,11 @@ enum Command {
         #[command(subcommand)]
         command: clusters::Command,
     },
+    /// List the managed objects as the clusters' watchers see them: health, drift, the
+    /// last operation (docs/inventory.md).
+    Objects(objects::Objects),
+    /// Print what the clusters' watchers see change, as it happens, until interrupted.
+    Events(events::Events),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -160,6 +169,8 @@ async fn main() -> ExitCode {
         Command::Status { id } => client.status(&id).await,
         Command::Wait { id, timeout } => client.wait(&id, timeout).await,
         Command::Clusters { command } => return clusters::run(&client, cli.output, command).await,
+        Command::Objects(args) => return objects::run(&client, cli.output, args).await,
+        Command::Events(args) => return events::run(&client, cli.output, args).await,
     };
     match result {
         Ok(record) => output::record(cli.output, &record),
