@@ -1,7 +1,8 @@
 //! Watching a fleet with the same replicas, against a real nats-server, kube-sim and the
 //! real worker binaries as processes: each cluster watched by exactly one live replica (by
 //! its lease, and by kube-sim's count of open watches), a SIGKILLed replica's clusters
-//! watched again within one lease, and a scale-in handing leases over at once.
+//! watched again within one lease, scaling from two replicas to four and back with no
+//! cluster unwatched for a lease, and a scale-in handing leases over at once.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -180,6 +181,104 @@ async fn each_cluster_is_watched_by_one_replica_and_a_killed_ones_are_taken_over
     assert!(
         took <= LEASE,
         "taken over in {took:?}, more than the lease ({LEASE:?})"
+    );
+}
+
+/// Samples kube-sim's open watches until `done` resolves: the longest any cluster went
+/// without a watch, and the longest it had more than one watcher's.
+async fn gaps_while<T>(
+    sim: &KubeSim,
+    names: &[String],
+    done: impl std::future::Future<Output = T>,
+) -> (T, Duration, Duration) {
+    let mut unwatched: BTreeMap<String, Instant> = BTreeMap::new();
+    let mut doubled: BTreeMap<String, Instant> = BTreeMap::new();
+    let (mut longest_unwatched, mut longest_doubled) = (Duration::ZERO, Duration::ZERO);
+    tokio::pin!(done);
+    loop {
+        let now = Instant::now();
+        for (name, open) in open_watches(sim, names) {
+            let track = |map: &mut BTreeMap<String, Instant>, on: bool, longest: &mut Duration| {
+                if on {
+                    let since = *map.entry(name.clone()).or_insert(now);
+                    *longest = (*longest).max(now - since);
+                } else {
+                    map.remove(&name);
+                }
+            };
+            track(&mut unwatched, open == 0, &mut longest_unwatched);
+            track(&mut doubled, open > KINDS, &mut longest_doubled);
+        }
+        tokio::select! {
+            out = &mut done => return (out, longest_unwatched, longest_doubled),
+            // A sampling period, not a wait for anything.
+            () = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn scaling_from_two_to_four_and_back_leaves_no_cluster_unwatched_for_a_lease() {
+    let Fleet {
+        nats,
+        names,
+        sim,
+        dir,
+        kubeconfig,
+        js,
+    } = Fleet::start(16).await;
+    let two = ["worker-0", "worker-1"];
+    let four = ["worker-0", "worker-1", "worker-2", "worker-3"];
+    let _w: Vec<Process> = two
+        .iter()
+        .map(|id| worker(&nats, &kubeconfig, dir.path(), id))
+        .collect();
+    settled(&js, &sim, &names, &two, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // Scale out: the new replicas get their shares, handed over by the old holders.
+    let mut added: Vec<Process> = four[2..]
+        .iter()
+        .map(|id| worker(&nats, &kubeconfig, dir.path(), id))
+        .collect();
+    let spread_out = async {
+        eventually(
+            LEASE * 2,
+            "the new replicas to take their shares",
+            || async {
+                let held = leases(&js).await;
+                let all = names.iter().all(|n| held.contains_key(n));
+                let each = four.iter().all(|w| held.values().any(|h| h.as_str() == *w));
+                let watched = open_watches(&sim, &names).values().all(|w| *w == KINDS);
+                (all && each && watched).then_some(held)
+            },
+        )
+        .await
+    };
+    let (spread, unwatched, doubled) = gaps_while(&sim, &names, spread_out).await;
+    spread.unwrap();
+    println!("scale out: longest unwatched {unwatched:?}, longest watched twice {doubled:?}");
+    // Within a lease, as promised; far within it, because leases are handed over (the old
+    // holder releases) rather than left to expire.
+    assert!(
+        unwatched < LEASE / 5,
+        "a cluster unwatched for {unwatched:?}"
+    );
+
+    // Scale in (SIGTERM): their leases are released and taken back.
+    let scale_in = async {
+        for w in &mut added {
+            assert!(w.terminate(Duration::from_secs(10)).await.unwrap());
+        }
+        settled(&js, &sim, &names, &two, LEASE * 2).await
+    };
+    let (back, unwatched, doubled) = gaps_while(&sim, &names, scale_in).await;
+    back.unwrap();
+    println!("scale in: longest unwatched {unwatched:?}, longest watched twice {doubled:?}");
+    assert!(
+        unwatched < LEASE / 5,
+        "a cluster unwatched for {unwatched:?}"
     );
 }
 
