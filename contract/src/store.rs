@@ -41,6 +41,9 @@ pub const ATTEMPTS: usize = 5;
 /// rather than collide again.
 const CONFLICT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(2), Duration::from_millis(50));
 
+/// How long [`Store::scan`] waits for the next entry before it gives up.
+const SCAN_IDLE: Duration = Duration::from_secs(5);
+
 /// A value and the revision it was read or written at.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Versioned<T> {
@@ -420,7 +423,10 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     /// The value of every key matching `filter` (a key with NATS wildcards: `prod.>`),
-    /// in key order, read in one pass over the last entry of each key.
+    /// in key order, read in one pass over the last entry of each key. A value that does
+    /// not read as `T` is skipped (and logged), so one bad record hides only itself; a
+    /// bucket holding two types under different keys is scanned with a filter that
+    /// matches one of them only.
     pub async fn scan(&self, filter: &str) -> Result<Vec<(String, Versioned<T>)>, StoreError> {
         use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
         let unavailable = |e: &dyn std::fmt::Display| {
@@ -441,7 +447,13 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             return Ok(Vec::new());
         }
         let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-        while let Some(message) = messages.next().await {
+        loop {
+            // Bounded: were the entries still pending to go (limits, a purge) before they
+            // are delivered, the last one would never come.
+            let next = tokio::time::timeout(SCAN_IDLE, messages.next())
+                .await
+                .map_err(|_| unavailable(&"no entry within the scan's idle bound"))?;
+            let Some(message) = next else { break };
             let message = message.map_err(|e| unavailable(&e))?;
             let info = message.info().map_err(|e| unavailable(&e))?;
             let (revision, last) = (info.stream_sequence, info.pending == 0);
@@ -456,8 +468,14 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 .and_then(|h| h.get("KV-Operation"))
                 .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
             if !removed {
-                let value = decode(self.bucket, &key, &message.payload)?;
-                found.insert(key, Versioned { value, revision });
+                match decode(self.bucket, &key, &message.payload) {
+                    Ok(value) => {
+                        found.insert(key, Versioned { value, revision });
+                    }
+                    Err(e) => {
+                        tracing::warn!(bucket = self.bucket, %key, error = %e, "unreadable value skipped")
+                    }
+                }
             }
             if last {
                 break;

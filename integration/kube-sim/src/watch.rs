@@ -181,13 +181,13 @@ pub(crate) fn start(
         first,
         expired,
         rx,
-        expiry,
         tx,
         Pump {
             timeout,
             bookmarks,
             bookmark_interval,
             last_rv: current,
+            expiry,
         },
     ));
     let body = Body::from_stream(ReceiverStream::new(out).map(Ok::<_, Infallible>));
@@ -204,6 +204,8 @@ struct Pump {
     bookmarks: bool,
     bookmark_interval: Duration,
     last_rv: u64,
+    /// Changes when the cluster's watches are expired (410).
+    expiry: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Counts a watch as open while it lives.
@@ -228,7 +230,6 @@ async fn pump(
     first: Vec<Bytes>,
     expired: bool,
     mut rx: broadcast::Receiver<Arc<StoredEvent>>,
-    mut expiry: tokio::sync::watch::Receiver<u64>,
     tx: mpsc::Sender<Bytes>,
     mut p: Pump,
 ) {
@@ -248,7 +249,7 @@ async fn pump(
         tokio::select! {
             _ = &mut deadline => return,
             _ = tx.closed() => return,
-            Ok(()) = expiry.changed() => {
+            Ok(()) = p.expiry.changed() => {
                 let _ = tx.send(expired_line(p.last_rv, p.last_rv + 1)).await;
                 return;
             }
