@@ -12,6 +12,7 @@ use crate::{
     stats::{Meter, memory_mib, percentiles},
 };
 
+#[derive(Clone)]
 pub struct Params {
     pub light_rate: u32,
     pub light_seconds: u64,
@@ -20,15 +21,20 @@ pub struct Params {
     pub dispatchers: usize,
     pub workers: usize,
     pub worker_concurrency: usize,
+    /// Whether the workers watch the cluster (their default).
+    pub watch: bool,
 }
 
 pub async fn run(p: &Params) -> anyhow::Result<Value> {
     let mut rig = Rig::start(vec!["prod".into()], p.dispatchers).await?;
     for _ in 0..p.workers {
-        rig.add_worker(&[(
-            "LONGSHORE_POOL__CONCURRENCY",
-            p.worker_concurrency.to_string(),
-        )])?;
+        rig.add_worker(&[
+            (
+                "LONGSHORE_POOL__CONCURRENCY",
+                p.worker_concurrency.to_string(),
+            ),
+            ("LONGSHORE_WATCH__ENABLED", p.watch.to_string()),
+        ])?;
     }
     // Warm up: one operation through every worker's cold caches (discovery, connections).
     let warm: Vec<_> = futures::future::try_join_all((0..4).map(|i| {

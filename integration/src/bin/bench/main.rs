@@ -13,7 +13,9 @@
 //! clusters: worker ready time and memory, a fleet-wide rollout), `registry` (10,000
 //! registered clusters: replicas ready, idle memory, how fast a change reaches 3
 //! dispatchers and 3 workers, listing with a selector, memory after touching 5,000
-//! clusters), `all`, and `smoke` (every mode, tiny, to check they run: no figure is
+//! clusters), `watching` (2,000 clusters × 20 objects, 4 workers: lease spread, memory,
+//! change-to-event latency, takeover after a SIGKILL, and the cost of watching for e2e
+//! throughput), `all`, and `smoke` (every mode, tiny, to check they run: no figure is
 //! asserted).
 
 #![forbid(unsafe_code)]
@@ -25,6 +27,7 @@ mod registry;
 mod rig;
 mod scaling;
 mod stats;
+mod watching;
 
 use std::path::PathBuf;
 
@@ -38,6 +41,7 @@ enum Mode {
     Scaling,
     Fleet,
     Registry,
+    Watching,
     All,
     Smoke,
 }
@@ -70,6 +74,9 @@ struct Args {
     /// Registered clusters in the registry run.
     #[arg(long, default_value_t = 10_000)]
     registry_clusters: usize,
+    /// Watched clusters in the watching run.
+    #[arg(long, default_value_t = 2000)]
+    watch_clusters: usize,
 }
 
 #[tokio::main]
@@ -96,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
             dispatchers: 1,
             workers: args.workers,
             worker_concurrency: 64,
+            watch: true,
         };
         if let Some(dir) = &args.compare_bins {
             rig::use_binaries(Some(dir.clone()));
@@ -159,6 +167,28 @@ async fn main() -> anyhow::Result<()> {
         let r = registry::run(&p).await?;
         println!("registry: {r}");
         out.insert("registry".into(), r);
+    }
+    if wants(Mode::Watching) {
+        let p = watching::Params {
+            clusters: if smoke { 20 } else { args.watch_clusters },
+            objects: if smoke { 3 } else { 20 },
+            workers: 4,
+            changes: if smoke { 5 } else { 200 },
+            pairs: if smoke { 1 } else { 3 },
+            e2e: e2e::Params {
+                light_rate: 20,
+                light_seconds: 1,
+                saturation_ops: if smoke { 50 } else { args.ops },
+                concurrency: args.concurrency,
+                dispatchers: 1,
+                workers: 1,
+                worker_concurrency: 64,
+                watch: true,
+            },
+        };
+        let r = watching::run(&p).await?;
+        println!("watching: {r}");
+        out.insert("watching".into(), r);
     }
     if let Some(path) = &args.json {
         std::fs::write(
