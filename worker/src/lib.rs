@@ -142,17 +142,38 @@ pub async fn run_on(
 }
 
 async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) -> Result<()> {
-    let clusters = Arc::new(
-        clusters::Clusters::load(&config.clusters, config.request_timeout, &shared.metrics).await?,
-    );
+    // Reading the credentials (CPU: thousands of contexts) and reaching NATS (the network,
+    // then reading the registry) do not depend on each other: done at once, on separate
+    // threads, a new replica is ready sooner. Either failing ends the start at once.
+    let loading = {
+        let (settings, timeout, metrics) = (
+            config.clusters.clone(),
+            config.request_timeout,
+            shared.metrics.clone(),
+        );
+        let load =
+            tokio::spawn(
+                async move { clusters::Clusters::load(&settings, timeout, &metrics).await },
+            );
+        async move {
+            load.await
+                .map_err(|e| Error::Clusters(format!("reading the credentials failed: {e}")))?
+        }
+    };
+    let connecting = async {
+        let (client, js) = config.nats.connect(&config.worker_id).await?;
+        let ready = provision(&js, &config, &shutdown).await?;
+        Ok::<_, Error>((client, js, ready))
+    };
+    let (clusters, (client, js, ready)) = tokio::try_join!(loading, connecting)?;
+    let clusters = Arc::new(clusters);
     tracing::info!(
         worker = %config.worker_id,
         pool = %config.pool.name,
         credentials = clusters.references().len(),
         "credentials loaded"
     );
-    let (client, js) = config.nats.connect(&config.worker_id).await?;
-    let Some(ready) = provision(&js, &config, &shutdown).await? else {
+    let Some(ready) = ready else {
         return Ok(());
     };
     let pool = config.pool_name();
