@@ -16,6 +16,9 @@ pub enum Error {
     Provision(#[from] longshore_contract::jetstream::ProvisionError),
     #[error("cannot pull from the pool consumer: {0}")]
     Pull(String),
+    /// A part of the start-up ended without an answer (it panicked).
+    #[error("start-up failed: {0}")]
+    Start(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

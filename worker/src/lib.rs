@@ -118,8 +118,7 @@ pub async fn run_on(
         shared.clone(),
         stop_listener.clone(),
     ));
-    let serving = serve(config, stop.clone(), shared);
-    tokio::pin!(serving);
+    let mut serving = Box::pin(serve(config, stop.clone(), shared));
     let result = tokio::select! {
         // A start-up failure, before any shutdown.
         result = &mut serving => result,
@@ -145,26 +144,22 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
     // Reading the credentials (CPU: thousands of contexts) and reaching NATS (the network,
     // then reading the registry) do not depend on each other: done at once, on separate
     // threads, a new replica is ready sooner. Either failing ends the start at once.
-    let loading = {
-        let (settings, timeout, metrics) = (
-            config.clusters.clone(),
-            config.request_timeout,
-            shared.metrics.clone(),
-        );
-        let load =
-            tokio::spawn(
-                async move { clusters::Clusters::load(&settings, timeout, &metrics).await },
-            );
-        async move {
-            load.await
-                .map_err(|e| Error::Clusters(format!("reading the credentials failed: {e}")))?
-        }
-    };
-    let connecting = async {
-        let (client, js) = config.nats.connect(&config.worker_id).await?;
-        let ready = provision(&js, &config, &shutdown).await?;
-        Ok::<_, Error>((client, js, ready))
-    };
+    // Each a task of its own: side by side in this future, they would also make it too
+    // big for the stack of a thread that creates it (a test's, say).
+    let (settings, timeout, metrics) = (
+        config.clusters.clone(),
+        config.request_timeout,
+        shared.metrics.clone(),
+    );
+    let loading = start_task("reading the credentials", async move {
+        clusters::Clusters::load(&settings, timeout, &metrics).await
+    });
+    let (nats, stop) = (config.clone(), shutdown.clone());
+    let connecting = start_task("reaching NATS", async move {
+        let (client, js) = nats.nats.connect(&nats.worker_id).await?;
+        let ready = provision(&js, &nats, &stop).await?;
+        Ok((client, js, ready))
+    });
     let (clusters, (client, js, ready)) = tokio::try_join!(loading, connecting)?;
     let clusters = Arc::new(clusters);
     tracing::info!(
@@ -269,6 +264,19 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
         ),
     }
     Ok(())
+}
+
+/// Runs one part of the start as a task of its own, stopped if the start ends without it
+/// (the other part failed); a panic in it fails the start, naming `what`.
+fn start_task<T: Send + 'static>(
+    what: &'static str,
+    part: impl Future<Output = Result<T>> + Send + 'static,
+) -> impl Future<Output = Result<T>> {
+    let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(part));
+    async move {
+        task.await
+            .map_err(|e| Error::Start(format!("{what} stopped: {e}")))?
+    }
 }
 
 /// The JetStream resources a worker uses.
