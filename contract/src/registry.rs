@@ -317,11 +317,18 @@ pub fn health_bucket(settings: &Settings) -> kv::Config {
 }
 
 pub fn leases_bucket(settings: &Settings) -> kv::Config {
-    ttl_bucket(
-        settings,
-        LEASES_BUCKET,
-        "longshore watch leases: which member watches each cluster (TTL)",
-    )
+    kv::Config {
+        // On file, unlike the other live state: a lease's revision is the epoch that
+        // fences inventory writes, so revisions must keep growing across a restart of
+        // the servers (a memory stream would start again from 1, and every new holder
+        // would be fenced out by the records of the old ones).
+        storage: stream::StorageType::File,
+        ..ttl_bucket(
+            settings,
+            LEASES_BUCKET,
+            "longshore watch leases: which member watches each cluster (TTL)",
+        )
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@
 //! - a watch whose history is compacted (410) lists again, and nothing it missed is lost
 //!   or told twice;
 //! - a Deployment rolling out moves through progressing to ready, and to failed when its
-//!   rollout misses its deadline.
+//!   rollout misses its deadline;
+//! - the inventory stays writable across a restart of the nats-server (lease revisions,
+//!   the fencing epochs, keep growing).
 
 use std::path::Path;
 use std::time::Duration;
@@ -461,5 +463,69 @@ async fn a_rolling_deployment_moves_through_progressing_to_ready_then_to_failed(
         .collect();
     assert_eq!(unhealthy.len(), 1, "{unhealthy:?}");
     assert_eq!(unhealthy[0]["health"], "failed");
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_inventory_stays_writable_when_the_nats_server_restarts() {
+    let mut setup = Setup::start(&["c0"]).await;
+    // Lease revisions are the fencing epochs: move the lease bucket's sequence on, so a
+    // bucket that forgot its history on restart would hand out smaller epochs than the
+    // records hold.
+    let leases = setup
+        .js
+        .get_key_value("LONGSHORE_WATCH_LEASES")
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        leases.put("warm-up", "{}".into()).await.unwrap();
+    }
+    leases.purge("warm-up").await.unwrap();
+    let worker = Worker::start(&setup.nats.url(), &setup.kubeconfig, "worker-0");
+    setup.apply("c0", json!([config_map("a", "1")])).await;
+    let key = "c0.core.ConfigMap.default.a";
+    let before = setup
+        .record_until(key, "a in the inventory", |_| true)
+        .await;
+    assert!(before["epoch"].as_u64() > Some(5), "{before}");
+
+    let lease = |setup: &Setup| {
+        let js = setup.js.clone();
+        async move {
+            let kv = js.get_key_value("LONGSHORE_WATCH_LEASES").await.ok()?;
+            let value = kv.get("c0").await.ok()??;
+            serde_json::from_slice::<Value>(&value).ok()
+        }
+    };
+    let held = lease(&setup).await.expect("c0's lease");
+    setup.nats.restart().await.unwrap();
+    // The lease outlives the restart and is renewed, not taken anew: its epoch stands.
+    eventually(WAIT, "the lease renewed after the restart", || async {
+        lease(&setup).await.filter(|l| {
+            l["acquiredAt"] == held["acquiredAt"] && l["renewedAt"] != held["renewedAt"]
+        })
+    })
+    .await
+    .unwrap();
+    // So a change after the restart is recorded: the watcher is not fenced out by what it
+    // wrote before.
+    setup
+        .kubectl(
+            "c0",
+            &[
+                "patch",
+                "configmap",
+                "a",
+                "--type=merge",
+                "-p",
+                r#"{"data":{"k":"2"}}"#,
+            ],
+        )
+        .await;
+    setup
+        .record_until(key, "the change after the restart recorded", |r| {
+            r["drifted"] == true
+        })
+        .await;
     worker.stop().await.unwrap();
 }
