@@ -9,7 +9,8 @@
 //! - a Deployment rolling out moves through progressing to ready, and to failed when its
 //!   rollout misses its deadline;
 //! - the inventory stays writable across a restart of the nats-server (lease revisions,
-//!   the fencing epochs, keep growing).
+//!   the fencing epochs, keep growing);
+//! - a cluster its watches cannot reach is told `unreachable` once, then `recovered`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -527,5 +528,96 @@ async fn the_inventory_stays_writable_when_the_nats_server_restarts() {
             r["drifted"] == true
         })
         .await;
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_cluster_the_watches_cannot_reach_is_told_once_as_unreachable_then_recovered() {
+    let setup = Setup::start(&["c0"]).await;
+    let worker = Worker::start(&setup.nats.url(), &setup.kubeconfig, "worker-0");
+    setup.apply("c0", json!([config_map("a", "1")])).await;
+    setup
+        .record_until("c0.core.ConfigMap.default.a", "a in the inventory", |_| {
+            true
+        })
+        .await;
+    let cluster = setup.sim.cluster("c0").unwrap();
+    let told = |kind: &'static str| {
+        let setup = &setup;
+        async move {
+            setup
+                .events("c0")
+                .await
+                .into_iter()
+                .filter(|e| e["type"] == kind && e["object"].is_null())
+                .collect::<Vec<Value>>()
+        }
+    };
+
+    // Every connection to the cluster is reset; the open watches end, and every start
+    // again fails.
+    cluster.set_faults(longshore_kube_sim::Faults {
+        unavailable: true,
+        ..Default::default()
+    });
+    cluster.expire_watches();
+    let unreachable = eventually(WAIT, "the cluster told unreachable", || async {
+        let e = told("unreachable").await;
+        (!e.is_empty()).then_some(e)
+    })
+    .await
+    .unwrap();
+    assert_eq!(unreachable[0]["id"], "c0:unreachable:1");
+    assert!(unreachable[0]["message"].is_string(), "{unreachable:?}");
+    let watch = |setup: &Setup| {
+        let url = format!("{}/v1/clusters/c0", setup.dispatcher.url);
+        let http = setup.http.clone();
+        async move {
+            let body: Value = http.get(url).send().await.ok()?.json().await.ok()?;
+            Some(body["watch"].clone())
+        }
+    };
+    eventually(WAIT, "the dispatcher to show it unreachable", || async {
+        watch(&setup).await.filter(|w| w["reachable"] == false)
+    })
+    .await
+    .unwrap();
+    // Retried meanwhile, and still told once.
+    let restarts = || async {
+        let text = reqwest::get(format!("{}/metrics", worker.metrics_url))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| l.starts_with("longshore_worker_watch_restarts_total "))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+    };
+    eventually(
+        WAIT,
+        "the watches to have failed more than once",
+        || async { restarts().await.filter(|n| *n >= 2.0) },
+    )
+    .await
+    .unwrap();
+    assert_eq!(told("unreachable").await.len(), 1);
+
+    // The cluster answers again.
+    cluster.set_faults(longshore_kube_sim::Faults::default());
+    let recovered = eventually(WAIT, "the cluster told recovered", || async {
+        let e = told("recovered").await;
+        (!e.is_empty()).then_some(e)
+    })
+    .await
+    .unwrap();
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(recovered[0]["id"], "c0:recovered:2");
+    eventually(WAIT, "the dispatcher to show it reachable", || async {
+        watch(&setup).await.filter(|w| w["reachable"] == true)
+    })
+    .await
+    .unwrap();
+    assert_eq!(told("unreachable").await.len(), 1);
     worker.stop().await.unwrap();
 }

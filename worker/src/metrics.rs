@@ -63,6 +63,7 @@ pub struct Metrics {
     pub watch_claims: Counter,
     pub watch_losses: Counter,
     pub watch_relists: Counter,
+    pub watch_restarts: Counter,
     pub watch_events: Counter,
     pub events_published: Family<EventLabels, Counter>,
     pub events_deduplicated: Counter,
@@ -188,6 +189,12 @@ impl Default for Metrics {
             "Watches started from a fresh list (first start, expired history, or an error)",
             watch_relists.clone(),
         );
+        let watch_restarts = Counter::default();
+        registry.register(
+            "watch_restarts",
+            "Watches that failed (the cluster unreachable, an error answered) and start again after a backoff",
+            watch_restarts.clone(),
+        );
         let watch_events = Counter::default();
         registry.register(
             "watch_events",
@@ -235,6 +242,7 @@ impl Default for Metrics {
             watch_claims,
             watch_losses,
             watch_relists,
+            watch_restarts,
             watch_events,
             events_published,
             events_deduplicated,

@@ -389,6 +389,7 @@ async fn watch_cluster(w: ClusterWatch, kinds: Vec<(String, String)>, stop: Canc
                     }
                     Err(Ended::Failed { error, unreachable }) => {
                         failures += 1;
+                        w.metrics.watch_restarts.inc();
                         tracing::debug!(cluster = %w.entry.name, kind = %object.kind, %error, "watch failed; starting again");
                         if let Some(class) = unreachable
                             && let Err(inventory::KeepError::Fenced) =
