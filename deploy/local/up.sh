@@ -46,7 +46,11 @@ done
 
 say "building (first build takes a few minutes)"
 cargo build --quiet -p longshore-dispatcher -p longshore-worker -p longshore-kube-sim
-bin="$root/target/debug"
+# Where cargo put the binaries: CARGO_TARGET_DIR if set (relative to the repository, as
+# cargo reads it), else target/.
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
+bin="$target_dir/debug"
 
 # --- start everything -------------------------------------------------------
 pids=()
@@ -107,6 +111,7 @@ for port in "${WORKER_PORTS[@]}"; do wait_for "worker on $port" "http://127.0.0.
 api="http://127.0.0.1:${DISPATCHER_PORTS[0]}"
 # The CLI was built with the rest; it talks to http://127.0.0.1:8080 unless told otherwise.
 cli=target/debug/longshore
+[ -z "${CARGO_TARGET_DIR:-}" ] || cli="$bin/longshore"
 [ "$api" = http://127.0.0.1:8080 ] || cli="$cli --server $api"
 
 register() { # name label: retried until the workers' pool has announced its credentials
@@ -174,6 +179,13 @@ longshore is running: 2 dispatchers, $WORKERS workers, clusters prod and staging
       && mv $kubeconfigs/.dev.yaml $kubeconfigs/dev.yaml
     $cli clusters register dev -l env=dev
     $cli submit -f deploy/local/sample-app.yaml --cluster dev --wait
+
+  What longshore manages, as the watchers see it (health, drift), and its events
+  (docs/watching.md, docs/inventory.md); change it behind longshore's back and watch:
+    $cli objects --cluster prod
+    $cli events --cluster prod --after 0
+    kubectl --kubeconfig $kubeconfig --context prod -n shop patch deployment storefront \\
+      --type=merge -p '{"spec":{"replicas":5}}'    # then: $cli objects --cluster prod --drifted
 
   Clusters: kubectl --kubeconfig $kubeconfig --context staging get all -A
   Writes:   curl -s http://127.0.0.1:$SIM_PORT/_sim/clusters/prod/writes
