@@ -89,7 +89,7 @@ kubeconfig="$state/kubeconfig"
 kubeconfigs="$state/kubeconfigs"
 rm -rf "$kubeconfigs"
 start kube-sim "$bin/kube-sim" --listen "127.0.0.1:$SIM_PORT" --clusters prod,staging \
-  --write-kubeconfig "$kubeconfig" --write-kubeconfig-dir "$kubeconfigs"
+  --rollout-step-ms 500 --write-kubeconfig "$kubeconfig" --write-kubeconfig-dir "$kubeconfigs"
 wait_for kube-sim "http://127.0.0.1:$SIM_PORT/clusters/prod/version"
 
 export LONGSHORE_NATS__URL="nats://127.0.0.1:$NATS_PORT"

@@ -46,6 +46,10 @@ struct Args {
     /// Events kept per cluster for watches to resume from.
     #[arg(long, default_value_t = 1000)]
     watch_history: usize,
+    /// Simulate Deployment rollouts, one replica every this many milliseconds (status
+    /// reported as a controller would); without it, workloads get no status.
+    #[arg(long, env = "KUBE_SIM_ROLLOUT_STEP_MS")]
+    rollout_step_ms: Option<u64>,
 }
 
 #[tokio::main]
@@ -75,6 +79,12 @@ async fn main() -> anyhow::Result<()> {
         faults,
         watch_history: args.watch_history,
         auth_tokens: args.auth_tokens,
+        rollouts: args
+            .rollout_step_ms
+            .map(|ms| {
+                longshore_kube_sim::Rollouts::progressing(std::time::Duration::from_millis(ms))
+            })
+            .unwrap_or_default(),
         ..SimOptions::default()
     };
     let sim = KubeSim::start(options).await?;
