@@ -68,6 +68,48 @@ impl Worker {
     }
 }
 
+/// The real worker binary as a process (to be SIGKILLed), with `id`, every context of
+/// `kubeconfig`, a free port for `/metrics`, and a short drain; its log in `logs`.
+pub fn process(
+    nats_url: &str,
+    kubeconfig: &Path,
+    logs: &Path,
+    id: &str,
+) -> anyhow::Result<crate::process::Process> {
+    let env = [
+        ("LONGSHORE_NATS__URL", nats_url.to_owned()),
+        ("LONGSHORE_WORKER_ID", id.to_owned()),
+        ("LONGSHORE_LISTEN", "127.0.0.1:0".to_owned()),
+        (
+            "LONGSHORE_CLUSTERS__KUBECONFIG",
+            kubeconfig.display().to_string(),
+        ),
+        ("LONGSHORE_DRAIN_GRACE", "2s".into()),
+    ];
+    crate::process::Process::spawn(
+        id,
+        &crate::process::binary("longshore-worker")?,
+        &[],
+        &env,
+        logs,
+    )
+}
+
+/// The value of the counter `name` (with its `_total`) in the Prometheus text at
+/// `metrics_url`/metrics, if it can be read.
+pub async fn counter(metrics_url: &str, name: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{metrics_url}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let prefix = format!("{name} ");
+    text.lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+}
+
 impl Drop for Worker {
     fn drop(&mut self) {
         self.stop.cancel();

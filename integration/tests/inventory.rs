@@ -12,7 +12,6 @@
 //!   the fencing epochs, keep growing);
 //! - a cluster its watches cannot reach is told `unreachable` once, then `recovered`.
 
-use std::path::Path;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer};
@@ -20,28 +19,13 @@ use futures::StreamExt;
 use longshore_integration::{
     dispatcher::Dispatcher,
     nats::NatsServer,
-    process::{Process, binary},
     wait::eventually,
-    worker::Worker,
+    worker::{self, Worker},
 };
 use longshore_kube_sim::{KubeSim, Rollouts, SimOptions};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn worker_process(nats: &NatsServer, kubeconfig: &Path, logs: &Path, id: &str) -> Process {
-    let env = [
-        ("LONGSHORE_NATS__URL", nats.url()),
-        ("LONGSHORE_WORKER_ID", id.to_owned()),
-        ("LONGSHORE_LISTEN", "127.0.0.1:0".to_owned()),
-        (
-            "LONGSHORE_CLUSTERS__KUBECONFIG",
-            kubeconfig.display().to_string(),
-        ),
-        ("LONGSHORE_DRAIN_GRACE", "2s".into()),
-    ];
-    Process::spawn(id, &binary("longshore-worker").unwrap(), &[], &env, logs).unwrap()
-}
 
 struct Setup {
     nats: NatsServer,
@@ -207,18 +191,8 @@ async fn drift_made_with_kubectl_is_recorded_and_told_once_even_across_a_takeove
     let setup = Setup::start(&["c0"]).await;
     let logs = setup.dir.path();
     let mut workers = [
-        Some(worker_process(
-            &setup.nats,
-            &setup.kubeconfig,
-            logs,
-            "worker-a",
-        )),
-        Some(worker_process(
-            &setup.nats,
-            &setup.kubeconfig,
-            logs,
-            "worker-b",
-        )),
+        Some(worker::process(&setup.nats.url(), &setup.kubeconfig, logs, "worker-a").unwrap()),
+        Some(worker::process(&setup.nats.url(), &setup.kubeconfig, logs, "worker-b").unwrap()),
     ];
     let op = setup
         .apply("c0", json!([deployment("web", "web:1", 2)]))
@@ -339,17 +313,7 @@ async fn a_compacted_watch_history_relists_without_losing_or_repeating_an_event(
             )
             .await;
     }
-    let relists = || async {
-        let text = reqwest::get(format!("{}/metrics", worker.metrics_url))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find(|l| l.starts_with("longshore_worker_watch_relists_total "))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-    };
+    let relists = || worker::counter(&worker.metrics_url, "longshore_worker_watch_relists_total");
     let before = relists().await.expect("the relist counter");
     let told_before = setup.events("c0").await.len();
 
@@ -583,17 +547,7 @@ async fn a_cluster_the_watches_cannot_reach_is_told_once_as_unreachable_then_rec
     .await
     .unwrap();
     // Retried meanwhile, and still told once.
-    let restarts = || async {
-        let text = reqwest::get(format!("{}/metrics", worker.metrics_url))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find(|l| l.starts_with("longshore_worker_watch_restarts_total "))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-    };
+    let restarts = || worker::counter(&worker.metrics_url, "longshore_worker_watch_restarts_total");
     eventually(
         WAIT,
         "the watches to have failed more than once",

@@ -10,11 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use longshore_integration::{
-    nats::NatsServer,
-    process::{Process, binary},
-    wait::eventually,
-};
+use longshore_integration::{nats::NatsServer, process::Process, wait::eventually};
 use longshore_kube_sim::{KubeSim, SimOptions};
 use serde_json::Value;
 
@@ -28,17 +24,7 @@ fn clusters(n: usize) -> Vec<String> {
 }
 
 fn worker(nats: &NatsServer, kubeconfig: &Path, logs: &Path, id: &str) -> Process {
-    let env = [
-        ("LONGSHORE_NATS__URL", nats.url()),
-        ("LONGSHORE_WORKER_ID", id.to_owned()),
-        ("LONGSHORE_LISTEN", "127.0.0.1:0".to_owned()),
-        (
-            "LONGSHORE_CLUSTERS__KUBECONFIG",
-            kubeconfig.display().to_string(),
-        ),
-        ("LONGSHORE_DRAIN_GRACE", "2s".into()),
-    ];
-    Process::spawn(id, &binary("longshore-worker").unwrap(), &[], &env, logs).unwrap()
+    longshore_integration::worker::process(&nats.url(), kubeconfig, logs, id).unwrap()
 }
 
 /// A nats-server, kube-sim with `n` clusters, and their kubeconfig.
