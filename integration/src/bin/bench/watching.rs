@@ -64,6 +64,29 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
     })
     .await?;
     let all_leased = started.elapsed();
+    // Memory with every cluster watched but nothing managed yet: what the watches cost
+    // apart from the objects.
+    let rss_of = |rig: &Rig| -> Value {
+        rig.processes()
+            .iter()
+            .filter(|(name, _)| name.starts_with("worker"))
+            .map(|(name, pid)| (name.clone(), json!(memory_mib(*pid, "VmRSS"))))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let watching = eventually(
+        Duration::from_secs(120),
+        "every cluster's watches open",
+        || {
+            let open = names
+                .iter()
+                .all(|n| rig.sim.cluster(n).is_some_and(|c| c.open_watches() > 0));
+            async move { open.then_some(()) }
+        },
+    )
+    .await;
+    watching?;
+    let rss_empty = rss_of(&rig);
 
     // Every cluster gets its managed objects, through longshore.
     let started = Instant::now();
@@ -109,13 +132,7 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
         .values()
         .map(|n| (*n as f64 - even).abs() / even)
         .fold(0.0, f64::max);
-    let rss: Value = rig
-        .processes()
-        .iter()
-        .filter(|(name, _)| name.starts_with("worker"))
-        .map(|(name, pid)| (name.clone(), json!(memory_mib(*pid, "VmRSS"))))
-        .collect::<serde_json::Map<_, _>>()
-        .into();
+    let rss = rss_of(&rig);
 
     // A change in a cluster, and its event on the stream.
     let mut events = client.subscribe("longshore.events.>").await?;
@@ -222,6 +239,7 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
         "leases_per_worker": held,
         "spread_worst_deviation_from_even": (worst * 1000.0).round() / 1000.0,
         "worker_rss_mib": rss,
+        "worker_rss_mib_watching_nothing_managed": rss_empty,
         "change_to_event": percentiles(&mut latencies),
         "takeover": {"clusters": theirs.len(), "from_kill": percentiles(&mut takeovers),
                      "max_ms": takeovers.iter().copied().map(ms).fold(0.0, f64::max)},
