@@ -111,6 +111,16 @@ impl Setup {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Sets the ConfigMap `name`'s `data.k` with `kubectl patch`.
+    async fn kubectl_set_data(&self, cluster: &str, name: &str, value: &str) {
+        let patch = json!({"data": {"k": value}}).to_string();
+        self.kubectl(
+            cluster,
+            &["patch", "configmap", name, "--type=merge", "-p", &patch],
+        )
+        .await;
+    }
+
     /// An object's inventory record, if there is one.
     async fn record(&self, key: &str) -> Option<Value> {
         let kv = self.js.get_key_value("LONGSHORE_INVENTORY").await.ok()?;
@@ -319,19 +329,8 @@ async fn a_compacted_watch_history_relists_without_losing_or_repeating_an_event(
 
     // The history goes under the open watches; meanwhile `a` changes and `b` goes.
     setup.sim.cluster("c0").unwrap().expire_watches();
-    setup
-        .kubectl(
-            "c0",
-            &[
-                "patch",
-                "configmap",
-                "a",
-                "--type=merge",
-                "-p",
-                r#"{"data":{"k":"2"}}"#,
-            ],
-        )
-        .await;
+    // Behind longshore's back: kubectl takes the field longshore applied.
+    setup.kubectl_set_data("c0", "a", "2").await;
     setup.kubectl("c0", &["delete", "configmap", "b"]).await;
     let a = setup
         .record_until("c0.core.ConfigMap.default.a", "a's change recorded", |r| {
@@ -474,19 +473,8 @@ async fn the_inventory_stays_writable_when_the_nats_server_restarts() {
     .unwrap();
     // So a change after the restart is recorded: the watcher is not fenced out by what it
     // wrote before.
-    setup
-        .kubectl(
-            "c0",
-            &[
-                "patch",
-                "configmap",
-                "a",
-                "--type=merge",
-                "-p",
-                r#"{"data":{"k":"2"}}"#,
-            ],
-        )
-        .await;
+    // Behind longshore's back: kubectl takes the field longshore applied.
+    setup.kubectl_set_data("c0", "a", "2").await;
     setup
         .record_until(key, "the change after the restart recorded", |r| {
             r["drifted"] == true
