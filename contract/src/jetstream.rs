@@ -33,6 +33,10 @@ pub struct Settings {
     /// repeated idempotency key starts a new operation.
     #[serde(with = "crate::duration")]
     pub retention: Duration,
+    /// The JetStream domain holding the stream and buckets, for a replica that reaches
+    /// them through a leaf node (an agent: `docs/agents.md`); its API is then
+    /// `$JS.<domain>.API`. Unset: the JetStream of the servers connected to.
+    pub domain: Option<String>,
 }
 
 impl Default for Settings {
@@ -41,6 +45,7 @@ impl Default for Settings {
             replicas: 1,
             duplicate_window: Duration::from_secs(120),
             retention: Duration::from_secs(7 * 24 * 3600),
+            domain: None,
         }
     }
 }
@@ -62,7 +67,25 @@ impl Settings {
                 "{prefix}.retention: must be at least the duplicate_window"
             ));
         }
+        if let Some(domain) = &self.domain
+            && (domain.is_empty()
+                || !domain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            return Err(format!(
+                "{prefix}.domain: {domain:?} is not a JetStream domain (letters, digits, - and _)"
+            ));
+        }
         Ok(())
+    }
+
+    /// The JetStream API prefix: `$JS.<domain>.API`, or `$JS.API` without a domain.
+    pub fn api_prefix(&self) -> String {
+        match &self.domain {
+            Some(domain) => format!("$JS.{domain}.API"),
+            None => "$JS.API".into(),
+        }
     }
 
     pub fn stream(&self) -> stream::Config {

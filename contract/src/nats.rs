@@ -22,6 +22,10 @@ pub struct NatsConfig {
     pub auth: NatsAuth,
     /// TLS towards the servers; off unless a URL says `tls://` or `tls.required` is set.
     pub tls: NatsTls,
+    /// The prefix of this replica's reply subjects (`_INBOX` by default). An agent sets
+    /// its own (`_INBOX_<pool>`), so the hub can let its leaf node receive replies to it
+    /// and to nobody else (`docs/agents.md`).
+    pub inbox_prefix: Option<String>,
 }
 
 /// NATS authentication. At most one method; secrets are read from files or environment
@@ -63,6 +67,7 @@ impl Default for NatsConfig {
             jetstream: Settings::default(),
             auth: NatsAuth::default(),
             tls: NatsTls::default(),
+            inbox_prefix: None,
         }
     }
 }
@@ -80,6 +85,19 @@ impl NatsConfig {
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(format!(
                 "{prefix}.tls.cert_file and {prefix}.tls.key_file: give both or neither"
+            ));
+        }
+        if let Some(inbox) = &self.inbox_prefix
+            && (inbox.is_empty()
+                || inbox.split('.').any(|t| {
+                    t.is_empty()
+                        || !t
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '$'))
+                }))
+        {
+            return Err(format!(
+                "{prefix}.inbox_prefix: {inbox:?} is not a subject prefix (dot-separated tokens of letters, digits, -, _ and $; no wildcards)"
             ));
         }
         self.jetstream.validate(&format!("{prefix}.jetstream"))
@@ -109,7 +127,10 @@ impl NatsConfig {
                     e,
                 )
             })?;
-        let options = self.tls.options(options);
+        let mut options = self.tls.options(options);
+        if let Some(inbox) = &self.inbox_prefix {
+            options = options.custom_inbox_prefix(inbox.clone());
+        }
         let client = options
             .name(name)
             .retry_on_initial_connect()
@@ -123,6 +144,7 @@ impl NatsConfig {
             .await?;
         let js = jetstream::ContextBuilder::new()
             .timeout(self.request_timeout)
+            .api_prefix(self.jetstream.api_prefix())
             .build(client.clone());
         Ok((client, js))
     }

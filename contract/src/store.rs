@@ -136,7 +136,7 @@ pub struct Store<T> {
     kv: kv::Store,
     bucket: &'static str,
     /// For writes with a per-key TTL, which the KV client does not offer.
-    js: Option<jetstream::Context>,
+    js: Option<(jetstream::Context, String)>,
     _values: PhantomData<fn() -> T>,
 }
 
@@ -182,9 +182,11 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     }
 
     /// This store, able to write keys with their own TTL ([`Store::put_with_ttl`]); the
-    /// bucket must allow per-key TTLs (`limit_markers`).
-    pub fn with_ttl_writes(mut self, js: jetstream::Context) -> Self {
-        self.js = Some(js);
+    /// bucket must allow per-key TTLs (`limit_markers`). `api_prefix` is the one `js`
+    /// was built with ([`crate::jetstream::Settings::api_prefix`]): through a JetStream
+    /// domain, writes go to `<api_prefix>.$KV.<bucket>.<key>`, as the KV client's own do.
+    pub fn with_ttl_writes(mut self, js: jetstream::Context, api_prefix: String) -> Self {
+        self.js = Some((js, api_prefix));
         self
     }
 
@@ -238,14 +240,19 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         ttl: Duration,
         mut headers: async_nats::HeaderMap,
     ) -> Result<u64, StoreError> {
-        let Some(js) = &self.js else {
+        let Some((js, api_prefix)) = &self.js else {
             return Err(self.error(
                 StoreErrorKind::Unavailable,
                 key,
                 "this store was not given TTL writes",
             ));
         };
-        let mut subject = self.kv.put_prefix.clone().unwrap_or(self.kv.prefix.clone());
+        let mut subject = String::new();
+        if self.kv.use_jetstream_prefix {
+            subject.push_str(api_prefix);
+            subject.push('.');
+        }
+        subject.push_str(self.kv.put_prefix.as_ref().unwrap_or(&self.kv.prefix));
         subject.push_str(key);
         headers.insert(
             async_nats::header::NATS_MESSAGE_TTL,

@@ -75,9 +75,12 @@ impl Fleet {
                 .then(|| Follower::start(leases.clone(), LEASES_BUCKET, stop.child_token())),
             clusters: Store::new(clusters, CLUSTERS_BUCKET),
             pools: Store::new(pools, POOLS_BUCKET),
-            members: Store::new(members, MEMBERS_BUCKET).with_ttl_writes(js.clone()),
-            health: Store::new(health, HEALTH_BUCKET).with_ttl_writes(js.clone()),
-            leases: Store::new(leases, LEASES_BUCKET).with_ttl_writes(js.clone()),
+            members: Store::new(members, MEMBERS_BUCKET)
+                .with_ttl_writes(js.clone(), settings.api_prefix()),
+            health: Store::new(health, HEALTH_BUCKET)
+                .with_ttl_writes(js.clone(), settings.api_prefix()),
+            leases: Store::new(leases, LEASES_BUCKET)
+                .with_ttl_writes(js.clone(), settings.api_prefix()),
             inventory: Store::new(inventory.clone(), INVENTORY_BUCKET),
             watches: Store::new(inventory, INVENTORY_BUCKET),
             events,

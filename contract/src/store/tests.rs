@@ -41,7 +41,7 @@ async fn ttl_bucket(nats: &NatsServer, name: &'static str) -> Store<Counter> {
         })
         .await
         .unwrap();
-    Store::new(kv, name).with_ttl_writes(js)
+    Store::new(kv, name).with_ttl_writes(js, "$JS.API".into())
 }
 
 fn bump(current: Option<&Counter>) -> Result<Change<Counter>, StoreError> {
