@@ -28,6 +28,7 @@
 //!
 //! `docs/contract.md` shows a JSON example of each message and record.
 
+pub mod agent;
 pub mod backoff;
 pub mod cluster;
 pub mod deadletter;

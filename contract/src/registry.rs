@@ -81,6 +81,11 @@ pub struct ClusterEntry {
 pub struct PoolCredentials {
     /// [`Credentials::reference`]s, sorted.
     pub references: Vec<String>,
+    /// The pool is an agent pool: it runs inside this one cluster and reaches the hub
+    /// through a leaf node (`docs/agents.md`). With no replica live, its cluster shows
+    /// `unreachable` (no agent connected), not `unserved`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_for: Option<ClusterName>,
     pub updated_by: String,
     pub updated_at: Option<Timestamp>,
 }
@@ -163,7 +168,16 @@ impl Status {
         pool: Option<&PoolCredentials>,
         observed: Option<&Observed>,
     ) -> Self {
-        let (phase, reason) = if members == 0 {
+        let agent = pool.is_some_and(|p| p.agent_for.as_ref() == Some(&entry.name));
+        let (phase, reason) = if members == 0 && agent {
+            (
+                Phase::Unreachable,
+                format!(
+                    "no agent of pool {} is connected (its leaf node's link to the hub is down, or no agent runs); operations wait in the queue until one connects",
+                    entry.pool
+                ),
+            )
+        } else if members == 0 {
             (
                 Phase::Unserved,
                 format!("no replica of pool {} is running", entry.pool),
