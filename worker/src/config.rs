@@ -45,6 +45,22 @@ pub struct Config {
     pub registry_endpoint: bool,
     /// Trace export (OTLP); see `docs/observability.md`.
     pub telemetry: longshore_contract::telemetry::TelemetryConfig,
+    /// Serving, from inside it, the one cluster this worker runs in: an agent pool that
+    /// reaches the hub through a NATS leaf node (`docs/agents.md`).
+    pub agent: AgentConfig,
+}
+
+/// An agent: a pool of its own, inside the cluster it serves, that registers that cluster.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// The cluster served (a DNS label). The agent registers it at start for its pool,
+    /// with `labels`, and keeps it so: what an agent's configuration says wins over edits
+    /// through the API. Its credential is the service account (`clusters.in_cluster`
+    /// naming it), else the kubeconfig context of the same name. Unset: not an agent.
+    pub cluster: Option<String>,
+    /// The cluster's labels in the registry.
+    pub labels: longshore_contract::labels::Labels,
 }
 
 /// The worker pool: one durable pull consumer shared by every replica of the pool.
@@ -211,6 +227,7 @@ impl Default for Config {
             listen: std::net::SocketAddr::from(([0, 0, 0, 0], 9090)),
             registry_endpoint: false,
             telemetry: Default::default(),
+            agent: AgentConfig::default(),
         }
     }
 }
@@ -279,11 +296,56 @@ impl Config {
             "must be at least 8s: a dead member leaves the membership within 6s, and its leases must not run out before",
         )?;
         self.watch.parsed_kinds()?;
+        self.validate_agent()?;
         check(
             !self.request_timeout.is_zero(),
             "request_timeout",
             "must be positive",
         )
+    }
+
+    fn validate_agent(&self) -> Result<(), String> {
+        let Some(cluster) = &self.agent.cluster else {
+            check(
+                self.agent.labels.is_empty(),
+                "agent.labels",
+                "needs agent.cluster",
+            )?;
+            return Ok(());
+        };
+        if let Some(reason) = dns_label_problem(cluster) {
+            return Err(format!("agent.cluster: {cluster:?} {reason}"));
+        }
+        if let Some(problem) = longshore_contract::labels::check_labels(&self.agent.labels).first()
+        {
+            return Err(format!("agent.{}: {}", problem.field, problem.reason));
+        }
+        check(
+            self.pool.name != DEFAULT_POOL,
+            "pool.name",
+            "an agent serves its cluster from a pool of its own (e.g. agent-<cluster>), not the hub's workers pool",
+        )?;
+        check(
+            self.pool.filter_clusters.is_empty(),
+            "pool.filter_clusters",
+            "an agent's pool serves its own subjects only",
+        )?;
+        if let Some(in_cluster) = &self.clusters.in_cluster {
+            check(
+                in_cluster == cluster,
+                "clusters.in_cluster",
+                "an agent's service account is for the cluster it serves: name agent.cluster",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The cluster this worker serves as an agent, if it is one; validated.
+    pub fn agent_cluster(&self) -> Option<longshore_contract::ClusterName> {
+        self.agent
+            .cluster
+            .as_ref()
+            .and_then(|c| longshore_contract::ClusterName::new(c.clone()).ok())
     }
 
     /// The pool's name; validated, so always a DNS label.
@@ -491,6 +553,32 @@ mod tests {
                 c.watch.kinds = vec!["apps/v1/deployment".into()]
             }),
             ("request_timeout", |c| c.request_timeout = Duration::ZERO),
+            ("nats.jetstream.domain", |c| {
+                c.nats.jetstream.domain = Some("hub.eu".into())
+            }),
+            ("nats.inbox_prefix", |c| {
+                c.nats.inbox_prefix = Some("_INBOX.>".into())
+            }),
+            ("agent.labels", |c| {
+                c.agent.labels.insert("env".into(), "prod".into());
+            }),
+            ("agent.cluster", |c| c.agent.cluster = Some("Edge_1".into())),
+            ("pool.name", |c| c.agent.cluster = Some("edge-1".into())),
+            ("pool.filter_clusters", |c| {
+                c.agent.cluster = Some("edge-1".into());
+                c.pool.name = "agent-edge-1".into();
+                c.pool.filter_clusters = vec!["edge-1".into()];
+            }),
+            ("clusters.in_cluster", |c| {
+                c.agent.cluster = Some("edge-1".into());
+                c.pool.name = "agent-edge-1".into();
+                c.clusters.in_cluster = Some("edge-2".into());
+            }),
+            ("agent.labels.env", |c| {
+                c.agent.cluster = Some("edge-1".into());
+                c.pool.name = "agent-edge-1".into();
+                c.agent.labels.insert("env".into(), "not ok!".into());
+            }),
             ("drain_grace", |c| {
                 c.drain_grace = Duration::from_millis(500)
             }),

@@ -35,6 +35,7 @@
 //! back too. The whole drain keeps within `drain_grace` ([`shutdown`]).
 
 pub mod actions;
+pub mod agent;
 pub mod api_calls;
 pub mod clusters;
 pub mod config;
@@ -168,12 +169,21 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
         credentials = clusters.references().len(),
         "credentials loaded"
     );
+    let agent = match config.agent_cluster() {
+        Some(cluster) => Some((agent::credentials(&config, &clusters, &cluster)?, cluster)),
+        None => None,
+    };
     let Some(ready) = ready else {
         return Ok(());
     };
     let pool = config.pool_name();
     let _ = shared.fleet.set(ready.fleet.clone());
-    membership::seed(&ready.fleet, &clusters, &pool, &config.worker_id).await;
+    match agent {
+        Some((credentials, cluster)) => {
+            agent::register(&ready.fleet, &config, &cluster, credentials, &shutdown).await
+        }
+        None => membership::seed(&ready.fleet, &clusters, &pool, &config.worker_id).await,
+    }
     let fleet_tasks = membership::start(
         ready.fleet.clone(),
         clusters.clone(),
@@ -205,7 +215,14 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
         ops: ready.stream,
         status: status.clone(),
     };
-    let sweeping = tokio::spawn(sweeper.run(ready.advisories, shutdown.clone()));
+    let sweeping = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            if let Some(advisories) = ready.advisories {
+                sweeper.run(advisories, shutdown).await
+            }
+        }
+    });
     let ctx = Arc::new(operation::Context {
         pool,
         fleet: ready.fleet,
@@ -285,7 +302,8 @@ struct Ready {
     consumer: PullConsumer,
     records: kv::Store,
     objects: kv::Store,
-    advisories: PullConsumer,
+    /// The max-deliveries advisories of the pool's consumer; none for an agent.
+    advisories: Option<PullConsumer>,
     fleet: Fleet,
 }
 
@@ -305,22 +323,12 @@ async fn provision(
             ensure_stream(js, settings.dead_letter_stream()).await?;
             let records = ensure_bucket(js, settings.operations_bucket()).await?;
             let objects = ensure_bucket(js, settings.objects_bucket()).await?;
-            let advisories = js
-                .get_or_create_stream(deadletter::advisory_stream(settings))
-                .await
-                .map_err(|e| ProvisionError::Stream {
-                    name: deadletter::ADVISORY_STREAM,
-                    source: e.into(),
-                })?;
-            let sweeper = deadletter::sweeper_consumer(&pool.name);
-            let name = sweeper.durable_name.clone().unwrap_or_default();
-            let advisories = advisories
-                .get_or_create_consumer(&name, sweeper)
-                .await
-                .map_err(|e| ProvisionError::Consumer {
-                    name,
-                    source: e.into(),
-                })?;
+            // An agent sweeps nothing: reading a message by its sequence would let it read
+            // any pool's operations (`docs/agents.md`).
+            let advisories = match config.agent.cluster {
+                Some(_) => None,
+                None => Some(sweeper_consumer(js, settings, &pool.name).await?),
+            };
             let consumer = ensure_consumer(&stream, &pool).await?;
             let fleet = Fleet::open(
                 js,
@@ -361,6 +369,30 @@ async fn provision(
             }
         }
     }
+}
+
+/// The pool's durable consumer of max-deliveries advisories, and their stream.
+async fn sweeper_consumer(
+    js: &jetstream::Context,
+    settings: &longshore_contract::jetstream::Settings,
+    pool: &str,
+) -> std::result::Result<PullConsumer, ProvisionError> {
+    let advisories = js
+        .get_or_create_stream(deadletter::advisory_stream(settings))
+        .await
+        .map_err(|e| ProvisionError::Stream {
+            name: deadletter::ADVISORY_STREAM,
+            source: e.into(),
+        })?;
+    let sweeper = deadletter::sweeper_consumer(pool);
+    let name = sweeper.durable_name.clone().unwrap_or_default();
+    advisories
+        .get_or_create_consumer(&name, sweeper)
+        .await
+        .map_err(|e| ProvisionError::Consumer {
+            name,
+            source: e.into(),
+        })
 }
 
 /// Whether JetStream answered and said no to the consumer (a configuration problem that

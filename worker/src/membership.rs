@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use longshore_contract::PoolName;
 use longshore_contract::registry::fleet::Fleet;
 use longshore_contract::registry::{
     ClusterEntry, Liveness, Member, Observed, PoolCredentials, owner,
 };
 use longshore_contract::store::{Change, Seeded};
+use longshore_contract::{ClusterName, PoolName};
 use tokio::task::JoinHandle;
 
 use crate::clusters::Clusters;
@@ -98,7 +98,15 @@ pub fn start(
             liveness,
             shutdown.clone(),
         ));
-        announce(&fleet, &clusters, &pool, &config.worker_id).await;
+        let agent_for = config.agent_cluster();
+        announce(
+            &fleet,
+            &clusters,
+            &pool,
+            &config.worker_id,
+            agent_for.as_ref(),
+        )
+        .await;
         loop {
             tokio::select! {
                 () = shutdown.started() => break,
@@ -110,7 +118,7 @@ pub fn start(
                 }
                 _ = reload.tick() => {
                     if clusters.reload().await {
-                        announce(&fleet, &clusters, &pool, &config.worker_id).await;
+                        announce(&fleet, &clusters, &pool, &config.worker_id, agent_for.as_ref()).await;
                     }
                     clusters.drop_idle();
                 }
@@ -130,25 +138,31 @@ pub fn start(
     })
 }
 
-/// Writes the pool's credentials references if they differ from what is announced.
-async fn announce(fleet: &Fleet, clusters: &Clusters, pool: &PoolName, worker: &str) {
+/// Writes the pool's credentials references (and, for an agent pool, the cluster it is
+/// in) if they differ from what is announced.
+async fn announce(
+    fleet: &Fleet,
+    clusters: &Clusters,
+    pool: &PoolName,
+    worker: &str,
+    agent_for: Option<&ClusterName>,
+) {
     let references = clusters.references();
-    let unchanged = fleet
-        .pool_view
-        .get(pool.as_str())
-        .is_some_and(|p| p.references == references);
-    if unchanged {
+    let same =
+        |p: &PoolCredentials| p.references == references && p.agent_for.as_ref() == agent_for;
+    if fleet.pool_view.get(pool.as_str()).is_some_and(|p| same(&p)) {
         return;
     }
     let now = jiff::Timestamp::now();
     let announced = fleet
         .pools
         .modify(pool.as_str(), None, |current| {
-            if current.is_some_and(|p| p.references == references) {
+            if current.is_some_and(same) {
                 return Ok::<_, longshore_contract::store::StoreError>(Change::Keep);
             }
             Ok(Change::Write(PoolCredentials {
                 references: references.clone(),
+                agent_for: agent_for.cloned(),
                 updated_by: worker.to_owned(),
                 updated_at: Some(now),
             }))
