@@ -165,7 +165,7 @@ async fn retry_operation(
     let current = read_record(&ctx, &id).await?;
     caller.check_cluster_action(&current.cluster, current.action)?;
     let record = deadletters::retry(&ctx, &id).await?;
-    let requeued = intake::requeued(id, record.action, record.idempotency_key);
+    let requeued = intake::requeued(id, record.action, record.idempotency_key, record.cluster);
     Ok(intake::accepted(&ctx, &requeued))
 }
 

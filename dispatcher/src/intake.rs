@@ -140,12 +140,19 @@ pub async fn accept(
 /// The answer to an accepted operation, from any route that accepts one.
 pub fn accepted(ctx: &Context, a: &submit::Accepted) -> Response {
     let status_url = status_url(ctx, &a.id);
-    let body = json!({
+    let mut body = json!({
         "id": a.id,
         "idempotencyKey": a.key,
         "state": a.state,
         "statusUrl": status_url,
     });
+    // Accepted and queued all the same, but say so when nobody can carry it out now (an
+    // agent's leaf link is down, say): it waits in the queue until someone can.
+    if a.state == State::Queued
+        && let Some(note) = cluster_note(ctx, &a.cluster)
+    {
+        body["cluster"] = note;
+    }
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     let h = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&status_url) {
@@ -160,6 +167,16 @@ pub fn accepted(ctx: &Context, a: &submit::Accepted) -> Response {
     response
 }
 
+/// The cluster's phase and why, when it is `unreachable` or `unserved`.
+fn cluster_note(ctx: &Context, cluster: &str) -> Option<serde_json::Value> {
+    use longshore_contract::registry::Phase;
+    let fleet = ctx.fleet().ok()?;
+    let entry = fleet.entry(&longshore_contract::ClusterName::new(cluster).ok()?)?;
+    let status = fleet.status(&entry);
+    matches!(status.phase, Phase::Unreachable | Phase::Unserved)
+        .then(|| json!({ "name": cluster, "phase": status.phase, "reason": status.reason }))
+}
+
 /// Where an operation's status is read: absolute when `http.public_url` is set.
 pub fn status_url(ctx: &Context, id: &OperationId) -> String {
     let base = ctx.config.http.public_url.as_deref().unwrap_or_default();
@@ -167,12 +184,18 @@ pub fn status_url(ctx: &Context, id: &OperationId) -> String {
 }
 
 /// An operation accepted again after it was, for a retried dead letter.
-pub fn requeued(id: OperationId, action: Action, key: IdempotencyKey) -> submit::Accepted {
+pub fn requeued(
+    id: OperationId,
+    action: Action,
+    key: IdempotencyKey,
+    cluster: String,
+) -> submit::Accepted {
     submit::Accepted {
         id,
         action,
         key,
         state: State::Queued,
         replayed: false,
+        cluster,
     }
 }

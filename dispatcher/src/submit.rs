@@ -35,6 +35,8 @@ pub struct Accepted {
     pub state: State,
     /// True when an earlier request with this key had already been accepted.
     pub replayed: bool,
+    /// The cluster it is for, so the answer can say when nobody serves it now.
+    pub cluster: String,
 }
 
 /// Accepts `spec` under `key` for `source`.
@@ -88,6 +90,7 @@ pub async fn submit(
             key,
             state: State::Queued,
             replayed: false,
+            cluster: envelope.spec.cluster.to_string(),
         });
     }
     Err(Error::Unavailable(
@@ -125,6 +128,7 @@ async fn replay(ctx: &Context, envelope: &Envelope, existing: OperationRecord) -
         key: existing.idempotency_key,
         state: existing.state,
         replayed: true,
+        cluster: existing.cluster,
     })
 }
 

@@ -115,6 +115,36 @@ enum Command {
     Objects(objects::Objects),
     /// Print what the clusters' watchers see change, as it happens, until interrupted.
     Events(events::Events),
+    /// Print the NATS permissions of an agent pool's leaf-node user, for the hub's
+    /// configuration (docs/agents.md). Reads nothing from a dispatcher.
+    AgentPermissions {
+        /// The cluster the agent serves.
+        #[arg(long)]
+        cluster: String,
+        /// The agent's pool (default: agent-<cluster>).
+        #[arg(long)]
+        pool: Option<String>,
+        /// The hub's JetStream domain the agent reaches through its leaf node.
+        #[arg(long, default_value = "hub")]
+        domain: String,
+    },
+}
+
+/// The `permissions` block of an agent pool's user, or a usage error.
+fn agent_permissions(cluster: &str, pool: Option<&str>, domain: &str) -> Result<String, String> {
+    let cluster = longshore_contract::ClusterName::new(cluster)
+        .map_err(|r| format!("--cluster: {cluster:?} {r}"))?;
+    let pool = pool.map_or_else(|| format!("agent-{cluster}"), str::to_owned);
+    let pool = longshore_contract::PoolName::new(pool.clone())
+        .map_err(|r| format!("--pool: {pool:?} {r}"))?;
+    let settings = longshore_contract::jetstream::Settings {
+        domain: Some(domain.to_owned()),
+        ..Default::default()
+    };
+    settings
+        .validate("--domain")
+        .map_err(|e| e.replacen("--domain.domain", "--domain", 1))?;
+    Ok(longshore_contract::agent::permissions(&pool, &cluster, Some(domain)).nats_conf(""))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -124,6 +154,23 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::AgentPermissions {
+        cluster,
+        pool,
+        domain,
+    } = &cli.command
+    {
+        return match agent_permissions(cluster, pool.as_deref(), domain) {
+            Ok(block) => {
+                println!("{block}");
+                ExitCode::SUCCESS
+            }
+            Err(usage) => {
+                eprintln!("error: {usage}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let client = match Client::new(&cli.server, cli.token.clone()) {
         Ok(c) => c,
         Err(f) => return output::failure(&f),
@@ -171,6 +218,7 @@ async fn main() -> ExitCode {
         Command::Clusters { command } => return clusters::run(&client, cli.output, command).await,
         Command::Objects(args) => return objects::run(&client, cli.output, args).await,
         Command::Events(args) => return events::run(&client, cli.output, args).await,
+        Command::AgentPermissions { .. } => unreachable!("answered above"),
     };
     match result {
         Ok(record) => output::record(cli.output, &record),
