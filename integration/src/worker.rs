@@ -95,6 +95,47 @@ pub fn process(
     )
 }
 
+/// An agent worker binary as a process: pool `pool`, serving `cluster` with the context
+/// of that name in `kubeconfig`, through the leaf node at `leaf_url` and the hub's
+/// JetStream domain `domain`, with the agent's own inbox prefix; its log in `logs`.
+pub fn agent_process(
+    leaf_url: &str,
+    domain: &str,
+    pool: &str,
+    cluster: &str,
+    kubeconfig: &Path,
+    logs: &Path,
+    id: &str,
+) -> anyhow::Result<crate::process::Process> {
+    let pool_name = longshore_contract::PoolName::new(pool)
+        .map_err(|e| anyhow::anyhow!("pool {pool:?}: {e}"))?;
+    let env = [
+        ("LONGSHORE_NATS__URL", leaf_url.to_owned()),
+        ("LONGSHORE_NATS__JETSTREAM__DOMAIN", domain.to_owned()),
+        (
+            "LONGSHORE_NATS__INBOX_PREFIX",
+            longshore_contract::agent::inbox_prefix(&pool_name),
+        ),
+        ("LONGSHORE_POOL__NAME", pool.to_owned()),
+        ("LONGSHORE_AGENT__CLUSTER", cluster.to_owned()),
+        ("LONGSHORE_AGENT__LABELS__ENV", "edge".to_owned()),
+        ("LONGSHORE_WORKER_ID", id.to_owned()),
+        ("LONGSHORE_LISTEN", "127.0.0.1:0".to_owned()),
+        (
+            "LONGSHORE_CLUSTERS__KUBECONFIG",
+            kubeconfig.display().to_string(),
+        ),
+        ("LONGSHORE_DRAIN_GRACE", "2s".into()),
+    ];
+    crate::process::Process::spawn(
+        id,
+        &crate::process::binary("longshore-worker")?,
+        &[],
+        &env,
+        logs,
+    )
+}
+
 /// The value of the counter `name` (with its `_total`) in the Prometheus text at
 /// `metrics_url`/metrics, if it can be read.
 pub async fn counter(metrics_url: &str, name: &str) -> Option<f64> {

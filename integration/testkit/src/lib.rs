@@ -4,7 +4,9 @@
 //! - [`nats`]: a real `nats-server` with JetStream on a port it picks itself (no race for
 //!   a free port) and a temporary store, killed and cleaned up on drop; or a JetStream
 //!   cluster of several servers whose nodes can be killed and restarted;
+//! - [`leaf`]: a hub and leaf nodes, as an agent's private cluster reaches the hub;
 //! - [`wait`]: bounded waits for asynchronous effects, never a bare sleep.
 
+pub mod leaf;
 pub mod nats;
 pub mod wait;
