@@ -1,14 +1,21 @@
 //! The Kubernetes manifests in `deploy/`, checked as far as CI can without a real cluster:
 //!
-//! - every overlay renders with `kubectl kustomize`;
+//! - every overlay, and `deploy/agent` (a private cluster's agent pool and leaf node),
+//!   renders with `kubectl kustomize`;
 //! - every rendered object parses into its k8s-openapi type (KEDA's ScaledObject into the
 //!   schema in `deploy/schema.rs`) and serializes back to exactly what was rendered, so no
 //!   key is unknown, misspelt or misplaced;
 //! - the TOML configuration files load into the binaries' own configuration structs and
 //!   validate, every file they name is mounted in the pod that reads it, grace periods
 //!   outlast the drains, and the setup Job's stream and consumer are the contract's;
+//! - every NATS server configuration parses with `nats-server -t`, given just the
+//!   environment its pod gives it; the hub's holds the example agent pool's user with the
+//!   permissions `longshore agent-permissions` prints, its JetStream domain and a leaf-node
+//!   listener; and no file of `deploy/` holds an nkey seed;
 //! - every object applies with `kubectl apply --server-side --dry-run=server` to kube-sim.
 
+#[path = "deploy/nkey.rs"]
+mod nkey;
 #[path = "deploy/schema.rs"]
 mod schema;
 
@@ -44,6 +51,18 @@ fn overlays() -> Vec<PathBuf> {
         "expected the dev and prod overlays at least: {dirs:?}"
     );
     dirs
+}
+
+/// The agent's base: what a private cluster runs (docs/deploy.md#private-clusters-agents).
+fn agent_dir() -> PathBuf {
+    deploy_dir().join("agent")
+}
+
+/// Everything CI renders: every overlay, and the agent's base.
+fn kustomizations() -> Vec<PathBuf> {
+    let mut all = overlays();
+    all.push(agent_dir());
+    all
 }
 
 fn name_of(overlay: &Path) -> String {
@@ -147,7 +166,7 @@ fn check_typed(object: &Value) -> Result<(), String> {
 #[test]
 fn every_object_of_every_overlay_parses_into_its_type_without_losing_a_field() {
     let mut problems = Vec::new();
-    for overlay in overlays() {
+    for overlay in kustomizations() {
         for object in render(&overlay).1 {
             if let Err(e) = check_typed(&object) {
                 problems.push(format!(
@@ -223,8 +242,14 @@ impl Rendered {
     }
 
     /// Fails unless `path` is a file the pod's container `container` sees: under a mount
-    /// of a volume whose ConfigMap or Secret has that key.
-    fn assert_mounted(&self, pod: &PodSpec, container: usize, path: &Path, what: &str) {
+    /// of a volume whose ConfigMap or Secret has that key. Returns the kind, name and key.
+    fn assert_mounted(
+        &self,
+        pod: &PodSpec,
+        container: usize,
+        path: &Path,
+        what: &str,
+    ) -> (&'static str, String, String) {
         let c = &pod.containers[container];
         let mount = c
             .volume_mounts
@@ -260,6 +285,7 @@ impl Rendered {
             "{what}: {kind} {source} has no key {key} for {}",
             path.display()
         );
+        (kind, source, key)
     }
 }
 
@@ -444,6 +470,571 @@ fn configuration_loads_into_the_binaries_structs_and_matches_the_pods() {
     }
 }
 
+/// `conf` without its comments (`#` to the end of the line; no subject or value in these
+/// files holds a `#`).
+fn without_comments(conf: &str) -> String {
+    conf.lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The body of the first block `name { … }` (or `name: { … }`, `name = { … }`) of a
+/// nats-server configuration, comments left out.
+fn conf_block(conf: &str, name: &str) -> Option<String> {
+    let conf = without_comments(conf);
+    let mut offset = 0;
+    for line in conf.split_inclusive('\n') {
+        if let Some(rest) = line.trim_start().strip_prefix(name) {
+            let rest = rest.trim_start_matches([' ', ':', '=']);
+            if rest.starts_with('{') {
+                let open = offset + line.len() - rest.len();
+                let mut depth = 0;
+                for (i, c) in conf[open..].char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(conf[open + 1..open + i].to_owned());
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                panic!("block {name} is not closed");
+            }
+        }
+        offset += line.len();
+    }
+    None
+}
+
+/// The first value of `key` in a nats-server configuration (or a block of one), unquoted.
+fn conf_value(conf: &str, key: &str) -> Option<String> {
+    without_comments(conf).lines().find_map(|l| {
+        let rest = l.trim_start().strip_prefix(key)?;
+        rest.starts_with([' ', ':', '=']).then(|| {
+            rest.trim_start_matches([' ', ':', '='])
+                .trim()
+                .trim_end_matches(',')
+                .trim_matches('"')
+                .to_owned()
+        })
+    })
+}
+
+fn port_of(address: &str) -> u16 {
+    address
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("{address} has no port"))
+}
+
+fn without_whitespace(s: &str) -> String {
+    s.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// The pod template of a Deployment or StatefulSet.
+fn pod_template(workload: &Value) -> PodSpec {
+    serde_json::from_value(workload["spec"]["template"]["spec"].clone()).unwrap()
+}
+
+/// The resource (plural) RBAC names a kind by.
+fn plural(kind: &str) -> String {
+    let kind = kind.to_ascii_lowercase();
+    if let Some(stem) = kind.strip_suffix('y') {
+        format!("{stem}ies")
+    } else if kind.ends_with('s') || kind.ends_with('x') {
+        format!("{kind}es")
+    } else {
+        format!("{kind}s")
+    }
+}
+
+/// Whether an RBAC rule allows `verb` on `resource` of API group `group`.
+fn allows(rule: &Value, group: &str, resource: &str, verb: &str) -> bool {
+    let has = |field: &str, want: &str| {
+        rule[field]
+            .as_array()
+            .is_some_and(|v| v.iter().any(|x| x == want))
+    };
+    has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+}
+
+/// deploy/agent: the agent's TOML loads into the worker's own configuration and validates
+/// as an agent's; its pod mounts what it names and outlasts its drain; it reaches the leaf
+/// node's Service, which reaches the leaf node; the leaf node runs no JetStream and dials
+/// the hub's leaf-node port; RBAC is the apply role per namespace plus cluster-wide reading
+/// of the watched kinds; KEDA reads the pool's own consumer at the hub. And every hub
+/// overlay's NATS has the agent's domain, a leaf-node listener without an authorization
+/// block of its own, and the agent pool's user with what `longshore agent-permissions`
+/// prints.
+#[test]
+fn the_agent_configuration_loads_into_the_workers_struct_and_matches_the_hub() {
+    let r = Rendered(render(&agent_dir()).1);
+
+    // The agent: the ordinary worker, configured as an agent.
+    let agent = r.deployment("longshore-agent");
+    let pod = pod_of(&agent);
+    let (_, config_map, key) = r.assert_mounted(&pod, 0, &config_arg(&pod), "agent --config");
+    let config: longshore_worker::Config = load(&r.data(&config_map, &key));
+    config
+        .validate()
+        .unwrap_or_else(|e| panic!("agent.toml: {e}"));
+    let cluster = config
+        .agent_cluster()
+        .expect("agent.toml configures an agent (agent.cluster)");
+    let pool = config.pool_name();
+    assert_eq!(
+        config.clusters.in_cluster.as_deref(),
+        Some(cluster.as_str()),
+        "the agent serves its cluster with its ServiceAccount"
+    );
+    assert_eq!(
+        config.nats.inbox_prefix.as_deref(),
+        Some(longshore_contract::agent::inbox_prefix(&pool).as_str()),
+        "the hub lets only replies to _INBOX_<pool> cross to the leaf node"
+    );
+    let domain = config
+        .nats
+        .jetstream
+        .domain
+        .clone()
+        .expect("an agent reaches the hub's JetStream through its domain");
+    let auth = &config.nats.auth;
+    let tls = &config.nats.tls;
+    let files = [
+        &auth.password_file,
+        &auth.token_file,
+        &auth.nkey_seed_file,
+        &auth.creds_file,
+        &tls.ca_file,
+        &tls.cert_file,
+        &tls.key_file,
+        &config.clusters.kubeconfig,
+    ];
+    for f in files.into_iter().flatten() {
+        r.assert_mounted(&pod, 0, f, "agent");
+    }
+    assert!(
+        config.drain_grace + Duration::from_secs(5) <= grace(&pod),
+        "the agent's terminationGracePeriodSeconds must outlast drain_grace"
+    );
+    let c = &pod.containers[0];
+    let port = c.ports.as_ref().unwrap()[0].container_port as u16;
+    assert_eq!(port, config.listen.port(), "containerPort = listen");
+    let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+        p.as_ref().unwrap().http_get.as_ref().unwrap().path.clone()
+    };
+    assert_eq!(probe_path(&c.readiness_probe).as_deref(), Some("/readyz"));
+    assert_eq!(probe_path(&c.liveness_probe).as_deref(), Some("/healthz"));
+    assert!(
+        agent.spec.replicas.is_none(),
+        "the ScaledObject owns the agent's replicas: a re-apply must not reset them"
+    );
+    let selects = |pdb: &str, d: &Deployment| {
+        assert_eq!(
+            r.get("PodDisruptionBudget", pdb)["spec"]["selector"]["matchLabels"],
+            serde_json::to_value(&d.spec.selector.match_labels).unwrap(),
+            "PDB {pdb} selects its pods"
+        );
+    };
+    selects("longshore-agent", &agent);
+
+    // Its NATS URL is the leaf node's Service, whose port reaches the leaf node's listener.
+    let leaf = r.deployment("nats-leaf");
+    let leaf_pod = pod_of(&leaf);
+    assert!(leaf.spec.replicas.unwrap_or(1) >= 2, "two leaf nodes");
+    selects("nats-leaf", &leaf);
+    let (_, config_map, key) =
+        r.assert_mounted(&leaf_pod, 0, &config_arg(&leaf_pod), "nats-leaf --config");
+    let leaf_conf = r.data(&config_map, &key);
+    let leaf_listen = port_of(&conf_value(&leaf_conf, "listen").expect("leaf.conf: listen"));
+    for server in config.nats.url.split(',').map(str::trim) {
+        let host_port = server.split_once("://").map_or(server, |(_, rest)| rest);
+        let (host, _) = host_port.rsplit_once(':').expect("nats.url: host:port");
+        let svc = r.get("Service", host);
+        assert_eq!(
+            svc["spec"]["selector"],
+            serde_json::to_value(&leaf.spec.selector.match_labels).unwrap(),
+            "Service {host} selects the leaf nodes"
+        );
+        let svc_port = svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"].as_u64() == Some(port_of(host_port).into()))
+            .unwrap_or_else(|| panic!("nats.url {server}: no such port of Service {host}"));
+        let target = leaf_pod.containers[0]
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| {
+                p.name.as_deref() == svc_port["targetPort"].as_str()
+                    || Some(p.container_port.into()) == svc_port["targetPort"].as_i64()
+            })
+            .unwrap_or_else(|| panic!("Service {host}: its targetPort is no port of nats-leaf"));
+        assert_eq!(
+            target.container_port as u16, leaf_listen,
+            "Service {host} reaches leaf.conf's listen port"
+        );
+    }
+    let c = &leaf_pod.containers[0];
+    assert_eq!(probe_path(&c.readiness_probe).as_deref(), Some("/healthz"));
+    assert_eq!(probe_path(&c.liveness_probe).as_deref(), Some("/healthz"));
+
+    // The leaf node runs no JetStream and dials out to the hub, authenticating with the seed
+    // of its Secret, a placeholder here.
+    assert!(
+        conf_block(&leaf_conf, "jetstream").is_none(),
+        "the leaf node runs no JetStream: the agent reaches the hub's, domain {domain}"
+    );
+    let leafnodes = conf_block(&leaf_conf, "leafnodes").expect("leaf.conf: leafnodes");
+    let remote = conf_value(&leafnodes, "url").expect("leaf.conf: a remote url");
+    let remote_nkey = conf_value(&leafnodes, "nkey").expect("leaf.conf: the remote's nkey");
+    let seed_var = remote_nkey
+        .strip_prefix('$')
+        .expect("the remote's nkey seed comes from the environment, never the file");
+    let leaf_json = r.get("Deployment", "nats-leaf");
+    let env_json = leaf_json["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == seed_var)
+        .unwrap_or_else(|| panic!("nats-leaf has no {seed_var} in its environment"));
+    let secret_ref = &env_json["valueFrom"]["secretKeyRef"];
+    let secret_name = secret_ref["name"]
+        .as_str()
+        .expect("the seed is from a Secret");
+    let secret_key = secret_ref["key"].as_str().unwrap();
+    assert!(
+        r.keys("Secret", secret_name)
+            .contains(&secret_key.to_owned()),
+        "Secret {secret_name} has no {secret_key}"
+    );
+    let secret = r.get("Secret", secret_name);
+    assert!(
+        secret["metadata"]["annotations"]["longshore.io/placeholder"].is_string(),
+        "Secret {secret_name} is a placeholder"
+    );
+    assert!(!nkey::looks_like_a_seed(
+        secret["stringData"][secret_key]
+            .as_str()
+            .unwrap_or_default()
+    ));
+
+    // RBAC: nothing wild, no RBAC objects; applying only through per-namespace
+    // RoleBindings; cluster-wide only reading, what watching lists and watches.
+    let account = pod
+        .service_account_name
+        .clone()
+        .expect("its own ServiceAccount");
+    assert!(r.find("ServiceAccount", &account).is_some());
+    let namespace = r.get("Deployment", "longshore-agent")["metadata"]["namespace"].clone();
+    let binds_agent = |b: &&Value| {
+        b["subjects"].as_array().is_some_and(|s| {
+            s.iter().any(|s| {
+                s["kind"] == "ServiceAccount"
+                    && s["name"] == account.as_str()
+                    && s["namespace"] == namespace
+            })
+        })
+    };
+    let rules_of = |binding: &Value| -> Vec<Value> {
+        let role = binding["roleRef"]["name"].as_str().unwrap();
+        let kind = binding["roleRef"]["kind"].as_str().unwrap();
+        r.get(kind, role)["rules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    for role in
+        r.0.iter()
+            .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+    {
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            let values = |f: &str| rule[f].as_array().cloned().unwrap_or_default();
+            for field in ["apiGroups", "resources", "verbs"] {
+                assert!(
+                    !values(field).iter().any(|v| v == "*"),
+                    "{}: a wildcard in {field}",
+                    role["metadata"]["name"]
+                );
+            }
+            assert!(
+                !values("apiGroups")
+                    .iter()
+                    .any(|g| g == "rbac.authorization.k8s.io"),
+                "{}: no RBAC objects",
+                role["metadata"]["name"]
+            );
+            assert!(
+                !values("verbs")
+                    .iter()
+                    .any(|v| v == "escalate" || v == "bind" || v == "impersonate"),
+                "{}",
+                role["metadata"]["name"]
+            );
+        }
+    }
+    let per_namespace: Vec<&Value> =
+        r.0.iter()
+            .filter(|o| o["kind"] == "RoleBinding")
+            .filter(binds_agent)
+            .collect();
+    assert!(
+        per_namespace
+            .iter()
+            .any(|b| rules_of(b)
+                .iter()
+                .any(|rule| allows(rule, "apps", "deployments", "patch"))),
+        "a RoleBinding lets the agent apply in a target namespace"
+    );
+    let cluster_wide: Vec<Value> =
+        r.0.iter()
+            .filter(|o| o["kind"] == "ClusterRoleBinding")
+            .filter(binds_agent)
+            .flat_map(rules_of)
+            .collect();
+    for rule in &cluster_wide {
+        for verb in rule["verbs"].as_array().unwrap() {
+            assert!(
+                verb == "list" || verb == "watch" || verb == "get",
+                "cluster-wide, the agent only reads: {rule}"
+            );
+        }
+        assert!(
+            !rule["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "secrets"),
+            "no Secrets cluster-wide: {rule}"
+        );
+    }
+    if config.watch.enabled {
+        for (api_version, kind) in config.watch.parsed_kinds().unwrap() {
+            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            for verb in ["list", "watch"] {
+                assert!(
+                    cluster_wide
+                        .iter()
+                        .any(|rule| allows(rule, group, &plural(&kind), verb)),
+                    "watch.kinds has {api_version}/{kind}: the agent must {verb} it cluster-wide"
+                );
+            }
+        }
+    }
+
+    // KEDA: this pool's consumer, at the hub's monitoring endpoint (not the leaf node's).
+    let autoscalers: Vec<&Value> =
+        r.0.iter()
+            .filter(|o| o["kind"] == "ScaledObject" || o["kind"] == "HorizontalPodAutoscaler")
+            .collect();
+    assert_eq!(autoscalers.len(), 1, "one autoscaler for the agents");
+    let so: ScaledObject = serde_json::from_value(autoscalers[0].clone()).unwrap();
+    assert_eq!(so.spec.scale_target_ref.name, "longshore-agent");
+    assert!(so.spec.min_replica_count.unwrap_or(0) >= 2);
+    let t = &so.spec.triggers[0];
+    assert_eq!(t.type_, "nats-jetstream");
+    assert_eq!(t.metadata.stream, STREAM);
+    assert_eq!(
+        t.metadata.consumer, config.pool.name,
+        "KEDA reads the pool's own lag"
+    );
+    assert!(
+        t.metadata
+            .lag_threshold
+            .parse::<u64>()
+            .expect("lagThreshold")
+            >= 1
+    );
+    let endpoint = &t.metadata.nats_server_monitoring_endpoint;
+    let host = endpoint.rsplit_once(':').unwrap().0;
+    assert!(
+        r.find("Service", host.split('.').next().unwrap()).is_none(),
+        "{endpoint}: the leaf node has no JetStream data; KEDA must read the hub's monitoring"
+    );
+
+    // The hub: every overlay's NATS lets this agent in.
+    let want = without_whitespace(
+        &longshore_contract::agent::permissions(&pool, &cluster, Some(&domain)).nats_conf(""),
+    );
+    for overlay in overlays() {
+        let name = name_of(&overlay);
+        let h = Rendered(render(&overlay).1);
+        let nats = h.get("StatefulSet", "nats");
+        let nats_pod = pod_template(nats);
+        assert_eq!(
+            nats_pod.containers[0].image, leaf_pod.containers[0].image,
+            "{name}: the leaf node runs the hub's nats-server"
+        );
+        let (_, config_map, key) = h.assert_mounted(
+            &nats_pod,
+            0,
+            &config_arg(&nats_pod),
+            &format!("{name}: nats --config"),
+        );
+        let conf = h.data(&config_map, &key);
+        let jetstream = conf_block(&conf, "jetstream").expect("the hub runs JetStream");
+        assert_eq!(
+            conf_value(&jetstream, "domain").as_deref(),
+            Some(domain.as_str()),
+            "{name}: the hub's JetStream domain is the agent's nats.jetstream.domain"
+        );
+        let leafnodes = conf_block(&conf, "leafnodes")
+            .unwrap_or_else(|| panic!("{name}: the hub has no leafnodes listener"));
+        assert!(
+            conf_block(&leafnodes, "authorization").is_none(),
+            "{name}: leaf nodes authenticate as users of the server's authorization block \
+             (nats-server allows no permissions in leafnodes.authorization)"
+        );
+        let leaf_port = conf_value(&leafnodes, "port")
+            .map(|p| p.parse::<u16>().expect("leafnodes.port"))
+            .or_else(|| conf_value(&leafnodes, "listen").map(|l| port_of(&l)))
+            .unwrap_or(7422);
+        assert_eq!(
+            port_of(&remote),
+            leaf_port,
+            "{name}: the agent's leaf node dials {remote}, the hub listens on {leaf_port}"
+        );
+        let container_port = nats_pod.containers[0]
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.container_port == i32::from(leaf_port))
+            .unwrap_or_else(|| panic!("{name}: nats has no containerPort {leaf_port}"));
+        let exposed = h.0.iter().filter(|o| o["kind"] == "Service").any(|svc| {
+            svc["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| {
+                    p["targetPort"].as_str() == container_port.name.as_deref()
+                        || p["targetPort"].as_i64() == Some(leaf_port.into())
+                })
+        });
+        assert!(exposed, "{name}: no Service exposes the leaf-node port");
+        let monitoring = h.get("Service", "nats-headless")["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["port"].as_u64() == Some(port_of(endpoint).into()));
+        assert!(
+            monitoring,
+            "{name}: {endpoint} is not the hub's monitoring port"
+        );
+
+        // The agent pool's user: an nkey with exactly what `longshore agent-permissions`
+        // prints for its cluster and pool.
+        let users =
+            without_whitespace(&conf_block(&conf, "authorization").expect("the hub has users"));
+        let at = users.find(&want).unwrap_or_else(|| {
+            panic!(
+                "{name}: the hub's authorization lacks the permissions of \
+                 `longshore agent-permissions --cluster {cluster} --pool {pool} --domain {domain}` \
+                 (regenerate them)"
+            )
+        });
+        let user = &users[users[..at].rfind('{').unwrap()..at];
+        let public_key = user
+            .strip_prefix("{nkey:")
+            .map(|k| k.trim_matches(|c| c == '"' || c == ','))
+            .unwrap_or_else(|| panic!("{name}: the agent's permissions belong to no nkey user"));
+        assert!(
+            public_key.starts_with('U') && public_key.len() == 56,
+            "{name}: {public_key} is no public user nkey"
+        );
+    }
+}
+
+/// Every NATS server of every rendering (the hub's StatefulSet, the agent's leaf nodes):
+/// its configuration file, as mounted, passes `nats-server -t` with nothing but the
+/// environment its container is given (secrets and the pod name stood in for; an nkey seed
+/// by a throwaway one), so every `$VARIABLE` it reads is there and every key is known.
+#[test]
+fn every_nats_server_configuration_parses() {
+    let binary = longshore_testkit::nats::binary();
+    let seed = nkey::user_seed();
+    for dir in kustomizations() {
+        let name = name_of(&dir);
+        let r = Rendered(render(&dir).1);
+        let mut checked = 0;
+        let workloads =
+            r.0.iter()
+                .filter(|o| o["kind"] == "StatefulSet" || o["kind"] == "Deployment");
+        for workload in workloads {
+            let pod = pod_template(workload);
+            for (i, c) in pod.containers.iter().enumerate() {
+                let image = c.image.as_deref().unwrap_or_default();
+                if !image.rsplit('/').next().unwrap().starts_with("nats:") {
+                    continue;
+                }
+                let what = format!(
+                    "{name}: {} {} container {}",
+                    workload["kind"], workload["metadata"]["name"], c.name
+                );
+                let args = c.args.clone().unwrap_or_default();
+                let file = args
+                    .iter()
+                    .position(|a| a == "--config" || a == "-c")
+                    .map(|i| PathBuf::from(&args[i + 1]))
+                    .unwrap_or_else(|| panic!("{what}: no --config"));
+                let (_, config_map, key) = r.assert_mounted(&pod, i, &file, &what);
+                let tmp = tempfile::tempdir().unwrap();
+                let path = tmp.path().join(&key);
+                std::fs::write(&path, r.data(&config_map, &key)).unwrap();
+                let mut cmd = std::process::Command::new(&binary);
+                cmd.env_clear().arg("-t").arg("-c").arg(&path);
+                for e in c.env.iter().flatten() {
+                    let value = match &e.value {
+                        Some(v) => v.clone(),
+                        None if e.name.contains("NKEY_SEED") => seed.clone(),
+                        None => format!("stand-in-{}", e.name.to_ascii_lowercase()),
+                    };
+                    cmd.env(&e.name, value);
+                }
+                let out = cmd.output().unwrap_or_else(|e| {
+                    panic!("running {} (set NATS_SERVER_BIN): {e}", binary.display())
+                });
+                assert!(
+                    out.status.success(),
+                    "{what}: nats-server -t -c {key} failed:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 1, "{name}: no NATS server configuration found");
+    }
+}
+
+/// Seeds are secrets: deploy/ may hold public nkeys (the hub's users), never a seed.
+#[test]
+fn no_file_of_deploy_holds_an_nkey_seed() {
+    let mut found = Vec::new();
+    let mut dirs = vec![deploy_dir()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                let mut tokens = text.split(|c: char| !c.is_ascii_alphanumeric());
+                if tokens.any(nkey::looks_like_a_seed) {
+                    found.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "nkey seeds in {found:?}: commit public keys only"
+    );
+}
+
 /// KEDA's ScaledObject, registered as KEDA's own CRD would, so kubectl can send it
 /// (kube-sim serves the built-in PodDisruptionBudget and HorizontalPodAutoscaler itself).
 /// Its schema is checked by the typed test above.
@@ -503,10 +1094,13 @@ async fn every_overlay_applies_with_a_server_side_dry_run() {
         let dir = dir_path.clone();
         tokio::task::spawn_blocking(move || kubectl(&dir, &args, &stdin))
     };
-    // The CRD and the namespace for real, so the dry run has somewhere to go.
+    // The CRD and the namespaces for real, so the dry run has somewhere to go.
     let out = run(
         vec!["apply", "--server-side", "-f", "-"],
-        format!("{CRDS}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: longshore}}\n"),
+        format!(
+            "{CRDS}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: longshore}}\n\
+             ---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: longshore-agent}}\n"
+        ),
     )
     .await
     .unwrap();
@@ -516,7 +1110,7 @@ async fn every_overlay_applies_with_a_server_side_dry_run() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    for overlay in overlays() {
+    for overlay in kustomizations() {
         let name = name_of(&overlay);
         let (yaml, objects) = render(&overlay);
         target.clear_writes();
@@ -556,15 +1150,22 @@ async fn every_overlay_applies_with_a_server_side_dry_run() {
             "{name}: not applied (dry run): {missing:?}"
         );
         // A dry run changes nothing.
-        assert!(
-            target
-                .get(
-                    "apps/v1",
-                    "Deployment",
-                    Some("longshore"),
-                    "longshore-worker"
-                )
-                .is_none()
-        );
+        let deployments: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "Deployment")
+            .collect();
+        assert!(!deployments.is_empty(), "{name}");
+        for d in deployments {
+            let (namespace, obj_name) = (
+                d["metadata"]["namespace"].as_str(),
+                d["metadata"]["name"].as_str().unwrap(),
+            );
+            assert!(
+                target
+                    .get("apps/v1", "Deployment", namespace, obj_name)
+                    .is_none(),
+                "{name}: the dry run created Deployment {obj_name}"
+            );
+        }
     }
 }
