@@ -533,3 +533,69 @@ async fn an_agent_can_neither_take_another_pools_operations_nor_write_another_cl
     );
     assert_eq!(r["attempts"], 1, "delivered once, to the hub's worker: {r}");
 }
+
+#[tokio::test]
+async fn an_operation_whose_agent_died_on_its_last_delivery_is_swept_by_the_hub() {
+    use async_nats::jetstream::AckKind;
+    use futures::StreamExt;
+    let t = Topology::start().await;
+    // The agent pool's consumer: two deliveries, a second's ack_wait.
+    let mut agent = t.agent(
+        "agent-1",
+        &[
+            ("LONGSHORE_POOL__MAX_DELIVER", "2"),
+            ("LONGSHORE_POOL__ACK_WAIT", "1s"),
+            ("LONGSHORE_FENCE__LEASE", "1s"),
+        ],
+    );
+    t.agents_ready(1).await;
+    assert!(agent.terminate(Duration::from_secs(10)).await.unwrap());
+
+    // An agent takes the operation twice and dies during the second (last) delivery.
+    let hub_js = async_nats::jetstream::new(async_nats::connect(t.hub.url()).await.unwrap());
+    let consumer: async_nats::jetstream::consumer::PullConsumer = hub_js
+        .get_stream("LONGSHORE_OPS")
+        .await
+        .unwrap()
+        .get_consumer(POOL)
+        .await
+        .unwrap();
+    let id = id_of(&t.apply(EDGE, "swept", "1", "swept").await);
+    let pull = || async {
+        let mut batch = consumer
+            .batch()
+            .max_messages(1)
+            .expires(Duration::from_millis(300))
+            .messages()
+            .await
+            .ok()?;
+        batch.next().await.and_then(Result::ok)
+    };
+    let first = eventually(Duration::from_secs(10), "the first delivery", pull)
+        .await
+        .unwrap();
+    first.ack_with(AckKind::Nak(None)).await.unwrap();
+    let last = eventually(Duration::from_secs(10), "the last delivery", pull)
+        .await
+        .unwrap();
+    assert_eq!(last.info().unwrap().delivered, 2);
+    drop(last);
+    // After its ack_wait, a pull makes JetStream give up on it (the advisory).
+    eventually(
+        Duration::from_secs(10),
+        "JetStream to give up on it",
+        || async {
+            assert!(pull().await.is_none(), "delivered beyond max_deliver");
+            let info = consumer.clone().info().await.ok()?.clone();
+            (info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+
+    // No agent runs: the hub's worker sweeps the agent pool's advisory.
+    let r = t.finished(&id, Duration::from_secs(30)).await;
+    assert_eq!(r["state"], "dead_lettered", "{r}");
+    let edge = t.edge_sim.cluster(EDGE).unwrap();
+    assert!(!effects(&edge).contains_key(&id), "never applied");
+}

@@ -15,6 +15,10 @@
 //! published while no worker runs is handled when one starts. Both paths copy with the same
 //! `Nats-Msg-Id` (operation id and original sequence), so a double copy within the
 //! duplicate window is dropped by the stream.
+//!
+//! An agent pool sweeps nothing itself (reading a message by its sequence would let it read
+//! any pool's operations): the hub's workers sweep for it, sharing `<agent pool>-sweeper`
+//! ([`sweep_agent_pools`]).
 
 use std::time::Duration;
 
@@ -89,6 +93,7 @@ struct Advisory {
 }
 
 /// Dead-letters the operations whose last delivery no worker finished.
+#[derive(Clone)]
 pub struct Sweeper {
     pub js: jetstream::Context,
     /// The work-queue stream.
@@ -100,6 +105,64 @@ pub struct Sweeper {
 const SWEEP_RETRY: Duration = Duration::from_secs(1);
 /// Pauses while the advisories cannot be read.
 const READ_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+
+/// Sweeps, beside this worker's own pool, the advisories of every agent pool announced
+/// (`agentFor`), each from its `<pool>-sweeper` consumer, until shutdown.
+pub async fn sweep_agent_pools(
+    sweeper: Sweeper,
+    fleet: longshore_contract::registry::fleet::Fleet,
+    settings: Settings,
+    shutdown: Shutdown,
+) {
+    let mut started = std::collections::BTreeSet::new();
+    let mut tasks = Vec::new();
+    let mut seen = 0;
+    loop {
+        let mut agents = Vec::new();
+        fleet.pool_view.scan(None, |pool, announced| {
+            if announced.agent_for.is_some() && !started.contains(pool) {
+                agents.push(pool.to_owned());
+            }
+            true
+        });
+        for pool in agents {
+            let advisories = async {
+                let stream = sweeper
+                    .js
+                    .get_or_create_stream(advisory_stream(&settings))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let config = sweeper_consumer(&pool);
+                let name = config.durable_name.clone().unwrap_or_default();
+                stream
+                    .get_or_create_consumer(&name, config)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match advisories.await {
+                Ok(advisories) => {
+                    tracing::info!(%pool, "sweeping the agent pool's max-deliveries advisories");
+                    tasks.push(tokio::spawn(
+                        sweeper.clone().run(advisories, shutdown.clone()),
+                    ));
+                    started.insert(pool);
+                }
+                // Tried again at the next change of the pools, or within READ_BACKOFF's cap.
+                Err(e) => {
+                    tracing::warn!(%pool, error = %e, "cannot sweep the agent pool's advisories yet")
+                }
+            }
+        }
+        tokio::select! {
+            version = fleet.pool_view.changed_since(seen) => seen = version,
+            () = tokio::time::sleep(READ_BACKOFF.delay(u64::MAX)) => {}
+            () = shutdown.started() => break,
+        }
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
 
 impl Sweeper {
     /// Handles advisories until shutdown.

@@ -216,10 +216,21 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
         status: status.clone(),
     };
     let sweeping = tokio::spawn({
-        let shutdown = shutdown.clone();
+        let (shutdown, fleet, settings) = (
+            shutdown.clone(),
+            ready.fleet.clone(),
+            config.nats.jetstream.clone(),
+        );
         async move {
+            // Not an agent: its own pool's, and every agent pool's.
             if let Some(advisories) = ready.advisories {
-                sweeper.run(advisories, shutdown).await
+                let agents = deadletter::sweep_agent_pools(
+                    sweeper.clone(),
+                    fleet,
+                    settings,
+                    shutdown.clone(),
+                );
+                tokio::join!(sweeper.run(advisories, shutdown), agents);
             }
         }
     });

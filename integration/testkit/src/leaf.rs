@@ -120,6 +120,11 @@ impl Hub {
         format!("nats://127.0.0.1:{}", self.client_port)
     }
 
+    /// The hub server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Where leaf nodes connect.
     pub fn leafnode_url(&self) -> String {
         format!("nats-leaf://127.0.0.1:{}", self.leaf_port)
