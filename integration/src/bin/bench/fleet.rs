@@ -19,7 +19,7 @@ pub async fn run(clusters: usize, workers: usize) -> anyhow::Result<Value> {
     let mut rig = Rig::start(names_.clone(), 1).await?;
 
     // Ready: the worker has loaded every cluster and joined the pool's consumer.
-    let client = async_nats::connect(rig.nats.url()).await?;
+    let client = async_nats::connect(rig.nats_url.clone()).await?;
     let js = async_nats::jetstream::new(client);
     let started = Instant::now();
     rig.add_worker(&[])?;

@@ -15,11 +15,13 @@
 //! dispatchers and 3 workers, listing with a selector, memory after touching 5,000
 //! clusters), `watching` (2,000 clusters × 20 objects, 4 workers: lease spread, memory,
 //! change-to-event latency, takeover after a SIGKILL, and the cost of watching for e2e
-//! throughput), `all`, and `smoke` (every mode, tiny, to check they run: no figure is
+//! throughput), `agents` (the extra latency of the leaf hop: an agent behind a leaf node
+//! against a hub worker, interleaved), `all`, and `smoke` (every mode, tiny, to check they run: no figure is
 //! asserted).
 
 #![forbid(unsafe_code)]
 
+mod agents;
 mod baseline;
 mod e2e;
 mod fleet;
@@ -42,6 +44,7 @@ enum Mode {
     Fleet,
     Registry,
     Watching,
+    Agents,
     All,
     Smoke,
 }
@@ -189,6 +192,15 @@ async fn main() -> anyhow::Result<()> {
         let r = watching::run(&p).await?;
         println!("watching: {r}");
         out.insert("watching".into(), r);
+    }
+    if wants(Mode::Agents) {
+        let p = agents::Params {
+            ops: if smoke { 10 } else { 500 },
+            rate: if smoke { 20 } else { 40 },
+        };
+        let r = agents::run(&p).await?;
+        println!("agents: {r}");
+        out.insert("agents".into(), r);
     }
     if let Some(path) = &args.json {
         std::fs::write(

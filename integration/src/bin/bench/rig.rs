@@ -40,7 +40,11 @@ fn bin(name: &str) -> anyhow::Result<PathBuf> {
 type Finished = Arc<Mutex<HashMap<String, (Instant, String)>>>;
 
 pub struct Rig {
-    pub nats: NatsServer,
+    /// Where the dispatchers and workers reach NATS.
+    pub nats_url: String,
+    nats_pid: Option<u32>,
+    /// The servers behind `nats_url`, kept running as long as the rig.
+    _servers: Box<dyn std::any::Any + Send>,
     pub sim: KubeSim,
     pub kubeconfig: PathBuf,
     pub dispatchers: Vec<Process>,
@@ -58,6 +62,19 @@ impl Rig {
     /// are added with [`Rig::add_worker`].
     pub async fn start(clusters: Vec<String>, dispatchers: usize) -> anyhow::Result<Self> {
         let nats = NatsServer::start().await?;
+        let (url, pid) = (nats.url(), nats.pid());
+        Self::start_on(Box::new(nats), url, pid, clusters, dispatchers).await
+    }
+
+    /// [`Rig::start`] on NATS servers of the caller's (`servers`, kept running), reached at
+    /// `nats_url`; `nats_pid` is the one measured as `nats-server`.
+    pub async fn start_on(
+        servers: Box<dyn std::any::Any + Send>,
+        nats_url: String,
+        nats_pid: Option<u32>,
+        clusters: Vec<String>,
+        dispatchers: usize,
+    ) -> anyhow::Result<Self> {
         let sim = KubeSim::start(SimOptions {
             clusters: clusters.clone(),
             ..Default::default()
@@ -67,7 +84,9 @@ impl Rig {
         let kubeconfig = logs.path().join("kubeconfig");
         sim.write_kubeconfig(&kubeconfig)?;
         let mut rig = Self {
-            nats,
+            nats_url,
+            nats_pid,
+            _servers: servers,
             sim,
             kubeconfig,
             dispatchers: Vec::new(),
@@ -87,7 +106,7 @@ impl Rig {
                 .local_addr()?
                 .port();
             let env = [
-                ("LONGSHORE_NATS__URL", rig.nats.url()),
+                ("LONGSHORE_NATS__URL", rig.nats_url.clone()),
                 ("LONGSHORE_LISTEN", format!("127.0.0.1:{port}")),
                 ("LONGSHORE_CLUSTERS", clusters.join(",")),
             ];
@@ -116,7 +135,7 @@ impl Rig {
     pub fn add_worker(&mut self, extra: &[(&str, String)]) -> anyhow::Result<()> {
         let i = self.workers.len();
         let mut env = vec![
-            ("LONGSHORE_NATS__URL", self.nats.url()),
+            ("LONGSHORE_NATS__URL", self.nats_url.clone()),
             ("LONGSHORE_WORKER_ID", format!("worker-{i}")),
             ("LONGSHORE_LISTEN", "127.0.0.1:0".to_owned()),
             (
@@ -151,7 +170,7 @@ impl Rig {
     /// The processes to measure: name and pid.
     pub fn processes(&self) -> Vec<(String, u32)> {
         let mut out = vec![
-            ("nats-server".to_string(), self.nats.pid().unwrap_or(0)),
+            ("nats-server".to_string(), self.nats_pid.unwrap_or(0)),
             ("bench+kube-sim".to_string(), std::process::id()),
         ];
         out.extend(
@@ -169,7 +188,7 @@ impl Rig {
 
     /// Timestamps every record's first terminal state, from a watch on the status bucket.
     async fn watch(&self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        let client = async_nats::connect(self.nats.url()).await?;
+        let client = async_nats::connect(self.nats_url.clone()).await?;
         let kv = async_nats::jetstream::new(client)
             .get_key_value(names::OPERATIONS_BUCKET)
             .await?;

@@ -52,7 +52,7 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
     for _ in 0..p.workers {
         rig.add_worker(&[("LONGSHORE_POOL__CONCURRENCY", "64".into())])?;
     }
-    let client = async_nats::connect(rig.nats.url()).await?;
+    let client = async_nats::connect(rig.nats_url.clone()).await?;
     let js = async_nats::jetstream::new(client.clone());
     let settings = Settings::default();
     let leases_kv = ensure_bucket(&js, registry::leases_bucket(&settings)).await?;
