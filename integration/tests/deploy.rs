@@ -389,6 +389,7 @@ fn configuration_loads_into_the_binaries_structs_and_matches_the_pods() {
         wconfig
             .validate()
             .unwrap_or_else(|e| panic!("{name}: worker.toml: {e}"));
+        check_rbac(&r, "longshore-worker", &pod, &wconfig);
         let files = [
             &wconfig.nats.auth.password_file,
             &wconfig.clusters.kubeconfig,
@@ -562,6 +563,112 @@ fn allows(rule: &Value, group: &str, resource: &str, verb: &str) -> bool {
     has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
 }
 
+/// RBAC of the worker Deployment `deployment` running with `config`: nothing wild, no RBAC
+/// objects; applying only through per-namespace RoleBindings; cluster-wide only reading,
+/// what watching lists and watches (every kind of `watch.kinds`).
+fn check_rbac(r: &Rendered, deployment: &str, pod: &PodSpec, config: &longshore_worker::Config) {
+    let account = pod
+        .service_account_name
+        .clone()
+        .expect("its own ServiceAccount");
+    assert!(r.find("ServiceAccount", &account).is_some());
+    let namespace = r.get("Deployment", deployment)["metadata"]["namespace"].clone();
+    let binds_it = |b: &&Value| {
+        b["subjects"].as_array().is_some_and(|s| {
+            s.iter().any(|s| {
+                s["kind"] == "ServiceAccount"
+                    && s["name"] == account.as_str()
+                    && s["namespace"] == namespace
+            })
+        })
+    };
+    let rules_of = |binding: &Value| -> Vec<Value> {
+        let role = binding["roleRef"]["name"].as_str().unwrap();
+        let kind = binding["roleRef"]["kind"].as_str().unwrap();
+        r.get(kind, role)["rules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    for role in
+        r.0.iter()
+            .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+    {
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            let values = |f: &str| rule[f].as_array().cloned().unwrap_or_default();
+            for field in ["apiGroups", "resources", "verbs"] {
+                assert!(
+                    !values(field).iter().any(|v| v == "*"),
+                    "{}: a wildcard in {field}",
+                    role["metadata"]["name"]
+                );
+            }
+            assert!(
+                !values("apiGroups")
+                    .iter()
+                    .any(|g| g == "rbac.authorization.k8s.io"),
+                "{}: no RBAC objects",
+                role["metadata"]["name"]
+            );
+            assert!(
+                !values("verbs")
+                    .iter()
+                    .any(|v| v == "escalate" || v == "bind" || v == "impersonate"),
+                "{}",
+                role["metadata"]["name"]
+            );
+        }
+    }
+    let per_namespace: Vec<&Value> =
+        r.0.iter()
+            .filter(|o| o["kind"] == "RoleBinding")
+            .filter(binds_it)
+            .collect();
+    assert!(
+        per_namespace
+            .iter()
+            .any(|b| rules_of(b)
+                .iter()
+                .any(|rule| allows(rule, "apps", "deployments", "patch"))),
+        "{deployment}: a RoleBinding lets it apply in a target namespace"
+    );
+    let cluster_wide: Vec<Value> =
+        r.0.iter()
+            .filter(|o| o["kind"] == "ClusterRoleBinding")
+            .filter(binds_it)
+            .flat_map(rules_of)
+            .collect();
+    for rule in &cluster_wide {
+        for verb in rule["verbs"].as_array().unwrap() {
+            assert!(
+                verb == "list" || verb == "watch" || verb == "get",
+                "{deployment}: cluster-wide, it only reads: {rule}"
+            );
+        }
+        assert!(
+            !rule["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r == "secrets"),
+            "{deployment}: no Secrets cluster-wide: {rule}"
+        );
+    }
+    if config.watch.enabled {
+        for (api_version, kind) in config.watch.parsed_kinds().unwrap() {
+            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+            for verb in ["list", "watch"] {
+                assert!(
+                    cluster_wide
+                        .iter()
+                        .any(|rule| allows(rule, group, &plural(&kind), verb)),
+                    "{deployment}: watch.kinds has {api_version}/{kind}: it must {verb} it cluster-wide"
+                );
+            }
+        }
+    }
+}
+
 /// deploy/agent: the agent's TOML loads into the worker's own configuration and validates
 /// as an agent's; its pod mounts what it names and outlasts its drain; it reaches the leaf
 /// node's Service, which reaches the leaf node; the leaf node runs no JetStream and dials
@@ -724,108 +831,7 @@ fn the_agent_configuration_loads_into_the_workers_struct_and_matches_the_hub() {
             .unwrap_or_default()
     ));
 
-    // RBAC: nothing wild, no RBAC objects; applying only through per-namespace
-    // RoleBindings; cluster-wide only reading, what watching lists and watches.
-    let account = pod
-        .service_account_name
-        .clone()
-        .expect("its own ServiceAccount");
-    assert!(r.find("ServiceAccount", &account).is_some());
-    let namespace = r.get("Deployment", "longshore-agent")["metadata"]["namespace"].clone();
-    let binds_agent = |b: &&Value| {
-        b["subjects"].as_array().is_some_and(|s| {
-            s.iter().any(|s| {
-                s["kind"] == "ServiceAccount"
-                    && s["name"] == account.as_str()
-                    && s["namespace"] == namespace
-            })
-        })
-    };
-    let rules_of = |binding: &Value| -> Vec<Value> {
-        let role = binding["roleRef"]["name"].as_str().unwrap();
-        let kind = binding["roleRef"]["kind"].as_str().unwrap();
-        r.get(kind, role)["rules"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    };
-    for role in
-        r.0.iter()
-            .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
-    {
-        for rule in role["rules"].as_array().into_iter().flatten() {
-            let values = |f: &str| rule[f].as_array().cloned().unwrap_or_default();
-            for field in ["apiGroups", "resources", "verbs"] {
-                assert!(
-                    !values(field).iter().any(|v| v == "*"),
-                    "{}: a wildcard in {field}",
-                    role["metadata"]["name"]
-                );
-            }
-            assert!(
-                !values("apiGroups")
-                    .iter()
-                    .any(|g| g == "rbac.authorization.k8s.io"),
-                "{}: no RBAC objects",
-                role["metadata"]["name"]
-            );
-            assert!(
-                !values("verbs")
-                    .iter()
-                    .any(|v| v == "escalate" || v == "bind" || v == "impersonate"),
-                "{}",
-                role["metadata"]["name"]
-            );
-        }
-    }
-    let per_namespace: Vec<&Value> =
-        r.0.iter()
-            .filter(|o| o["kind"] == "RoleBinding")
-            .filter(binds_agent)
-            .collect();
-    assert!(
-        per_namespace
-            .iter()
-            .any(|b| rules_of(b)
-                .iter()
-                .any(|rule| allows(rule, "apps", "deployments", "patch"))),
-        "a RoleBinding lets the agent apply in a target namespace"
-    );
-    let cluster_wide: Vec<Value> =
-        r.0.iter()
-            .filter(|o| o["kind"] == "ClusterRoleBinding")
-            .filter(binds_agent)
-            .flat_map(rules_of)
-            .collect();
-    for rule in &cluster_wide {
-        for verb in rule["verbs"].as_array().unwrap() {
-            assert!(
-                verb == "list" || verb == "watch" || verb == "get",
-                "cluster-wide, the agent only reads: {rule}"
-            );
-        }
-        assert!(
-            !rule["resources"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|r| r == "secrets"),
-            "no Secrets cluster-wide: {rule}"
-        );
-    }
-    if config.watch.enabled {
-        for (api_version, kind) in config.watch.parsed_kinds().unwrap() {
-            let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-            for verb in ["list", "watch"] {
-                assert!(
-                    cluster_wide
-                        .iter()
-                        .any(|rule| allows(rule, group, &plural(&kind), verb)),
-                    "watch.kinds has {api_version}/{kind}: the agent must {verb} it cluster-wide"
-                );
-            }
-        }
-    }
+    check_rbac(&r, "longshore-agent", &pod, &config);
 
     // KEDA: this pool's consumer, at the hub's monitoring endpoint (not the leaf node's).
     let autoscalers: Vec<&Value> =
