@@ -64,12 +64,6 @@ impl Process {
         Ok(p)
     }
 
-    /// Sets an environment variable for the next [`start`](Self::start).
-    pub fn set_env(&mut self, key: &str, value: &str) {
-        self.env.retain(|(k, _)| k != key);
-        self.env.push((key.to_owned(), value.to_owned()));
-    }
-
     /// Starts it again (after [`kill`](Self::kill) or [`terminate`](Self::terminate)).
     pub fn start(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()

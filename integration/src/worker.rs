@@ -76,7 +76,18 @@ pub fn process(
     logs: &Path,
     id: &str,
 ) -> anyhow::Result<crate::process::Process> {
-    let env = [
+    process_with(nats_url, kubeconfig, logs, id, Vec::new())
+}
+
+/// [`process`], with more `LONGSHORE_*` settings.
+fn process_with(
+    nats_url: &str,
+    kubeconfig: &Path,
+    logs: &Path,
+    id: &str,
+    extra: Vec<(&str, String)>,
+) -> anyhow::Result<crate::process::Process> {
+    let mut env = vec![
         ("LONGSHORE_NATS__URL", nats_url.to_owned()),
         ("LONGSHORE_WORKER_ID", id.to_owned()),
         ("LONGSHORE_LISTEN", "127.0.0.1:0".to_owned()),
@@ -86,6 +97,7 @@ pub fn process(
         ),
         ("LONGSHORE_DRAIN_GRACE", "2s".into()),
     ];
+    env.extend(extra);
     crate::process::Process::spawn(
         id,
         &crate::process::binary("longshore-worker")?,
@@ -95,9 +107,11 @@ pub fn process(
     )
 }
 
-/// An agent worker binary as a process: pool `pool`, serving `cluster` with the context
-/// of that name in `kubeconfig`, through the leaf node at `leaf_url` and the hub's
-/// JetStream domain `domain`, with the agent's own inbox prefix; its log in `logs`.
+/// An agent worker binary as a process: pool `pool`, serving `cluster` (labelled
+/// `env=edge`) with the context of that name in `kubeconfig`, through the leaf node at
+/// `leaf_url` and the hub's JetStream domain `domain`, with the agent's own inbox prefix;
+/// its log in `logs`; `extra`: more `LONGSHORE_*` settings.
+#[allow(clippy::too_many_arguments)]
 pub fn agent_process(
     leaf_url: &str,
     domain: &str,
@@ -106,11 +120,11 @@ pub fn agent_process(
     kubeconfig: &Path,
     logs: &Path,
     id: &str,
+    extra: &[(&str, &str)],
 ) -> anyhow::Result<crate::process::Process> {
     let pool_name = longshore_contract::PoolName::new(pool)
         .map_err(|e| anyhow::anyhow!("pool {pool:?}: {e}"))?;
-    let env = [
-        ("LONGSHORE_NATS__URL", leaf_url.to_owned()),
+    let agent = vec![
         ("LONGSHORE_NATS__JETSTREAM__DOMAIN", domain.to_owned()),
         (
             "LONGSHORE_NATS__INBOX_PREFIX",
@@ -119,20 +133,14 @@ pub fn agent_process(
         ("LONGSHORE_POOL__NAME", pool.to_owned()),
         ("LONGSHORE_AGENT__CLUSTER", cluster.to_owned()),
         ("LONGSHORE_AGENT__LABELS__ENV", "edge".to_owned()),
-        ("LONGSHORE_WORKER_ID", id.to_owned()),
-        ("LONGSHORE_LISTEN", "127.0.0.1:0".to_owned()),
-        (
-            "LONGSHORE_CLUSTERS__KUBECONFIG",
-            kubeconfig.display().to_string(),
-        ),
-        ("LONGSHORE_DRAIN_GRACE", "2s".into()),
     ];
-    crate::process::Process::spawn(
-        id,
-        &crate::process::binary("longshore-worker")?,
-        &[],
-        &env,
+    let extra = extra.iter().map(|(k, v)| (*k, (*v).to_owned()));
+    process_with(
+        leaf_url,
+        kubeconfig,
         logs,
+        id,
+        agent.into_iter().chain(extra).collect(),
     )
 }
 

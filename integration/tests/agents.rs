@@ -94,7 +94,7 @@ impl Topology {
     }
 
     fn agent(&self, id: &str, extra: &[(&str, &str)]) -> Process {
-        let mut p = longshore_integration::worker::agent_process(
+        longshore_integration::worker::agent_process(
             &self.leaf.url(),
             DOMAIN,
             POOL,
@@ -102,16 +102,9 @@ impl Topology {
             &self.edge_kubeconfig,
             self.dir.path(),
             id,
+            extra,
         )
-        .unwrap();
-        if !extra.is_empty() {
-            p.kill();
-            for (k, v) in extra {
-                p.set_env(k, v);
-            }
-            p.start().unwrap();
-        }
-        p
+        .unwrap()
     }
 
     fn logs(&self) -> &Path {

@@ -56,7 +56,7 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
         .expect("edge")
         .write_kubeconfig(&edge_kubeconfig)?;
     // The agent first, so it registers its cluster; the hub's worker has prod alone.
-    let mut agent = longshore_integration::worker::agent_process(
+    let agent = longshore_integration::worker::agent_process(
         &leaf_url,
         DOMAIN,
         POOL,
@@ -64,8 +64,8 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
         &edge_kubeconfig,
         &dir,
         "agent-0",
+        &[("LONGSHORE_LOG", "warn")],
     )?;
-    agent.set_env("LONGSHORE_LOG", "warn");
     rig.workers.push(agent);
     rig.add_worker(&[(
         "LONGSHORE_CLUSTERS__KUBECONFIG",
