@@ -31,6 +31,9 @@ pub struct Envelope {
     pub submitted_at: jiff::Timestamp,
     #[serde(flatten)]
     pub spec: OperationSpec,
+    /// The fleet rollout it is one cluster's part of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::RolloutLink>,
 }
 
 /// Why a message could not be read as an envelope. Such a message can never succeed.
@@ -107,6 +110,7 @@ pub(crate) mod tests_support {
                 options: Options::default(),
                 pipeline: None,
             },
+            rollout: None,
         }
     }
 }

@@ -140,6 +140,17 @@ pub fn fingerprint(value: &Value) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The fingerprint of what an operation does. Pipeline context is left out: a pipeline that
+/// retries a stage sends the same key with the next attempt number, and that is the same
+/// request, not a different one.
+pub fn intent_fingerprint(spec: &crate::OperationSpec) -> String {
+    let mut value = serde_json::to_value(spec).unwrap_or_default();
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("pipeline");
+    }
+    fingerprint(&value)
+}
+
 fn feed_canonical(h: &mut Sha256, value: &Value) {
     match value {
         Value::Object(map) => {

@@ -17,6 +17,7 @@ pub const DEAD_LETTER_SUBJECTS: &str = "longshore.dead.>";
 pub const OPERATIONS_BUCKET: &str = "LONGSHORE_OPERATIONS";
 /// Per-object fences, keyed by a hash of the object's identity.
 pub const OBJECTS_BUCKET: &str = "LONGSHORE_OBJECTS";
+pub use crate::rollout::step::{ROLLOUTS_BUCKET, STEPS_CONSUMER, STEPS_STREAM, STEPS_SUBJECTS};
 /// The default worker pool (durable consumer) name.
 pub const DEFAULT_POOL: &str = crate::cluster::DEFAULT_POOL;
 
@@ -128,6 +129,49 @@ impl Settings {
         }
     }
 
+    /// Fleet rollouts and their progress. Kept until deleted: a rollout may wait for an
+    /// approval longer than operation records are kept.
+    pub fn rollouts_bucket(&self) -> kv::Config {
+        kv::Config {
+            bucket: ROLLOUTS_BUCKET.into(),
+            description: "longshore fleet rollouts and their progress".into(),
+            history: 1,
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            ..Default::default()
+        }
+    }
+
+    /// The steps that move rollouts (`crate::rollout::step`): a work queue like the
+    /// operations'.
+    pub fn steps_stream(&self) -> stream::Config {
+        stream::Config {
+            name: STEPS_STREAM.into(),
+            description: Some("longshore fleet rollout steps".into()),
+            subjects: vec![STEPS_SUBJECTS.into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            duplicate_window: self.duplicate_window,
+            ..Default::default()
+        }
+    }
+
+    /// The hub workers' consumer of steps. Deliveries are unlimited: the timer is handed
+    /// back for as long as its rollout runs, and every step can be redone.
+    pub fn steps_consumer(&self) -> consumer::pull::Config {
+        consumer::pull::Config {
+            durable_name: Some(STEPS_CONSUMER.into()),
+            description: Some("longshore workers moving fleet rollouts".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: -1,
+            max_ack_pending: 10_000,
+            num_replicas: self.replicas,
+            ..Default::default()
+        }
+    }
+
     pub fn objects_bucket(&self) -> kv::Config {
         kv::Config {
             bucket: OBJECTS_BUCKET.into(),
@@ -209,6 +253,7 @@ pub async fn ensure_stream(
     let name: &'static str = match config.name.as_str() {
         DEAD_LETTER_STREAM => DEAD_LETTER_STREAM,
         crate::inventory::EVENTS_STREAM => crate::inventory::EVENTS_STREAM,
+        STEPS_STREAM => STEPS_STREAM,
         _ => STREAM,
     };
     js.get_or_create_stream(config)
@@ -231,6 +276,7 @@ pub async fn ensure_bucket(
         crate::registry::POOLS_BUCKET => crate::registry::POOLS_BUCKET,
         crate::registry::MEMBERS_BUCKET => crate::registry::MEMBERS_BUCKET,
         crate::registry::HEALTH_BUCKET => crate::registry::HEALTH_BUCKET,
+        ROLLOUTS_BUCKET => ROLLOUTS_BUCKET,
         _ => "a longshore bucket",
     };
     match js.get_key_value(config.bucket.clone()).await {

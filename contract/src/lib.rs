@@ -12,6 +12,8 @@
 //! - [`envelope`]: the message published to the work queue and its NATS headers;
 //! - [`deadletter`]: how an operation that exhausted its deliveries is kept for retry;
 //! - [`record`]: the status record kept in the `LONGSHORE_OPERATIONS` bucket;
+//! - [`rollout`]: fleet rollouts: one submission, many clusters in waves; the model, the
+//!   progress kept in `LONGSHORE_ROLLOUTS`, and the step messages that move it;
 //! - [`registry`]: the cluster registry (declared entries, pools, members, observed
 //!   health) and the live in-memory copy every replica follows it with;
 //! - [`inventory`]: what the watchers keep (the managed objects: health, drift) and the
@@ -41,6 +43,7 @@ pub mod labels;
 pub mod nats;
 pub mod record;
 pub mod registry;
+pub mod rollout;
 pub mod secret;
 pub mod settings;
 pub mod spec;

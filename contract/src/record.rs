@@ -19,6 +19,8 @@ pub enum State {
     Superseded,
     /// Failed after exhausting its deliveries; a copy is in the dead-letter stream.
     DeadLettered,
+    /// Not applied: its fleet rollout had halted or was cancelled before it started.
+    Cancelled,
 }
 
 impl State {
@@ -35,6 +37,7 @@ impl State {
             State::Failed => "failed",
             State::Superseded => "superseded",
             State::DeadLettered => "dead_lettered",
+            State::Cancelled => "cancelled",
         }
     }
 }
@@ -122,6 +125,8 @@ pub enum ErrorClass {
     Rollout,
     /// A waited-for object was not ready within `options.wait.timeout`.
     Timeout,
+    /// Not started: the fleet rollout it belongs to had halted or was cancelled.
+    Cancelled,
 }
 
 /// Why an operation failed.
@@ -140,6 +145,8 @@ pub enum End {
     Failed(ErrorInfo),
     /// Deliveries exhausted; a copy is in the dead-letter stream.
     DeadLettered(ErrorInfo),
+    /// Not started: its rollout is over (the reason's class is `cancelled`).
+    Cancelled(ErrorInfo),
 }
 
 impl End {
@@ -149,12 +156,13 @@ impl End {
             End::Superseded => State::Superseded,
             End::Failed(_) => State::Failed,
             End::DeadLettered(_) => State::DeadLettered,
+            End::Cancelled(_) => State::Cancelled,
         }
     }
 
     pub fn error(&self) -> Option<&ErrorInfo> {
         match self {
-            End::Failed(e) | End::DeadLettered(e) => Some(e),
+            End::Failed(e) | End::DeadLettered(e) | End::Cancelled(e) => Some(e),
             End::Succeeded | End::Superseded => None,
         }
     }
@@ -196,6 +204,9 @@ pub struct OperationRecord {
     pub trace_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<crate::spec::PipelineContext>,
+    /// The fleet rollout it is one cluster's part of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::RolloutLink>,
 }
 
 impl OperationRecord {
@@ -221,6 +232,7 @@ impl OperationRecord {
             error: None,
             trace_id: None,
             pipeline: envelope.spec.pipeline.clone(),
+            rollout: envelope.rollout.clone(),
         }
     }
 
@@ -254,6 +266,7 @@ impl OperationRecord {
             End::Superseded => (State::Superseded, None),
             End::Failed(error) => (State::Failed, Some(error)),
             End::DeadLettered(error) => (State::DeadLettered, Some(error)),
+            End::Cancelled(error) => (State::Cancelled, Some(error)),
         };
         self.state = state;
         self.results = results;
@@ -295,6 +308,7 @@ mod tests {
             State::Failed,
             State::Superseded,
             State::DeadLettered,
+            State::Cancelled,
         ] {
             assert!(s.is_terminal(), "{s:?}");
         }

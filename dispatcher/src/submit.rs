@@ -15,7 +15,7 @@
 use async_nats::jetstream::{self, context::PublishErrorKind};
 use longshore_contract::{
     Envelope, IdempotencyKey, OperationId, OperationRecord, State, envelope::SCHEMA_VERSION,
-    id::fingerprint, spec::OperationSpec, store::StoreErrorKind,
+    id::intent_fingerprint, spec::OperationSpec, store::StoreErrorKind,
 };
 
 use longshore_contract::telemetry;
@@ -54,6 +54,7 @@ pub async fn submit(
         idempotency_key: key.clone(),
         source: source.to_owned(),
         fingerprint: intent_fingerprint(&spec),
+        rollout: None,
         submitted_at: jiff::Timestamp::now(),
         spec,
     };
@@ -96,17 +97,6 @@ pub async fn submit(
     Err(Error::Unavailable(
         "the operation's record changed concurrently; retry".into(),
     ))
-}
-
-/// The fingerprint of what an operation does. Pipeline context is left out: a pipeline that
-/// retries a stage sends the same key with the next attempt number, and that is the same
-/// request, not a different one.
-fn intent_fingerprint(spec: &OperationSpec) -> String {
-    let mut value = serde_json::to_value(spec).unwrap_or_default();
-    if let Some(obj) = value.as_object_mut() {
-        obj.remove("pipeline");
-    }
-    fingerprint(&value)
 }
 
 async fn replay(ctx: &Context, envelope: &Envelope, existing: OperationRecord) -> Result<Accepted> {

@@ -780,6 +780,7 @@ async fn an_upgrade_from_the_layout_before_the_registry_loses_nothing_queued() {
             {"apiVersion": "v1", "kind": "ConfigMap",
              "metadata": {"name": "old", "namespace": "default"}, "data": {"v": "1"}}]}))
         .unwrap(),
+        rollout: None,
     };
     records
         .create(

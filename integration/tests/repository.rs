@@ -48,6 +48,12 @@ fn the_contract_doc_names_every_field_of_the_record() {
         spec: serde_json::from_value(serde_json::json!({"cluster": "prod", "action": "apply",
             "manifests": [], "pipeline": {"pipeline": "p", "execution": "e", "stage": "s", "attempt": 1}}))
         .unwrap(),
+        rollout: Some(longshore_contract::rollout::RolloutLink {
+            id: longshore_contract::rollout::RolloutId::parse("ro-abcdefghijklmnopqrstuvwxyz234567")
+                .unwrap(),
+            index: 0,
+            wave: 1,
+        }),
     };
     let mut record = OperationRecord::queued(&env);
     let now = jiff::Timestamp::now();

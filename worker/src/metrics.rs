@@ -265,6 +265,7 @@ pub fn class_label(class: Option<ErrorClass>) -> &'static str {
         ErrorClass::Transient => "transient",
         ErrorClass::Rollout => "rollout",
         ErrorClass::Timeout => "timeout",
+        ErrorClass::Cancelled => "cancelled",
     }
 }
 

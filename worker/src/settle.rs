@@ -37,11 +37,13 @@ pub enum Delivery {
     HandedBack,
     /// Its cluster is served by another pool now: republished there, removed here.
     Forwarded,
+    /// Its fleet rollout halted or was cancelled before it started: not carried out.
+    Cancelled,
 }
 
 impl Delivery {
     /// Every outcome, for metrics that start at zero.
-    pub const ALL: [Delivery; 8] = [
+    pub const ALL: [Delivery; 9] = [
         Delivery::Succeeded,
         Delivery::Failed,
         Delivery::Superseded,
@@ -50,6 +52,7 @@ impl Delivery {
         Delivery::AlreadyDone,
         Delivery::HandedBack,
         Delivery::Forwarded,
+        Delivery::Cancelled,
     ];
 
     pub fn label(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Delivery {
             Delivery::AlreadyDone => "already_done",
             Delivery::HandedBack => "handed_back",
             Delivery::Forwarded => "forwarded",
+            Delivery::Cancelled => "cancelled",
         }
     }
 
@@ -71,6 +75,7 @@ impl Delivery {
             State::Succeeded => Delivery::Succeeded,
             State::Superseded => Delivery::Superseded,
             State::DeadLettered => Delivery::DeadLettered,
+            State::Cancelled => Delivery::Cancelled,
             // Queued or running cannot be an end; counted as what a failure to end is.
             State::Failed | State::Queued | State::Running => Delivery::Failed,
         }
@@ -132,6 +137,19 @@ pub fn verdict(worked: Worked) -> Verdict {
         reply,
         outcome,
         class,
+    }
+}
+
+/// The verdict on an operation not carried out because its rollout is over.
+pub fn cancelled(reason: String) -> Verdict {
+    Verdict {
+        end: Some(End::Cancelled(longshore_contract::record::ErrorInfo {
+            class: ErrorClass::Cancelled,
+            message: reason,
+        })),
+        reply: Reply::Ack,
+        outcome: Delivery::Cancelled,
+        class: None,
     }
 }
 

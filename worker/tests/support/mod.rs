@@ -204,6 +204,7 @@ pub fn envelope(action: Action, manifests: Vec<Value>) -> Envelope {
             options: Options::default(),
             pipeline: None,
         },
+        rollout: None,
     }
 }
 

@@ -226,6 +226,7 @@ fn envelope_size() -> usize {
         fingerprint: "0".repeat(32),
         submitted_at: jiff::Timestamp::now(),
         spec,
+        rollout: None,
     };
     serde_json::to_vec(&envelope)
         .map(|v| v.len())

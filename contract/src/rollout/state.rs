@@ -1,0 +1,531 @@
+//! A fleet rollout as it is kept in the `LONGSHORE_ROLLOUTS` bucket: the [`Rollout`],
+//! written once at acceptance (`spec.<id>`), and its [`Progress`] (`state.<id>`), which
+//! every step moves by compare-and-set.
+//!
+//! The moves are pure functions of the two, so whichever replica makes one makes the same
+//! one, and a step repeated after a crash changes nothing the first did not:
+//!
+//! - [`Progress::tally`] counts one cluster's operation as over (a cell set once), and
+//!   halts the rollout the moment its failures pass a budget;
+//! - [`Progress::advance`] moves through the waves as far as it can now: a wave starts
+//!   once its approval is given and its pause is over, and ends when every cluster in it
+//!   is tallied; it says which wave's operations are to be published, and when to look
+//!   again;
+//! - [`Progress::control`] pauses, resumes, approves and cancels, each idempotent and
+//!   recorded with who and when.
+
+use std::ops::Range;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use super::{RolloutId, RolloutLink, Selection, Strategy};
+use crate::envelope::{Envelope, SCHEMA_VERSION};
+use crate::spec::OperationSpec;
+use crate::{ClusterName, IdempotencyKey, State};
+
+/// A rollout as accepted: never changed afterwards.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollout {
+    pub id: RolloutId,
+    pub idempotency_key: IdempotencyKey,
+    pub source: String,
+    /// Of the request as submitted, for the 422 on a key reused with a different body.
+    pub fingerprint: String,
+    pub submitted_at: Timestamp,
+    /// The operation each cluster gets, with that cluster in place of this one (the first
+    /// selected).
+    pub template: OperationSpec,
+    pub selection: Selection,
+    pub strategy: Strategy,
+    /// The selection as resolved at acceptance, in rollout order: the only clusters it
+    /// will ever touch.
+    pub clusters: Vec<ClusterName>,
+    /// Where each wave ends in `clusters` ([`super::plan`]).
+    pub wave_ends: Vec<usize>,
+    /// The acceptance's trace, which every cluster's operation joins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+impl Rollout {
+    /// The positions in `clusters` of wave `wave` (from 0).
+    pub fn wave_range(&self, wave: usize) -> Range<usize> {
+        let start = if wave == 0 {
+            0
+        } else {
+            self.wave_ends[wave - 1]
+        };
+        start..self.wave_ends[wave]
+    }
+
+    /// The wave (from 0) holding the cluster at `index`.
+    pub fn wave_of(&self, index: usize) -> Option<usize> {
+        self.wave_ends.iter().position(|end| index < *end)
+    }
+
+    /// The operation of the cluster at `index`: its id derived from the rollout's and the
+    /// cluster's, so it is the same however often and by whichever replica it is made.
+    pub fn envelope(&self, index: usize, now: Timestamp) -> Option<Envelope> {
+        let cluster = self.clusters.get(index)?.clone();
+        let wave = self.wave_of(index)?;
+        let id = self.id.operation(&cluster);
+        let key = IdempotencyKey::new(format!("{}/{}", self.id, cluster)).ok()?;
+        let spec = OperationSpec {
+            cluster,
+            ..self.template.clone()
+        };
+        Some(Envelope {
+            schema_version: SCHEMA_VERSION,
+            id,
+            idempotency_key: key,
+            source: self.source.clone(),
+            fingerprint: crate::id::intent_fingerprint(&spec),
+            submitted_at: now,
+            spec,
+            rollout: Some(RolloutLink {
+                id: self.id.clone(),
+                index,
+                wave: wave + 1,
+            }),
+        })
+    }
+}
+
+/// Where a rollout is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Running,
+    /// No wave starts until it is resumed; the running one goes on.
+    Paused,
+    /// The next wave waits for its approval.
+    WaitingApproval,
+    /// Failures passed a budget: no further cluster is touched.
+    Halted,
+    /// Cancelled: no further cluster is touched; operations already running finish.
+    Cancelled,
+    Succeeded,
+}
+
+impl Phase {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Halted | Phase::Cancelled | Phase::Succeeded)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Running => "running",
+            Phase::Paused => "paused",
+            Phase::WaitingApproval => "waiting_approval",
+            Phase::Halted => "halted",
+            Phase::Cancelled => "cancelled",
+            Phase::Succeeded => "succeeded",
+        }
+    }
+}
+
+/// Where a wave is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaveState {
+    Pending,
+    Running,
+    Succeeded,
+    /// The rollout halted in it.
+    Failed,
+    /// The rollout was cancelled in it.
+    Cancelled,
+}
+
+/// How one cluster's operation ended, as a rollout counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Succeeded, or superseded by a later operation on its objects.
+    Succeeded,
+    /// Failed, or dead-lettered.
+    Failed,
+    /// Not started: the rollout had halted or was cancelled.
+    Cancelled,
+}
+
+impl Outcome {
+    /// The outcome of an operation in `state`, if it is over.
+    pub fn of(state: State) -> Option<Self> {
+        match state {
+            State::Succeeded | State::Superseded => Some(Outcome::Succeeded),
+            State::Failed | State::DeadLettered => Some(Outcome::Failed),
+            State::Cancelled => Some(Outcome::Cancelled),
+            State::Queued | State::Running => None,
+        }
+    }
+
+    fn cell(self) -> char {
+        match self {
+            Outcome::Succeeded => SUCCEEDED,
+            Outcome::Failed => FAILED,
+            Outcome::Cancelled => CANCELLED,
+        }
+    }
+}
+
+/// A cell of [`WaveProgress::cells`].
+pub const OPEN: char = '.';
+pub const SUCCEEDED: char = 's';
+pub const FAILED: char = 'f';
+pub const CANCELLED: char = 'x';
+
+/// One wave's progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveProgress {
+    pub state: WaveState,
+    /// It may not start before this (the pause after the wave before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+    /// Every operation of the wave is in the work queue.
+    #[serde(default)]
+    pub published: bool,
+    /// One character per cluster of the wave, in order: `.` not over, `s` succeeded, `f`
+    /// failed, `x` cancelled (never started).
+    pub cells: String,
+}
+
+impl WaveProgress {
+    pub fn count(&self, cell: char) -> usize {
+        self.cells.chars().filter(|c| *c == cell).count()
+    }
+
+    fn is_over(&self) -> bool {
+        !self.cells.contains(OPEN)
+    }
+}
+
+/// A pause, resume, approval or cancellation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlAction {
+    Pause,
+    Resume,
+    Approve,
+    Cancel,
+}
+
+impl ControlAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlAction::Pause => "pause",
+            ControlAction::Resume => "resume",
+            ControlAction::Approve => "approve",
+            ControlAction::Cancel => "cancel",
+        }
+    }
+}
+
+/// Who did what, and when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Control {
+    pub action: ControlAction,
+    pub by: String,
+    pub at: Timestamp,
+    /// The wave approved (from 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave: Option<usize>,
+}
+
+/// Why a control cannot be done.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("the rollout is {} already", .0.as_str())]
+    Over(Phase),
+    #[error("the rollout is not waiting for an approval; name the wave to approve ahead")]
+    NotWaiting,
+    #[error("wave {wave} has no approval gate (strategy.approvalBefore is {gates:?})")]
+    NoGate { wave: usize, gates: Vec<usize> },
+}
+
+/// A rollout's progress: moved by compare-and-set only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Progress {
+    pub phase: Phase,
+    /// The current wave (from 0).
+    pub wave: usize,
+    pub waves: Vec<WaveProgress>,
+    /// Approved waves (from 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approved: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub controls: Vec<Control>,
+    /// Why it halted or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub updated_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Timestamp>,
+}
+
+/// What [`Progress::advance`] leaves to its caller, once the new progress is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Next {
+    /// Publish this wave's operations (from 0), then [`Progress::published`] it.
+    pub publish: Option<usize>,
+    /// Nothing more can happen before this, unless something is tallied or controlled.
+    pub wake_at: Option<Timestamp>,
+}
+
+impl Progress {
+    /// A new rollout's progress: every wave pending, the first about to start.
+    pub fn new(rollout: &Rollout, now: Timestamp) -> Self {
+        let waves = (0..rollout.wave_ends.len())
+            .map(|w| WaveProgress {
+                state: WaveState::Pending,
+                not_before: None,
+                started_at: None,
+                ended_at: None,
+                published: false,
+                cells: OPEN.to_string().repeat(rollout.wave_range(w).len()),
+            })
+            .collect();
+        Self {
+            phase: Phase::Running,
+            wave: 0,
+            waves,
+            approved: Vec::new(),
+            controls: Vec::new(),
+            reason: None,
+            updated_at: now,
+            ended_at: None,
+        }
+    }
+
+    /// How many clusters' operations ended `cell` (`SUCCEEDED`, `FAILED`, `CANCELLED`).
+    pub fn count(&self, cell: char) -> usize {
+        self.waves.iter().map(|w| w.count(cell)).sum()
+    }
+
+    /// Of the selected clusters, the share whose operation is over, from 0 to 100; 100
+    /// only once the rollout succeeded (a halted one stays below, whatever ran).
+    pub fn percent_complete(&self) -> u8 {
+        if self.phase == Phase::Succeeded {
+            return 100;
+        }
+        let total: usize = self.waves.iter().map(|w| w.cells.len()).sum();
+        let over = total - self.count(OPEN);
+        if total == 0 {
+            return 0;
+        }
+        ((over * 100 / total) as u8).min(99)
+    }
+
+    /// Counts the operation of the cluster at `index` as `outcome`. Idempotent: a cell is
+    /// set once, and a second tally of it changes nothing. Halts the rollout the moment its
+    /// failures pass a budget. Whether anything changed.
+    pub fn tally(
+        &mut self,
+        rollout: &Rollout,
+        index: usize,
+        outcome: Outcome,
+        now: Timestamp,
+    ) -> bool {
+        let Some(w) = rollout.wave_of(index) else {
+            return false;
+        };
+        let offset = index - rollout.wave_range(w).start;
+        let wave = &mut self.waves[w];
+        if wave.cells.chars().nth(offset) != Some(OPEN) {
+            return false;
+        }
+        let mut cells: Vec<char> = wave.cells.chars().collect();
+        cells[offset] = outcome.cell();
+        wave.cells = cells.into_iter().collect();
+        self.updated_at = now;
+        if outcome == Outcome::Failed && !self.phase.is_terminal() {
+            let budget = &rollout.strategy.max_failures;
+            let in_wave = self.waves[w].count(FAILED);
+            let allowed_in_wave = budget.per_wave.budget(self.waves[w].cells.len());
+            let total = self.count(FAILED);
+            let allowed_total = budget.total.budget(rollout.clusters.len());
+            if in_wave > allowed_in_wave {
+                self.halt(
+                    w,
+                    format!(
+                        "wave {}: {in_wave} failed, more than maxFailures.perWave allows ({allowed_in_wave})",
+                        w + 1
+                    ),
+                    now,
+                );
+            } else if total > allowed_total {
+                self.halt(
+                    w,
+                    format!("{total} failed, more than maxFailures.total allows ({allowed_total})"),
+                    now,
+                );
+            }
+        }
+        true
+    }
+
+    fn halt(&mut self, wave: usize, reason: String, now: Timestamp) {
+        self.phase = Phase::Halted;
+        self.reason = Some(reason);
+        self.ended_at = Some(now);
+        self.waves[wave].state = WaveState::Failed;
+        self.waves[wave].ended_at = Some(now);
+    }
+
+    /// Moves through the waves as far as they can go at `now`.
+    pub fn advance(&mut self, rollout: &Rollout, now: Timestamp) -> Next {
+        loop {
+            if self.phase.is_terminal() || self.phase == Phase::Paused {
+                return Next::default();
+            }
+            let w = self.wave;
+            let gates = &rollout.strategy.approval_before;
+            let wave = &mut self.waves[w];
+            match wave.state {
+                WaveState::Pending => {
+                    if gates.contains(&(w + 1)) && !self.approved.contains(&(w + 1)) {
+                        if self.phase != Phase::WaitingApproval {
+                            self.phase = Phase::WaitingApproval;
+                            self.updated_at = now;
+                        }
+                        return Next::default();
+                    }
+                    if self.phase != Phase::Running {
+                        self.phase = Phase::Running;
+                        self.updated_at = now;
+                    }
+                    if let Some(at) = wave.not_before
+                        && now < at
+                    {
+                        return Next {
+                            publish: None,
+                            wake_at: Some(at),
+                        };
+                    }
+                    wave.state = WaveState::Running;
+                    wave.started_at = Some(now);
+                    wave.published = wave.cells.is_empty();
+                    self.updated_at = now;
+                }
+                WaveState::Running if !wave.published => {
+                    return Next {
+                        publish: Some(w),
+                        wake_at: None,
+                    };
+                }
+                WaveState::Running if wave.is_over() => {
+                    wave.state = WaveState::Succeeded;
+                    wave.ended_at = Some(now);
+                    self.updated_at = now;
+                    if w + 1 == self.waves.len() {
+                        self.phase = Phase::Succeeded;
+                        self.ended_at = Some(now);
+                        return Next::default();
+                    }
+                    self.wave = w + 1;
+                    let pause = rollout.strategy.pause;
+                    if !pause.is_zero() {
+                        let pause = SignedDuration::try_from(pause).unwrap_or(SignedDuration::MAX);
+                        self.waves[w + 1].not_before = now.checked_add(pause).ok();
+                    }
+                }
+                // Waiting for its operations to be tallied.
+                WaveState::Running => return Next::default(),
+                // The current wave is over only in a terminal phase, handled above.
+                WaveState::Succeeded | WaveState::Failed | WaveState::Cancelled => {
+                    return Next::default();
+                }
+            }
+        }
+    }
+
+    /// Wave `wave`'s operations are all in the work queue. Whether anything changed.
+    pub fn published(&mut self, wave: usize, now: Timestamp) -> bool {
+        match self.waves.get_mut(wave) {
+            Some(w) if !w.published => {
+                w.published = true;
+                self.updated_at = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Pauses, resumes, approves (`wave`, from 1: the one waiting if not given) or cancels,
+    /// for `by`. `Ok(false)`: already so, nothing changed (and nothing recorded).
+    pub fn control(
+        &mut self,
+        rollout: &Rollout,
+        action: ControlAction,
+        wave: Option<usize>,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<bool, ControlError> {
+        if self.phase.is_terminal() {
+            if action == ControlAction::Cancel && self.phase == Phase::Cancelled {
+                return Ok(false);
+            }
+            return Err(ControlError::Over(self.phase));
+        }
+        let mut approved = None;
+        match action {
+            ControlAction::Pause if self.phase == Phase::Paused => return Ok(false),
+            ControlAction::Pause => self.phase = Phase::Paused,
+            ControlAction::Resume if self.phase != Phase::Paused => return Ok(false),
+            // Back to running; the next advance finds any gate again.
+            ControlAction::Resume => self.phase = Phase::Running,
+            ControlAction::Approve => {
+                let gates = &rollout.strategy.approval_before;
+                let wave = match wave {
+                    Some(w) => w,
+                    None if self.phase == Phase::WaitingApproval => self.wave + 1,
+                    None => return Err(ControlError::NotWaiting),
+                };
+                if !gates.contains(&wave) {
+                    return Err(ControlError::NoGate {
+                        wave,
+                        gates: gates.clone(),
+                    });
+                }
+                let started = wave - 1 < self.wave
+                    || (wave - 1 == self.wave && self.waves[self.wave].state != WaveState::Pending);
+                if started || self.approved.contains(&wave) {
+                    return Ok(false);
+                }
+                self.approved.push(wave);
+                approved = Some(wave);
+            }
+            ControlAction::Cancel => {
+                self.phase = Phase::Cancelled;
+                self.reason = Some(format!("cancelled by {by}"));
+                self.ended_at = Some(now);
+                let current = &mut self.waves[self.wave];
+                if current.state != WaveState::Succeeded {
+                    current.state = WaveState::Cancelled;
+                    current.ended_at = Some(now);
+                }
+            }
+        }
+        self.updated_at = now;
+        self.controls.push(Control {
+            action,
+            by: by.to_owned(),
+            at: now,
+            wave: approved,
+        });
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests;
