@@ -9,11 +9,15 @@
 //! responders as far as the leaf can tell; a subject it may not receive never crosses.
 //!
 //! What it still shares with every pool: the status records and the per-object fences,
-//! keyed by hashes that do not name a cluster, so they are readable and writable by key.
+//! keyed by hashes that do not name a cluster, so they are readable and writable by key;
+//! and the progress of fleet rollouts, readable by key, with a step it may publish for any
+//! rollout (a step only makes the stepper look again).
 
 use crate::cluster::{ClusterName, PoolName, SUBJECT_PREFIX};
 use crate::inventory::{EVENTS_PREFIX, EVENTS_STREAM, INVENTORY_BUCKET};
-use crate::jetstream::{DEAD_LETTER_STREAM, OBJECTS_BUCKET, OPERATIONS_BUCKET, STREAM};
+use crate::jetstream::{
+    DEAD_LETTER_STREAM, OBJECTS_BUCKET, OPERATIONS_BUCKET, ROLLOUTS_BUCKET, STEPS_STREAM, STREAM,
+};
 use crate::registry::{
     CLUSTERS_BUCKET, HEALTH_BUCKET, LEASES_BUCKET, MEMBERS_BUCKET, POOLS_BUCKET,
 };
@@ -47,7 +51,7 @@ pub fn permissions(pool: &PoolName, cluster: &ClusterName, domain: Option<&str>)
     let get = |bucket: &str, key: &str| format!("{api}.DIRECT.GET.KV_{bucket}.$KV.{bucket}.{key}");
     let mut publish = Vec::new();
     // Opening the streams and buckets (their info), never creating or changing one.
-    for stream in [STREAM, DEAD_LETTER_STREAM, EVENTS_STREAM] {
+    for stream in [STREAM, DEAD_LETTER_STREAM, EVENTS_STREAM, STEPS_STREAM] {
         publish.push(format!("{api}.STREAM.INFO.{stream}"));
     }
     let buckets = [
@@ -59,6 +63,7 @@ pub fn permissions(pool: &PoolName, cluster: &ClusterName, domain: Option<&str>)
         HEALTH_BUCKET,
         LEASES_BUCKET,
         INVENTORY_BUCKET,
+        ROLLOUTS_BUCKET,
     ];
     for bucket in buckets {
         publish.push(format!("{api}.STREAM.INFO.KV_{bucket}"));
@@ -107,6 +112,11 @@ pub fn permissions(pool: &PoolName, cluster: &ClusterName, domain: Option<&str>)
     publish.push(format!("{EVENTS_PREFIX}.{cluster}.>"));
     publish.push(format!("{}.{cluster}.*", crate::deadletter::SUBJECT_PREFIX));
     publish.push(format!("{SUBJECT_PREFIX}.*.{cluster}"));
+    // Fleet rollouts: reading a rollout's progress (never its record, which holds the
+    // template), and telling it an operation is over (the stepper reads how from the
+    // operation's record, not from the message).
+    publish.push(get(ROLLOUTS_BUCKET, "state.*"));
+    publish.push("longshore.steps.*".to_owned());
     Permissions {
         publish,
         subscribe: vec![format!("{}.>", inbox_prefix(pool))],

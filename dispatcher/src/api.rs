@@ -21,7 +21,7 @@ use crate::{
     error::{Error, Result},
     events, hooks,
     intake::{self, JsonBody, KeyHeader, KeySource},
-    inventory, wait,
+    inventory, rollouts, wait,
 };
 
 /// The source recorded for operations submitted through the plain API.
@@ -35,6 +35,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/operations/{id}/events", get(operation_events))
         .route("/v1/operations/{id}/retry", post(retry_operation))
         .route("/v1/dead-letters", get(list_dead_letters))
+        .route("/v1/fleet-rollouts", post(rollouts::submit))
+        .route("/v1/fleet-rollouts/{id}", get(rollouts::status))
+        .route("/v1/fleet-rollouts/{id}/{control}", post(rollouts::control))
         .route("/v1/clusters", get(clusters::list))
         .route(
             "/v1/clusters/{name}",
@@ -76,7 +79,7 @@ struct StatusQuery {
     wait: Option<String>,
 }
 
-fn wait_bound(ctx: &Context, wait: Option<&str>) -> Result<Duration> {
+pub fn wait_bound(ctx: &Context, wait: Option<&str>) -> Result<Duration> {
     let Some(wait) = wait else {
         return Ok(Duration::ZERO);
     };

@@ -213,6 +213,35 @@ impl Caller {
         }
     }
 
+    /// Refuses (403) `action` on a rollout over `clusters` unless the policy names the
+    /// control and allows every one of them.
+    pub fn check_rollout_control(
+        &self,
+        action: longshore_contract::rollout::state::ControlAction,
+        clusters: &[longshore_contract::ClusterName],
+    ) -> Result<()> {
+        let Some(policy) = &self.policy else {
+            return Ok(());
+        };
+        if !policy.rollout_controls.contains(&action) {
+            return Err(Error::Forbidden(format!(
+                "{} may not {} fleet rollouts (policy.rollout_controls)",
+                self.who,
+                action.as_str()
+            )));
+        }
+        self.check_read_clusters(clusters)
+    }
+
+    /// Refuses (403) unless the caller may see every one of `clusters`, naming the first
+    /// it may not.
+    pub fn check_read_clusters(&self, clusters: &[longshore_contract::ClusterName]) -> Result<()> {
+        match clusters.iter().find(|c| !self.may_read_cluster(c.as_str())) {
+            Some(c) => self.check_read_cluster(c.as_str()),
+            None => Ok(()),
+        }
+    }
+
     /// Refuses (403) changing the registry entry of `cluster` unless the policy allows
     /// managing clusters, and this one.
     pub fn check_manage_cluster(&self, cluster: &str) -> Result<()> {

@@ -42,6 +42,15 @@ pub struct Context {
     operations: OnceCell<Store<OperationRecord>>,
     /// The cluster registry, followed live, once its buckets exist.
     fleet: OnceCell<Fleet>,
+    /// Fleet rollouts and their progress, once the bucket and the steps stream exist.
+    rollouts: OnceCell<Rollouts>,
+}
+
+/// The rollouts bucket: each rollout's record and its progress, under their own keys.
+#[derive(Clone)]
+pub struct Rollouts {
+    pub specs: Store<longshore_contract::rollout::Rollout>,
+    pub progress: Store<longshore_contract::rollout::Progress>,
 }
 
 impl Context {
@@ -63,6 +72,7 @@ impl Context {
             stopping: CancellationToken::new(),
             operations: OnceCell::new(),
             fleet: OnceCell::new(),
+            rollouts: OnceCell::new(),
         }
     }
 
@@ -84,6 +94,14 @@ impl Context {
             return Err(Error::Unavailable("not connected to NATS".into()));
         }
         self.operations.get().ok_or_else(|| {
+            Error::Unavailable("JetStream stream and buckets are not provisioned yet".into())
+        })
+    }
+
+    /// The rollouts bucket, or 503 while NATS is unreachable or not yet provisioned.
+    pub fn rollouts(&self) -> Result<&Rollouts> {
+        self.operations()?;
+        self.rollouts.get().ok_or_else(|| {
             Error::Unavailable("JetStream stream and buckets are not provisioned yet".into())
         })
     }
@@ -112,10 +130,16 @@ impl Context {
                 let fleet = Fleet::open(&self.js, settings, &stop, Observing::Health).await?;
                 let operations =
                     js_defs::ensure_bucket(&self.js, settings.operations_bucket()).await?;
-                Ok::<_, js_defs::ProvisionError>((operations, fleet))
+                js_defs::ensure_stream(&self.js, settings.steps_stream()).await?;
+                let rollouts = js_defs::ensure_bucket(&self.js, settings.rollouts_bucket()).await?;
+                Ok::<_, js_defs::ProvisionError>((operations, fleet, rollouts))
             };
             match attempt.await {
-                Ok((kv, fleet)) => {
+                Ok((kv, fleet, rollouts)) => {
+                    let _ = self.rollouts.set(Rollouts {
+                        specs: Store::new(rollouts.clone(), js_defs::ROLLOUTS_BUCKET),
+                        progress: Store::new(rollouts, js_defs::ROLLOUTS_BUCKET),
+                    });
                     let _ = self
                         .operations
                         .set(Store::new(kv, js_defs::OPERATIONS_BUCKET));

@@ -26,6 +26,9 @@ pub enum Error {
     /// The idempotency key was used before with a different request.
     #[error("idempotency key {key:?} was already used for a different request (operation {id})")]
     KeyReused { key: String, id: String },
+    /// The same, for a fleet rollout.
+    #[error("idempotency key {key:?} was already used for a different fleet rollout ({id})")]
+    RolloutKeyReused { key: String, id: String },
     /// No credentials, or unknown ones (a bad token, a missing or wrong signature).
     #[error("{0}")]
     Unauthorized(String),
@@ -39,6 +42,9 @@ pub enum Error {
     },
     #[error("operation {0} not found")]
     NotFound(String),
+    /// Anything else that does not exist; the message names it.
+    #[error("{0} not found")]
+    Missing(String),
     /// The request conflicts with the operation's current state.
     #[error("{0}")]
     Conflict(String),
@@ -60,11 +66,11 @@ impl Error {
             Error::MalformedJson(_) => "malformed_json",
             Error::UnsupportedMediaType(_) => "unsupported_media_type",
             Error::PayloadTooLarge { .. } => "payload_too_large",
-            Error::KeyReused { .. } => "key_reused",
+            Error::KeyReused { .. } | Error::RolloutKeyReused { .. } => "key_reused",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::RateLimited { .. } => "rate_limited",
-            Error::NotFound(_) => "not_found",
+            Error::NotFound(_) | Error::Missing(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::Unavailable(_) => "unavailable",
             Error::Timeout(_) => "timeout",
@@ -98,11 +104,13 @@ impl Error {
             Error::Invalid(_) | Error::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::KeyReused { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::KeyReused { .. } | Error::RolloutKeyReused { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::NotFound(_) | Error::Missing(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unavailable(_) | Error::Timeout(_) | Error::Busy(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -117,11 +125,11 @@ impl Error {
             Error::MalformedJson(_) => "malformed-json",
             Error::UnsupportedMediaType(_) => "unsupported-media-type",
             Error::PayloadTooLarge { .. } => "payload-too-large",
-            Error::KeyReused { .. } => "idempotency-key-reused",
+            Error::KeyReused { .. } | Error::RolloutKeyReused { .. } => "idempotency-key-reused",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
             Error::RateLimited { .. } => "rate-limited",
-            Error::NotFound(_) => "not-found",
+            Error::NotFound(_) | Error::Missing(_) => "not-found",
             Error::Conflict(_) => "conflict",
             Error::Unavailable(_) => "unavailable",
             Error::Timeout(_) => "timeout",

@@ -33,6 +33,8 @@ pub mod observe;
 pub mod policy;
 pub mod ratelimit;
 pub mod request;
+pub mod rollout_request;
+pub mod rollouts;
 pub mod submit;
 pub mod tls;
 pub mod wait;

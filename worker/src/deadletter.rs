@@ -276,6 +276,10 @@ impl Sweeper {
                         .map_err(|e| e.to_string())?;
                     tracing::warn!("dead-lettered an operation whose last delivery did not finish");
                 }
+                // Over either way: its rollout counts it before the message goes.
+                if let Some(link) = envelope.as_ref().and_then(|e| e.rollout.as_ref()) {
+                    crate::rollouts::report(&self.js, link, &id).await?;
+                }
             }
             // Unreadable messages are terminated on their first delivery; one that still
             // reaches here cannot be named in a dead letter.

@@ -24,6 +24,8 @@
 //!   dead-letter);
 //! - [`deadletter`]: copying exhausted operations to the dead-letter stream, and the
 //!   sweeper for those whose last delivery no worker finished;
+//! - [`rollouts`]: fleet rollouts: a rollout's operations report how they ended, do not
+//!   start once it is over, and hub workers take the steps that move it;
 //! - [`error`]: the error types;
 //! - [`server`], [`metrics`], [`api_calls`]: the `/metrics`, `/healthz`, `/readyz`
 //!   listener, the Prometheus metrics, and the client span and metrics of every
@@ -52,6 +54,7 @@ pub mod ordering;
 pub mod plan;
 pub mod policy;
 pub mod readiness;
+pub mod rollouts;
 pub mod route;
 pub mod server;
 pub mod settle;
@@ -209,7 +212,7 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
         .pulling
         .store(true, std::sync::atomic::Ordering::Relaxed);
 
-    let status = status::StatusStore::new(ready.records, config.worker_id.clone());
+    let status = status::StatusStore::new(ready.records.clone(), config.worker_id.clone());
     let sweeper = deadletter::Sweeper {
         js: js.clone(),
         ops: ready.stream,
@@ -234,6 +237,19 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
             }
         }
     });
+    let rollouts = rollouts::Rollouts::new(ready.rollouts);
+    let stepping = ready.steps.map(|steps| {
+        let stepper = Arc::new(rollouts::Stepper {
+            js: js.clone(),
+            rollouts: rollouts.clone(),
+            records: longshore_contract::store::Store::new(
+                ready.records.clone(),
+                longshore_contract::jetstream::OPERATIONS_BUCKET,
+            ),
+            fleet: ready.fleet.clone(),
+        });
+        tokio::spawn(stepper.run(steps, shutdown.clone()))
+    });
     let ctx = Arc::new(operation::Context {
         pool,
         fleet: ready.fleet,
@@ -241,6 +257,7 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
         status,
         fences: fence::Fences::new(ready.objects, config.worker_id.clone(), config.fence.lease),
         js,
+        rollouts,
         config,
         metrics: shared.metrics.clone(),
     });
@@ -273,6 +290,9 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
     let _ = tokio::time::timeout_at(shutdown.deadline(), async {
         tracker.wait().await;
         let _ = sweeping.await;
+        if let Some(stepping) = stepping {
+            let _ = stepping.await;
+        }
         let _ = fleet_tasks.await;
         let _ = watching.await;
     })
@@ -316,6 +336,9 @@ struct Ready {
     /// The max-deliveries advisories of the pool's consumer; none for an agent.
     advisories: Option<PullConsumer>,
     fleet: Fleet,
+    rollouts: kv::Store,
+    /// The rollout steps' consumer; none for an agent.
+    steps: Option<PullConsumer>,
 }
 
 /// Makes sure the streams, buckets and consumers exist, retrying while NATS is
@@ -341,6 +364,12 @@ async fn provision(
                 None => Some(sweeper_consumer(js, settings, &pool.name).await?),
             };
             let consumer = ensure_consumer(&stream, &pool).await?;
+            let rollouts = ensure_bucket(js, settings.rollouts_bucket()).await?;
+            let steps_stream = ensure_stream(js, settings.steps_stream()).await?;
+            let steps = match config.agent.cluster {
+                Some(_) => None,
+                None => Some(steps_consumer(&steps_stream, settings).await?),
+            };
             let fleet = Fleet::open(
                 js,
                 settings,
@@ -355,6 +384,8 @@ async fn provision(
                 objects,
                 advisories,
                 fleet,
+                rollouts,
+                steps,
             })
         };
         let outcome = tokio::select! {
@@ -399,6 +430,22 @@ async fn sweeper_consumer(
     let name = sweeper.durable_name.clone().unwrap_or_default();
     advisories
         .get_or_create_consumer(&name, sweeper)
+        .await
+        .map_err(|e| ProvisionError::Consumer {
+            name,
+            source: e.into(),
+        })
+}
+
+/// The hub workers' shared consumer of rollout steps.
+async fn steps_consumer(
+    steps: &stream::Stream,
+    settings: &longshore_contract::jetstream::Settings,
+) -> std::result::Result<PullConsumer, ProvisionError> {
+    let config = settings.steps_consumer();
+    let name = config.durable_name.clone().unwrap_or_default();
+    steps
+        .get_or_create_consumer(&name, config)
         .await
         .map_err(|e| ProvisionError::Consumer {
             name,

@@ -37,8 +37,10 @@ pub struct Context {
     pub clusters: Arc<Clusters>,
     pub status: StatusStore,
     pub fences: Fences,
-    /// For dead letters.
+    /// For dead letters, forwards and rollout tallies.
     pub js: jetstream::Context,
+    /// Fleet rollouts' progress, read before one of their operations starts.
+    pub rollouts: crate::rollouts::Rollouts,
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -163,9 +165,56 @@ async fn timed(
     verdict
 }
 
+/// [`carry_out`], and for one cluster's operation of a fleet rollout, its tally: published
+/// once the operation is over (ended now, or found ended), before the message is
+/// acknowledged, so a crash in between only reports it again.
+async fn carry(
+    ctx: &Context,
+    message: &Message,
+    sequence: u64,
+    delivered: u64,
+    envelope: &Envelope,
+) -> Verdict {
+    let verdict = carry_out(ctx, message, sequence, delivered, envelope).await;
+    let Some(link) = &envelope.rollout else {
+        return verdict;
+    };
+    let over = matches!(
+        verdict.outcome,
+        Delivery::Succeeded
+            | Delivery::Failed
+            | Delivery::Superseded
+            | Delivery::DeadLettered
+            | Delivery::AlreadyDone
+            | Delivery::Cancelled
+    );
+    if !over {
+        return verdict;
+    }
+    match crate::rollouts::report(&ctx.js, link, &envelope.id).await {
+        Ok(()) => verdict,
+        Err(e) => {
+            // Its record is over: the redelivery only reports it.
+            tracing::warn!(rollout = %link.id, error = %e, "cannot report to the rollout now; will retry");
+            retry_later(ctx)
+        }
+    }
+}
+
+/// Handed back after the first retry's delay, nothing recorded: the rollout's bucket or
+/// steps were out of reach.
+fn retry_later(ctx: &Context) -> Verdict {
+    Verdict {
+        end: None,
+        reply: settle::Reply::Nak(crate::policy::backoff(1, &ctx.config.retry)),
+        outcome: Delivery::Retried,
+        class: Some(ErrorClass::Transient),
+    }
+}
+
 /// Routes the operation (forwarding it if another pool serves its cluster now), claims
 /// it, carries it out under its fences, and records how it ended.
-async fn carry(
+async fn carry_out(
     ctx: &Context,
     message: &Message,
     sequence: u64,
@@ -198,6 +247,24 @@ async fn carry(
         Ok(Claim::Running(running)) => *running,
         Err(e) => return unrecorded(ctx, &e, delivered),
     };
+    if let Some(link) = &envelope.rollout {
+        match crate::rollouts::stopped(&ctx.rollouts, link).await {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                tracing::info!(%reason, "not started: its rollout is over");
+                let verdict = settle::cancelled(reason);
+                let end = verdict.end.clone().unwrap_or(End::Succeeded);
+                return match ctx.status.finish(running, end, Vec::new()).await {
+                    Ok(state) => verdict.recorded(state),
+                    Err(e) => unrecorded(ctx, &e, delivered),
+                };
+            }
+            Err(e) => {
+                tracing::warn!(rollout = %link.id, error = %e, "cannot read the rollout's progress; will retry");
+                return retry_later(ctx);
+            }
+        }
+    }
 
     let report = match cluster {
         Ok(cluster) => fenced(ctx, &cluster, envelope, order).await,

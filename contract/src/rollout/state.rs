@@ -489,6 +489,8 @@ impl Progress {
                 let wave = match wave {
                     Some(w) => w,
                     None if self.phase == Phase::WaitingApproval => self.wave + 1,
+                    // A repeat of the approval given last (a retried request).
+                    None if !self.approved.is_empty() => return Ok(false),
                     None => return Err(ControlError::NotWaiting),
                 };
                 if !gates.contains(&wave) {

@@ -137,6 +137,11 @@ fn an_approval_gate_holds_its_wave_until_approved_and_approving_is_idempotent() 
     assert_eq!(start(&mut p, &r, t(5)), 1);
     assert_eq!(p.phase, Phase::Running);
     assert_eq!(
+        p.control(&r, ControlAction::Approve, None, "bob", t(6)),
+        Ok(false),
+        "a retried approval once the wave started"
+    );
+    assert_eq!(
         p.control(&r, ControlAction::Approve, Some(2), "bob", t(6)),
         Ok(false),
         "approving a wave already started"

@@ -1,0 +1,432 @@
+//! Fleet rollouts over HTTP (`docs/rollouts.md`):
+//!
+//! - `POST /v1/fleet-rollouts`: the selection is resolved and the waves laid out once,
+//!   here; the rollout's record, its progress and its timer step are written, in that
+//!   order, before the 202. A retry with the same key finds the record and writes what is
+//!   missing; a publish that fails withdraws what this request wrote, and answers 503.
+//! - `GET /v1/fleet-rollouts/{id}[?wait=60s]`: per wave and per cluster, as the progress
+//!   says; `state` and `percentComplete` for pipelines to poll.
+//! - `POST /v1/fleet-rollouts/{id}/{pause|resume|approve|cancel}[?wave=N]`: compare-and-set
+//!   on the progress, recorded with who and when, then a nudge so it takes effect at once
+//!   (the rollout's timer makes it within its period if the nudge is lost).
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use futures::StreamExt;
+use jiff::Timestamp;
+use longshore_contract::rollout::state::{CANCELLED, ControlAction, FAILED, OPEN, SUCCEEDED};
+use longshore_contract::rollout::step::{self, Step};
+use longshore_contract::rollout::{Progress, Rollout, RolloutId};
+use longshore_contract::store::{Change, Modified, StoreErrorKind};
+use longshore_contract::{IdempotencyKey, telemetry};
+use serde_json::{Value, json};
+
+use crate::{
+    auth::Caller,
+    context::{Context, Rollouts},
+    error::{Error, Result},
+    intake::{IDEMPOTENCY_KEY, JsonBody, KeyHeader},
+    rollout_request,
+};
+
+/// `POST /v1/fleet-rollouts`
+pub async fn submit(
+    State(ctx): State<Arc<Context>>,
+    caller: Caller,
+    KeyHeader(header_key): KeyHeader,
+    JsonBody(body): JsonBody,
+) -> Result<Response> {
+    let fleet = ctx.fleet()?;
+    let mut registered = Vec::with_capacity(fleet.cluster_view.len());
+    fleet.cluster_view.scan(None, |_, entry| {
+        registered.push((entry.name.clone(), entry.labels.clone()));
+        true
+    });
+    let proposal = rollout_request::parse(&body, header_key.as_deref(), &registered)?;
+    // Kinds, namespaces and the action are the template's, the same on every cluster.
+    caller.check(&proposal.template)?;
+    caller.check_read_clusters(&proposal.clusters)?;
+    let key = match proposal.key.clone().or_else(|| {
+        proposal
+            .template
+            .pipeline
+            .as_ref()
+            .and_then(crate::request::pipeline_key)
+    }) {
+        Some(key) => key,
+        None => IdempotencyKey::new(uuid::Uuid::now_v7().to_string())
+            .map_err(|r| Error::field("idempotencyKey", r))?,
+    };
+    let timeout = ctx.config.http.request_timeout;
+    let (rollout, replayed) = tokio::time::timeout(timeout, accept(&ctx, &caller, proposal, key))
+        .await
+        .map_err(|_| Error::Timeout(timeout))??;
+    let url = status_url(&ctx, &rollout.id);
+    let sizes: Vec<usize> = (0..rollout.wave_ends.len())
+        .map(|w| rollout.wave_range(w).len())
+        .collect();
+    let body = json!({
+        "id": rollout.id,
+        "idempotencyKey": rollout.idempotency_key,
+        "statusUrl": url,
+        "clusters": rollout.clusters.len(),
+        "waves": sizes,
+    });
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(rollout.idempotency_key.as_str()) {
+        h.insert(IDEMPOTENCY_KEY, v);
+    }
+    if replayed {
+        h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+async fn accept(
+    ctx: &Context,
+    caller: &Caller,
+    p: rollout_request::Proposal,
+    key: IdempotencyKey,
+) -> Result<(Rollout, bool)> {
+    let stores = ctx.rollouts()?;
+    let id = RolloutId::derive(&caller.source, &key);
+    let span = tracing::Span::current();
+    let mut trace = async_nats::HeaderMap::new();
+    telemetry::inject_into_headers(&span, &mut trace);
+    let now = Timestamp::now();
+    let rollout = Rollout {
+        id: id.clone(),
+        idempotency_key: key.clone(),
+        source: caller.source.clone(),
+        fingerprint: p.fingerprint,
+        submitted_at: now,
+        template: p.template,
+        selection: p.selection,
+        strategy: p.strategy,
+        clusters: p.clusters,
+        wave_ends: p.wave_ends,
+        trace_id: telemetry::trace_id(&span),
+        traceparent: trace
+            .get(longshore_contract::envelope::TRACEPARENT_HEADER)
+            .map(|v| v.to_string()),
+    };
+    let spec_key = step::spec_key(&id);
+    let (rollout, created) = match stores.specs.create(&spec_key, &rollout).await {
+        Ok(revision) => (rollout, Some(revision)),
+        Err(e) if e.kind() == StoreErrorKind::AlreadyExists => {
+            let existing = stores
+                .specs
+                .read(&spec_key)
+                .await?
+                .ok_or_else(|| {
+                    Error::Unavailable("the rollout's record changed concurrently; retry".into())
+                })?
+                .value;
+            if existing.fingerprint != rollout.fingerprint {
+                return Err(Error::RolloutKeyReused {
+                    key: key.as_str().to_owned(),
+                    id: id.to_string(),
+                });
+            }
+            (existing, None)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let state_key = step::state_key(&id);
+    let progress = match stores
+        .progress
+        .create(&state_key, &Progress::new(&rollout, now))
+        .await
+    {
+        Ok(revision) => Some(revision),
+        Err(e) if e.kind() == StoreErrorKind::AlreadyExists => None,
+        Err(e) => {
+            withdraw(stores, &spec_key, created, &state_key, None).await;
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = publish_step(ctx, &Step::timer(id.clone())).await {
+        withdraw(stores, &spec_key, created, &state_key, progress).await;
+        return Err(e);
+    }
+    if created.is_some() {
+        tracing::info!(rollout = %id, clusters = rollout.clusters.len(), waves = rollout.wave_ends.len(), "fleet rollout accepted");
+    }
+    Ok((rollout, created.is_none()))
+}
+
+/// Removes what an unfinished acceptance wrote (only that), so the client's retry starts
+/// afresh.
+async fn withdraw(
+    stores: &Rollouts,
+    spec_key: &str,
+    spec: Option<u64>,
+    state_key: &str,
+    progress: Option<u64>,
+) {
+    if let Some(revision) = progress
+        && let Err(e) = stores.progress.delete_if(state_key, revision).await
+    {
+        tracing::warn!(key = state_key, error = %e, "could not withdraw an unaccepted rollout's progress");
+    }
+    if let Some(revision) = spec
+        && let Err(e) = stores.specs.delete_if(spec_key, revision).await
+    {
+        tracing::warn!(key = spec_key, error = %e, "could not withdraw an unaccepted rollout");
+    }
+}
+
+/// Publishes a step, with a few attempts through a stream leader election.
+async fn publish_step(ctx: &Context, step: &Step) -> Result<()> {
+    let (subject, headers, payload) = step.to_message();
+    let mut last = String::new();
+    for attempt in 0..ctx.config.publish.attempts.max(1) {
+        if attempt > 0 {
+            tokio::time::sleep(ctx.config.publish.retry_pause).await;
+        }
+        let result = async {
+            ctx.js
+                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                .await?
+                .await
+        }
+        .await;
+        match result {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(Error::Unavailable(format!(
+        "publishing to {}: {last}",
+        step::STEPS_STREAM
+    )))
+}
+
+pub fn status_url(ctx: &Context, id: &RolloutId) -> String {
+    let base = ctx.config.http.public_url.as_deref().unwrap_or_default();
+    format!("{}/v1/fleet-rollouts/{id}", base.trim_end_matches('/'))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusQuery {
+    wait: Option<String>,
+}
+
+/// `GET /v1/fleet-rollouts/{id}[?wait=]`
+pub async fn status(
+    State(ctx): State<Arc<Context>>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: std::result::Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    let id = RolloutId::parse(&id).map_err(|reason| Error::field("id", reason))?;
+    let Query(query) = query.map_err(|e| Error::field("query", e.body_text()))?;
+    let within = crate::api::wait_bound(&ctx, query.wait.as_deref())?;
+    let stores = ctx.rollouts()?;
+    let (rollout, progress) = read(stores, &id).await?;
+    caller.check_read_clusters(&rollout.clusters)?;
+    let progress = until_over(stores, &id, progress, within).await?;
+    Ok(Json(view(&ctx, &rollout, &progress)).into_response())
+}
+
+async fn read(stores: &Rollouts, id: &RolloutId) -> Result<(Rollout, Progress)> {
+    let missing = || Error::Missing(format!("fleet rollout {id}"));
+    let bound = Duration::from_secs(5);
+    let (spec_key, state_key) = (step::spec_key(id), step::state_key(id));
+    let (spec, progress) = tokio::time::timeout(bound, async {
+        tokio::try_join!(
+            stores.specs.read(&spec_key),
+            stores.progress.read(&state_key)
+        )
+    })
+    .await
+    .map_err(|_| Error::Timeout(bound))??;
+    match (spec, progress) {
+        (Some(s), Some(p)) => Ok((s.value, p.value)),
+        _ => Err(missing()),
+    }
+}
+
+/// Follows the progress until the rollout is over or `within` passes.
+async fn until_over(
+    stores: &Rollouts,
+    id: &RolloutId,
+    current: Progress,
+    within: Duration,
+) -> Result<Progress> {
+    if current.phase.is_terminal() || within.is_zero() {
+        return Ok(current);
+    }
+    let deadline = tokio::time::Instant::now() + within;
+    let changes = stores.progress.watch(&step::state_key(id)).await?;
+    tokio::pin!(changes);
+    let mut last = current;
+    loop {
+        match tokio::time::timeout_at(deadline, changes.next()).await {
+            Err(_) | Ok(None) => return Ok(last),
+            Ok(Some(change)) => {
+                if let Some(p) = change? {
+                    last = p.value;
+                    if last.phase.is_terminal() {
+                        return Ok(last);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A rollout as clients read it.
+fn view(ctx: &Context, rollout: &Rollout, progress: &Progress) -> Value {
+    let waves: Vec<Value> = progress
+        .waves
+        .iter()
+        .enumerate()
+        .map(|(w, wave)| {
+            let range = rollout.wave_range(w);
+            let clusters: Vec<Value> = rollout.clusters[range]
+                .iter()
+                .zip(wave.cells.chars())
+                .map(|(cluster, cell)| {
+                    let state = match cell {
+                        SUCCEEDED => "succeeded",
+                        FAILED => "failed",
+                        CANCELLED => "cancelled",
+                        OPEN if wave.started_at.is_some() && wave.ended_at.is_none() => "running",
+                        _ => "pending",
+                    };
+                    json!({"name": cluster, "state": state, "operation": rollout.id.operation(cluster)})
+                })
+                .collect();
+            let gate = rollout.strategy.approval_before.contains(&(w + 1));
+            json!({
+                "wave": w + 1,
+                "state": wave.state,
+                "size": wave.cells.len(),
+                "succeeded": wave.count(SUCCEEDED),
+                "failed": wave.count(FAILED),
+                "cancelled": wave.count(CANCELLED),
+                "approval": gate.then(|| if progress.approved.contains(&(w + 1)) { "approved" } else { "required" }),
+                "notBefore": wave.not_before,
+                "startedAt": wave.started_at,
+                "endedAt": wave.ended_at,
+                "clusters": clusters,
+            })
+        })
+        .collect();
+    json!({
+        "id": rollout.id,
+        "idempotencyKey": rollout.idempotency_key,
+        "source": rollout.source,
+        "state": progress.phase,
+        "percentComplete": progress.percent_complete(),
+        "reason": progress.reason,
+        "action": rollout.template.action,
+        "selection": rollout.selection,
+        "strategy": rollout.strategy,
+        "clusters": rollout.clusters.len(),
+        "succeeded": progress.count(SUCCEEDED),
+        "failed": progress.count(FAILED),
+        "cancelled": progress.count(CANCELLED),
+        "currentWave": progress.wave + 1,
+        "submittedAt": rollout.submitted_at,
+        "updatedAt": progress.updated_at,
+        "endedAt": progress.ended_at,
+        "traceId": rollout.trace_id,
+        "statusUrl": status_url(ctx, &rollout.id),
+        "controls": progress.controls,
+        "waves": waves,
+    })
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlQuery {
+    wave: Option<usize>,
+}
+
+/// `POST /v1/fleet-rollouts/{id}/{control}[?wave=N]`
+pub async fn control(
+    State(ctx): State<Arc<Context>>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+    query: std::result::Result<Query<ControlQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    let action = match name.as_str() {
+        "pause" => ControlAction::Pause,
+        "resume" => ControlAction::Resume,
+        "approve" => ControlAction::Approve,
+        "cancel" => ControlAction::Cancel,
+        other => {
+            return Err(Error::Missing(format!(
+                "control {other:?} (one of pause, resume, approve, cancel)"
+            )));
+        }
+    };
+    let id = RolloutId::parse(&id).map_err(|reason| Error::field("id", reason))?;
+    let Query(query) = query.map_err(|e| Error::field("query", e.body_text()))?;
+    if action != ControlAction::Approve && query.wave.is_some() {
+        return Err(Error::field("wave", "only an approval names a wave"));
+    }
+    let stores = ctx.rollouts()?;
+    let (rollout, _) = read(stores, &id).await?;
+    caller.check_rollout_control(action, &rollout.clusters)?;
+    let mut refusal = None;
+    let modified = stores
+        .progress
+        .modify(&step::state_key(&id), None, |current| {
+            let Some(current) = current else {
+                return Ok::<_, Error>(Change::Keep);
+            };
+            let mut progress = current.clone();
+            match progress.control(
+                &rollout,
+                action,
+                query.wave,
+                &caller.source,
+                Timestamp::now(),
+            ) {
+                Ok(true) => Ok(Change::Write(progress)),
+                Ok(false) => Ok(Change::Keep),
+                Err(e) => {
+                    refusal = Some(e);
+                    Ok(Change::Keep)
+                }
+            }
+        })
+        .await?;
+    if let Some(e) = refusal {
+        return Err(Error::Conflict(format!(
+            "cannot {} rollout {id}: {e}",
+            action.as_str()
+        )));
+    }
+    let (changed, progress) = match modified {
+        Modified::Written(v) => (true, v.value),
+        Modified::Kept(Some(v)) => (false, v.value),
+        Modified::Kept(None) | Modified::Deleted => {
+            return Err(Error::Missing(format!("fleet rollout {id}")));
+        }
+    };
+    if changed {
+        tracing::info!(rollout = %id, control = action.as_str(), by = %caller.source, "fleet rollout controlled");
+        let nudge = Step::nudge(id.clone(), format!("control.{}", progress.controls.len()));
+        if let Err(e) = publish_step(&ctx, &nudge).await {
+            tracing::warn!(rollout = %id, error = %e, "control recorded; its nudge was not published (the rollout's timer takes it up)");
+        }
+    }
+    let mut body = view(&ctx, &rollout, &progress);
+    body["changed"] = json!(changed);
+    Ok(Json(body).into_response())
+}

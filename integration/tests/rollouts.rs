@@ -1,0 +1,431 @@
+//! Fleet rollouts end to end, against a real nats-server, kube-sim and the real dispatcher
+//! and workers: waves in order, an approval gate that holds, a failure past the budget that
+//! halts with the later clusters never touched (kube-sim's write logs), controls that are
+//! idempotent, and selections resolved as documented.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use longshore_integration::{system::System, wait::eventually};
+use longshore_kube_sim::{ErrorFault, FaultScope, Faults, Trigger};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("c{i:02}")).collect()
+}
+
+/// A system of `n` clusters, with `labels(i)` set on cluster `i` (through the API).
+async fn fleet(n: usize, labels: impl Fn(usize) -> Value) -> System {
+    let names = names(n);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let system = System::start(&refs, 1, 2).await.unwrap();
+    let http = reqwest::Client::new();
+    let base = system.dispatchers[0].url.clone();
+    for (i, name) in names.iter().enumerate() {
+        let resp = http
+            .patch(format!("{base}/v1/clusters/{name}"))
+            .json(&json!({"labels": labels(i)}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "labelling {name}: {}",
+            resp.status()
+        );
+    }
+    // The dispatcher's copy of the registry has every label before a selector is resolved.
+    eventually(WAIT, "the labels to be seen", || async {
+        let body: Value = http
+            .get(format!("{base}/v1/clusters?limit=1000"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let items = body["items"].as_array()?;
+        let labelled = items
+            .iter()
+            .filter(|c| c["labels"].as_object().is_some_and(|l| !l.is_empty()))
+            .count();
+        (labelled == n).then_some(())
+    })
+    .await
+    .unwrap();
+    system
+}
+
+fn configmap_template(value: &str) -> Value {
+    json!({"action": "apply", "manifests": [{
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "fleet-config", "namespace": "default"},
+        "data": {"v": value},
+    }]})
+}
+
+async fn post(system: &System, path: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}{path}", system.dispatchers[0].url))
+        .json(body);
+    if let Some(key) = key {
+        req = req.header("Idempotency-Key", key);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn control(system: &System, id: &str, action: &str) -> (u16, Value) {
+    post(
+        system,
+        &format!("/v1/fleet-rollouts/{id}/{action}"),
+        &Value::Null,
+        None,
+    )
+    .await
+}
+
+async fn status(system: &System, id: &str) -> Value {
+    reqwest::get(format!(
+        "{}/v1/fleet-rollouts/{id}",
+        system.dispatchers[0].url
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap()
+}
+
+async fn until_state(system: &System, id: &str, state: &str) -> Value {
+    eventually(WAIT, &format!("rollout {id} to be {state}"), || async {
+        let s = status(system, id).await;
+        (s["state"] == state).then_some(s)
+    })
+    .await
+    .unwrap()
+}
+
+/// The changed writes each cluster took, by operation id.
+fn applied(system: &System, cluster: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for w in system.cluster(cluster).writes() {
+        if w.changed && w.name.as_deref() == Some("fleet-config") {
+            let op = w
+                .annotations
+                .get(longshore_worker::OPERATION_ID_ANNOTATION)
+                .cloned()
+                .unwrap_or_default();
+            *out.entry(op).or_default() += 1;
+        }
+    }
+    out
+}
+
+fn touched(system: &System, cluster: &str) -> bool {
+    system
+        .cluster(cluster)
+        .writes()
+        .iter()
+        .any(|w| w.name.as_deref() == Some("fleet-config"))
+}
+
+fn wave_clusters(status: &Value, wave: usize) -> Vec<String> {
+    status["waves"][wave]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waves_run_in_order_and_an_approval_gate_holds_until_approved_once() {
+    // c00..c09 prod, c10 and c11 dev; ring labels put c09 first.
+    let system = fleet(12, |i| {
+        let env = if i < 10 { "prod" } else { "dev" };
+        let ring = if i == 9 { "0" } else { "1" };
+        json!({"env": env, "ring": ring})
+    })
+    .await;
+    let body = json!({
+        "template": configmap_template("1"),
+        "clusters": {"selector": "env=prod"},
+        "strategy": {"waves": [1, "50%", "100%"], "orderBy": "ring", "approvalBefore": [3]},
+    });
+    let (code, accepted) = post(&system, "/v1/fleet-rollouts", &body, Some("ring-1")).await;
+    assert_eq!(code, 202, "{accepted}");
+    assert_eq!(accepted["clusters"], 10);
+    assert_eq!(accepted["waves"], json!([1, 4, 5]));
+    let id = accepted["id"].as_str().unwrap().to_owned();
+
+    let waiting = until_state(&system, &id, "waiting_approval").await;
+    assert_eq!(
+        wave_clusters(&waiting, 0),
+        ["c09"],
+        "ordered by ring, then name"
+    );
+    assert_eq!(wave_clusters(&waiting, 1), ["c00", "c01", "c02", "c03"]);
+    for w in 0..2 {
+        assert_eq!(waiting["waves"][w]["state"], "succeeded", "{waiting}");
+    }
+    assert_eq!(waiting["waves"][2]["state"], "pending");
+    assert_eq!(waiting["waves"][2]["approval"], "required");
+    // Wave 2 started only once wave 1 was over.
+    let ended_1 = waiting["waves"][0]["endedAt"].as_str().unwrap();
+    let started_2 = waiting["waves"][1]["startedAt"].as_str().unwrap();
+    assert!(
+        started_2 >= ended_1,
+        "wave 2 at {started_2}, wave 1 over at {ended_1}"
+    );
+    // The gate holds: no cluster of wave 3 is touched while it waits.
+    for c in wave_clusters(&waiting, 2) {
+        assert!(!touched(&system, &c), "{c} was touched before the approval");
+    }
+    assert!(waiting["percentComplete"].as_u64().unwrap() < 100);
+
+    let (code, first) = control(&system, &id, "approve").await;
+    assert_eq!((code, &first["changed"]), (200, &json!(true)), "{first}");
+    let (code, again) = control(&system, &id, "approve").await;
+    assert_eq!((code, &again["changed"]), (200, &json!(false)), "{again}");
+
+    let done = until_state(&system, &id, "succeeded").await;
+    assert_eq!(done["percentComplete"], 100);
+    assert_eq!(done["succeeded"], 10);
+    let approvals: Vec<&Value> = done["controls"].as_array().unwrap().iter().collect();
+    assert_eq!(
+        approvals.len(),
+        1,
+        "the repeated approval is not recorded: {done}"
+    );
+    assert_eq!(approvals[0]["action"], "approve");
+    assert_eq!(approvals[0]["by"], "api");
+    // Each selected cluster applied exactly once, by its own operation; dev untouched.
+    for w in 0..3 {
+        for (cluster, entry) in wave_clusters(&done, w)
+            .iter()
+            .zip(done["waves"][w]["clusters"].as_array().unwrap())
+        {
+            let op = entry["operation"].as_str().unwrap();
+            assert_eq!(
+                applied(&system, cluster),
+                BTreeMap::from([(op.to_owned(), 1)]),
+                "{cluster}"
+            );
+            let record = system.status(op).await.unwrap();
+            assert_eq!(record["rollout"]["id"], id.as_str());
+            assert_eq!(record["rollout"]["wave"], w + 1);
+            assert_eq!(record["state"], "succeeded");
+        }
+    }
+    for dev in ["c10", "c11"] {
+        assert!(!touched(&system, dev), "{dev} is not selected");
+    }
+    // The same key and body again: the same rollout, nothing new.
+    let (code, replay) = post(&system, "/v1/fleet-rollouts", &body, Some("ring-1")).await;
+    assert_eq!((code, replay["id"].as_str()), (202, Some(id.as_str())));
+    let (code, reused) = post(
+        &system,
+        "/v1/fleet-rollouts",
+        &json!({"template": configmap_template("2"), "clusters": {"selector": "env=prod"},
+                "strategy": {"waves": ["100%"]}}),
+        Some("ring-1"),
+    )
+    .await;
+    assert_eq!(code, 422, "{reused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_past_the_budget_halts_and_the_remaining_clusters_are_never_touched() {
+    let system = fleet(10, |_| json!({"env": "prod"})).await;
+    // c03 refuses every write as invalid: a permanent failure.
+    system.cluster("c03").set_faults(Faults {
+        scope: FaultScope::Writes,
+        errors: vec![ErrorFault {
+            status: 422,
+            retry_after_seconds: None,
+            when: Trigger::default(),
+        }],
+        ..Default::default()
+    });
+    let list: Vec<String> = names(10);
+    let body = json!({
+        "template": configmap_template("1"),
+        "clusters": {"names": list},
+        "strategy": {"waves": [2, 5, "100%"], "maxFailures": {"perWave": 0, "total": 0}},
+    });
+    let (code, accepted) = post(&system, "/v1/fleet-rollouts", &body, None).await;
+    assert_eq!(code, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    let halted = until_state(&system, &id, "halted").await;
+    assert!(
+        halted["reason"].as_str().unwrap().contains("wave 2"),
+        "{}",
+        halted["reason"]
+    );
+    assert_eq!(halted["waves"][0]["state"], "succeeded");
+    assert_eq!(halted["waves"][1]["state"], "failed");
+    assert_eq!(halted["waves"][2]["state"], "pending");
+    assert!(halted["percentComplete"].as_u64().unwrap() < 100);
+    // Every operation of the halted wave ends (applied, failed or cancelled); none later
+    // is ever published.
+    let settled = eventually(WAIT, "wave 2 to settle", || async {
+        let s = status(&system, &id).await;
+        let open = s["waves"][1]["clusters"]
+            .as_array()?
+            .iter()
+            .any(|c| c["state"] == "running");
+        (!open).then_some(s)
+    })
+    .await
+    .unwrap();
+    let c03 = &settled["waves"][1]["clusters"][1];
+    assert_eq!(
+        (c03["name"].as_str(), c03["state"].as_str()),
+        (Some("c03"), Some("failed"))
+    );
+    // A halted rollout takes no control but cancel... which is refused too: it is over.
+    let (code, _) = control(&system, &id, "resume").await;
+    assert_eq!(code, 409);
+    for c in wave_clusters(&settled, 2) {
+        assert!(!touched(&system, &c), "{c} is after the halt");
+        let op = settled["waves"][2]["clusters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == c.as_str())
+            .unwrap()["operation"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let resp = reqwest::get(format!("{}/v1/operations/{op}", system.dispatchers[0].url))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{c}'s operation was never made");
+    }
+    // Time does not restart a halted rollout: a step taken later changes nothing.
+    let (code, late) = control(&system, &id, "pause").await;
+    assert_eq!(code, 409, "{late}");
+    assert_eq!(status(&system, &id).await["state"], "halted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_and_cancel_are_idempotent_and_a_cancelled_rollout_starts_no_wave() {
+    let system = fleet(4, |_| json!({"env": "prod"})).await;
+    let body = json!({
+        "template": configmap_template("1"),
+        "clusters": {"selector": "env=prod"},
+        "strategy": {"waves": [1, "100%"], "pause": "1h"},
+    });
+    let (code, accepted) = post(&system, "/v1/fleet-rollouts", &body, None).await;
+    assert_eq!(code, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    let first = eventually(WAIT, "wave 1 to be over", || async {
+        let s = status(&system, &id).await;
+        (s["waves"][0]["state"] == "succeeded").then_some(s)
+    })
+    .await
+    .unwrap();
+    assert!(first["waves"][1]["notBefore"].is_string(), "{first}");
+
+    for (action, changed, state) in [
+        ("pause", true, "paused"),
+        ("pause", false, "paused"),
+        ("resume", true, "running"),
+        ("resume", false, "running"),
+        ("cancel", true, "cancelled"),
+        ("cancel", false, "cancelled"),
+    ] {
+        let (code, body) = control(&system, &id, action).await;
+        assert_eq!(code, 200, "{action}: {body}");
+        assert_eq!(body["changed"], changed, "{action}: {body}");
+        assert_eq!(body["state"], state, "{action}");
+    }
+    let (code, refused) = control(&system, &id, "resume").await;
+    assert_eq!(code, 409, "a cancelled rollout does not resume: {refused}");
+    let (code, _) = control(&system, &id, "explode").await;
+    assert_eq!(code, 404);
+    let over = status(&system, &id).await;
+    let actions: Vec<&str> = over["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["pause", "resume", "cancel"]);
+    assert_eq!(over["waves"][1]["state"], "cancelled");
+    for c in wave_clusters(&over, 1) {
+        assert!(
+            !touched(&system, &c),
+            "{c} is in the wave the cancel stopped"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_keeps_its_order_and_bad_input_names_the_field() {
+    let system = fleet(6, |i| json!({"env": if i < 4 { "prod" } else { "dev" }})).await;
+    let ok = json!({
+        "template": configmap_template("1"),
+        "clusters": {"names": ["c05", "c00", "c03"]},
+        "strategy": {"waves": [1, "100%"]},
+    });
+    let (code, accepted) = post(&system, "/v1/fleet-rollouts", &ok, None).await;
+    assert_eq!(code, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    let done = until_state(&system, &id, "succeeded").await;
+    assert_eq!(wave_clusters(&done, 0), ["c05"], "a list keeps its order");
+    assert_eq!(wave_clusters(&done, 1), ["c00", "c03"]);
+    assert!(!touched(&system, "c01"));
+
+    let bad = |tweak: &dyn Fn(&mut Value)| {
+        let mut body = ok.clone();
+        tweak(&mut body);
+        body
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            bad(&|b| b["clusters"] = json!({"selector": "env=nowhere"})),
+            "clusters.selector",
+        ),
+        (
+            bad(&|b| b["clusters"] = json!({"names": ["c00", "nope"]})),
+            "clusters.names[1]",
+        ),
+        (
+            bad(&|b| b["strategy"]["waves"] = json!([1, 2])),
+            "strategy.waves[1]",
+        ),
+        (
+            bad(&|b| b["strategy"]["approvalBefore"] = json!([3])),
+            "strategy.approvalBefore[0]",
+        ),
+        (
+            bad(&|b| b["strategy"]["concurrency"] = json!(0)),
+            "strategy.concurrency",
+        ),
+        (
+            bad(&|b| b["template"]["cluster"] = json!("c00")),
+            "template.cluster",
+        ),
+    ];
+    for (body, field) in cases {
+        let (code, problem) = post(&system, "/v1/fleet-rollouts", &body, None).await;
+        assert!((400..500).contains(&code), "{field}: {code} {problem}");
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .map(|e| e.iter().filter_map(|f| f["field"].as_str()).collect())
+            .unwrap_or_default();
+        assert!(fields.contains(&field), "{field}: {problem}");
+    }
+    let resp = reqwest::get(format!(
+        "{}/v1/fleet-rollouts/ro-abcdefghijklmnopqrstuvwxyz234567",
+        system.dispatchers[0].url
+    ))
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 404);
+}

@@ -1,0 +1,356 @@
+//! A worker's part in fleet rollouts (`docs/rollouts.md`): there is no coordinator, only
+//! steps, and any hub worker takes any of them.
+//!
+//! - [`report`]: the worker that ends one cluster's operation publishes its tally before it
+//!   acknowledges the operation, so a crash in between redelivers the operation, which is
+//!   terminal by then and only reported again (one message: the tally's id is the
+//!   operation's);
+//! - [`stopped`]: before carrying a rollout's operation out, the worker checks that its
+//!   rollout has not halted or been cancelled; if it has, the operation is recorded
+//!   `cancelled` and nothing is touched;
+//! - [`Stepper`]: hub workers pull steps (`longshore.steps.<id>`) from one durable consumer
+//!   and apply them: tallies are read from the operations' records (not taken from the
+//!   message), the progress moves by compare-and-set, and a wave that starts is published
+//!   as ordinary operations whose ids come from the rollout's and the cluster's, so
+//!   publishing it twice acts once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, Message, consumer::PullConsumer};
+use futures::{FutureExt, StreamExt};
+use jiff::Timestamp;
+use longshore_contract::OperationRecord;
+use longshore_contract::jetstream::{OPERATIONS_BUCKET, ROLLOUTS_BUCKET};
+use longshore_contract::registry::fleet::Fleet;
+use longshore_contract::rollout::state::{Next, Outcome};
+use longshore_contract::rollout::step::{self, Step, StepKind};
+use longshore_contract::rollout::{Progress, Rollout, RolloutId, RolloutLink};
+use longshore_contract::store::{Change, Store, StoreErrorKind};
+use longshore_contract::{Envelope, OperationId, PoolName};
+
+use crate::shutdown::Shutdown;
+
+/// Steps taken from the consumer at once: a wave of tallies is applied in one
+/// compare-and-set per rollout rather than one per cluster.
+const BATCH: usize = 512;
+/// Operations of a starting wave published at once.
+const PUBLISHING: usize = 64;
+/// How soon a step that failed (NATS away, a lost race too often) is tried again.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The rollouts bucket, as a worker reads and moves it.
+#[derive(Clone)]
+pub struct Rollouts {
+    pub specs: Store<Rollout>,
+    pub progress: Store<Progress>,
+}
+
+impl Rollouts {
+    pub fn new(kv: jetstream::kv::Store) -> Self {
+        Self {
+            specs: Store::new(kv.clone(), ROLLOUTS_BUCKET),
+            progress: Store::new(kv, ROLLOUTS_BUCKET),
+        }
+    }
+}
+
+/// Publishes the tally of `operation`, one cluster's operation of the rollout `link` names,
+/// which has just ended (or was found ended). Returns once JetStream holds it.
+pub async fn report(
+    js: &jetstream::Context,
+    link: &RolloutLink,
+    operation: &OperationId,
+) -> Result<(), String> {
+    let step = Step::tally(link.id.clone(), operation.clone(), link.index);
+    publish(js, &step).await
+}
+
+async fn publish(js: &jetstream::Context, step: &Step) -> Result<(), String> {
+    let (subject, headers, payload) = step.to_message();
+    js.publish_with_headers(subject, headers, payload)
+        .await
+        .map_err(|e| e.to_string())?
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("publishing the tally to {}: {e}", step::STEPS_STREAM))
+}
+
+/// Why the rollout `link` names no longer lets its operations start, if it does not.
+pub async fn stopped(rollouts: &Rollouts, link: &RolloutLink) -> Result<Option<String>, String> {
+    let progress = rollouts
+        .progress
+        .read(&step::state_key(&link.id))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(progress.and_then(|p| {
+        let p = p.value;
+        p.phase.is_terminal().then(|| match p.reason {
+            Some(reason) => format!("rollout {} is {}: {reason}", link.id, p.phase.as_str()),
+            None => format!("rollout {} is {}", link.id, p.phase.as_str()),
+        })
+    }))
+}
+
+/// What the hub's steppers share.
+pub struct Stepper {
+    pub js: jetstream::Context,
+    pub rollouts: Rollouts,
+    pub records: Store<OperationRecord>,
+    pub fleet: Fleet,
+}
+
+impl Stepper {
+    /// Takes steps until shutdown.
+    pub async fn run(self: Arc<Self>, consumer: PullConsumer, shutdown: Shutdown) {
+        let mut retries = longshore_contract::backoff::Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        )
+        .retries();
+        loop {
+            let messages = tokio::select! {
+                m = consumer.stream().max_messages_per_batch(BATCH).messages() => m,
+                () = shutdown.started() => return,
+            };
+            let mut messages = match messages {
+                Ok(m) => m,
+                Err(e) => {
+                    let pause = retries.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?pause, "cannot pull rollout steps");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => continue,
+                        () = shutdown.started() => return,
+                    }
+                }
+            };
+            retries.reset();
+            loop {
+                let first = tokio::select! {
+                    next = messages.next() => next,
+                    () = shutdown.started() => return,
+                };
+                let mut batch = match first {
+                    Some(Ok(m)) => vec![m],
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "rollout step pull interrupted");
+                        continue;
+                    }
+                    None => break,
+                };
+                // Whatever else has arrived already, without waiting for more.
+                while batch.len() < BATCH {
+                    match messages.next().now_or_never() {
+                        Some(Some(Ok(m))) => batch.push(m),
+                        _ => break,
+                    }
+                }
+                self.take(batch).await;
+            }
+        }
+    }
+
+    /// Applies a batch of steps: each rollout's together, different rollouts side by side.
+    async fn take(&self, batch: Vec<Message>) {
+        let mut by_rollout: BTreeMap<RolloutId, Vec<(Message, Option<Step>)>> = BTreeMap::new();
+        for message in batch {
+            match Step::from_payload(&message.payload) {
+                Ok(step) => by_rollout
+                    .entry(step.rollout.clone())
+                    .or_default()
+                    .push((message, Some(step))),
+                Err(e) => {
+                    tracing::warn!(error = %e, subject = %message.subject, "unreadable rollout step; dropping it");
+                    settle(&message, AckKind::Term).await;
+                }
+            }
+        }
+        futures::future::join_all(
+            by_rollout
+                .into_iter()
+                .map(|(id, steps)| self.take_for(id, steps)),
+        )
+        .await;
+    }
+
+    async fn take_for(&self, id: RolloutId, steps: Vec<(Message, Option<Step>)>) {
+        let span = tracing::info_span!("rollout_step", rollout = %id, steps = steps.len());
+        let outcome = tracing::Instrument::instrument(
+            self.step(&id, steps.iter().filter_map(|(_, s)| s.as_ref())),
+            span,
+        )
+        .await;
+        for (message, step) in &steps {
+            let timer = matches!(step.as_ref().map(|s| &s.kind), Some(StepKind::Timer));
+            let reply = match &outcome {
+                Err(e) => {
+                    tracing::warn!(rollout = %id, error = %e, "rollout step failed; will retry");
+                    AckKind::Nak(Some(RETRY))
+                }
+                // The timer lives as long as the rollout.
+                Ok(Some(wake)) if timer => AckKind::Nak(Some(*wake)),
+                Ok(_) => AckKind::Ack,
+            };
+            settle(message, reply).await;
+        }
+    }
+
+    /// Takes the steps of one rollout: counts their tallies, moves the progress as far as
+    /// it goes, publishing each wave that starts. `Some(delay)`: look again after it (the
+    /// rollout is not over); `None`: it is over, or does not exist.
+    async fn step<'a>(
+        &self,
+        id: &RolloutId,
+        steps: impl Iterator<Item = &'a Step>,
+    ) -> Result<Option<Duration>, String> {
+        let Some(rollout) = self
+            .rollouts
+            .specs
+            .read(&step::spec_key(id))
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|v| v.value)
+        else {
+            tracing::warn!(rollout = %id, "a step for a rollout that does not exist; dropping it");
+            return Ok(None);
+        };
+        let mut tallies = Vec::new();
+        for step in steps {
+            if let StepKind::Tally { operation, index } = &step.kind
+                && let Some(outcome) = self.outcome(&rollout, operation, *index).await?
+            {
+                tallies.push((*index, outcome));
+            }
+        }
+        let key = step::state_key(id);
+        let mut publish_done: Option<usize> = None;
+        loop {
+            let now = Timestamp::now();
+            let mut next = Next::default();
+            let mut over = false;
+            self.rollouts
+                .progress
+                .modify(&key, None, |current| {
+                    let Some(current) = current else {
+                        return Ok::<_, longshore_contract::store::StoreError>(Change::Keep);
+                    };
+                    let mut progress = current.clone();
+                    for (index, outcome) in &tallies {
+                        progress.tally(&rollout, *index, *outcome, now);
+                    }
+                    if let Some(wave) = publish_done {
+                        progress.published(wave, now);
+                    }
+                    next = progress.advance(&rollout, now);
+                    over = progress.phase.is_terminal();
+                    Ok(if progress == *current {
+                        Change::Keep
+                    } else {
+                        Change::Write(progress)
+                    })
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            tallies.clear();
+            let Some(wave) = next.publish else {
+                if over {
+                    return Ok(None);
+                }
+                let wake = next
+                    .wake_at
+                    .map(|at| at.duration_since(now).unsigned_abs())
+                    .unwrap_or(step::TIMER_PERIOD)
+                    .clamp(Duration::from_millis(50), step::TIMER_PERIOD);
+                return Ok(Some(wake));
+            };
+            self.publish_wave(&rollout, wave).await?;
+            tracing::info!(rollout = %id, wave = wave + 1, clusters = rollout.wave_range(wave).len(), "wave started");
+            publish_done = Some(wave);
+        }
+    }
+
+    /// How the operation `operation` (the cluster at `index`) ended, by its record; `None`
+    /// if it has not, or if the step names an operation that is not the rollout's.
+    async fn outcome(
+        &self,
+        rollout: &Rollout,
+        operation: &OperationId,
+        index: usize,
+    ) -> Result<Option<Outcome>, String> {
+        let ours = rollout
+            .clusters
+            .get(index)
+            .is_some_and(|c| rollout.id.operation(c) == *operation);
+        if !ours {
+            tracing::warn!(rollout = %rollout.id, op_id = %operation, index, "a tally for an operation that is not the rollout's; ignoring it");
+            return Ok(None);
+        }
+        let record = self
+            .records
+            .read(operation.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(record.and_then(|r| Outcome::of(r.value.state)))
+    }
+
+    /// Puts wave `wave`'s operations in the work queue: each record created `queued` (or
+    /// found), then published with its id as `Nats-Msg-Id`. An operation found running or
+    /// over is not published again.
+    async fn publish_wave(&self, rollout: &Rollout, wave: usize) -> Result<(), String> {
+        let now = Timestamp::now();
+        let results: Vec<Result<(), String>> = futures::stream::iter(
+            rollout
+                .wave_range(wave)
+                .filter_map(|i| rollout.envelope(i, now)),
+        )
+        .map(|envelope| self.publish_operation(rollout, envelope))
+        .buffer_unordered(PUBLISHING)
+        .collect()
+        .await;
+        results.into_iter().collect()
+    }
+
+    async fn publish_operation(&self, rollout: &Rollout, envelope: Envelope) -> Result<(), String> {
+        let id = envelope.id.as_str();
+        let mut record = OperationRecord::queued(&envelope);
+        record.trace_id = rollout.trace_id.clone();
+        match self.records.create(id, &record).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == StoreErrorKind::AlreadyExists => {
+                let existing = self.records.read(id).await.map_err(|e| e.to_string())?;
+                if existing.is_some_and(|r| r.value.state != longshore_contract::State::Queued) {
+                    return Ok(());
+                }
+            }
+            Err(e) => return Err(format!("recording {id} in {OPERATIONS_BUCKET}: {e}")),
+        }
+        let pool = self
+            .fleet
+            .entry(&envelope.spec.cluster)
+            .map(|e| e.pool)
+            .unwrap_or_else(PoolName::default_pool);
+        let (subject, mut headers, payload) = envelope
+            .to_message(&pool)
+            .map_err(|e| format!("encoding {id}: {e}"))?;
+        if let Some(parent) = &rollout.traceparent {
+            headers.insert(
+                longshore_contract::envelope::TRACEPARENT_HEADER,
+                parent.as_str(),
+            );
+        }
+        self.js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(|e| format!("publishing {id}: {e}"))?
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("publishing {id}: {e}"))
+    }
+}
+
+async fn settle(message: &Message, reply: AckKind) {
+    if let Err(e) = message.ack_with(reply).await {
+        tracing::debug!(error = %e, "rollout step acknowledgement not sent");
+    }
+}
