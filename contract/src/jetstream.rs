@@ -157,14 +157,15 @@ impl Settings {
         }
     }
 
-    /// The hub workers' consumer of steps. Deliveries are unlimited: the timer is handed
-    /// back for as long as its rollout runs, and every step can be redone.
-    pub fn steps_consumer(&self) -> consumer::pull::Config {
+    /// The hub workers' consumer of steps, redelivering after `ack_wait` (the pools').
+    /// Deliveries are unlimited: the timer is handed back for as long as its rollout runs,
+    /// and every step can be redone.
+    pub fn steps_consumer(&self, ack_wait: Duration) -> consumer::pull::Config {
         consumer::pull::Config {
             durable_name: Some(STEPS_CONSUMER.into()),
             description: Some("longshore workers moving fleet rollouts".into()),
             ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(30),
+            ack_wait,
             max_deliver: -1,
             max_ack_pending: 10_000,
             num_replicas: self.replicas,

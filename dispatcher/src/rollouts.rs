@@ -1,9 +1,9 @@
 //! Fleet rollouts over HTTP (`docs/rollouts.md`):
 //!
 //! - `POST /v1/fleet-rollouts`: the selection is resolved and the waves laid out once,
-//!   here; the rollout's record, its progress and its timer step are written, in that
+//!   here; the rollout's record, its timer step and its progress are written, in that
 //!   order, before the 202. A retry with the same key finds the record and writes what is
-//!   missing; a publish that fails withdraws what this request wrote, and answers 503.
+//!   missing; a timer that cannot be published withdraws the record, and answers 503.
 //! - `GET /v1/fleet-rollouts/{id}[?wait=60s]`: per wave and per cluster, as the progress
 //!   says; `state` and `percentComplete` for pipelines to poll.
 //! - `POST /v1/fleet-rollouts/{id}/{pause|resume|approve|cancel}[?wave=N]`: compare-and-set
@@ -142,22 +142,21 @@ async fn accept(
         }
         Err(e) => return Err(e.into()),
     };
-    let state_key = step::state_key(&id);
-    let progress = match stores
+    // The timer before the progress: a stepper that finds a record without progress makes
+    // it (the same one, from the record), so once the timer is in, nothing can stall.
+    if let Err(e) = publish_step(ctx, &Step::timer(id.clone())).await {
+        withdraw(stores, &spec_key, created).await;
+        return Err(e);
+    }
+    match stores
         .progress
-        .create(&state_key, &Progress::new(&rollout, now))
+        .create(&step::state_key(&id), &Progress::new(&rollout, now))
         .await
     {
-        Ok(revision) => Some(revision),
-        Err(e) if e.kind() == StoreErrorKind::AlreadyExists => None,
-        Err(e) => {
-            withdraw(stores, &spec_key, created, &state_key, None).await;
-            return Err(e.into());
-        }
-    };
-    if let Err(e) = publish_step(ctx, &Step::timer(id.clone())).await {
-        withdraw(stores, &spec_key, created, &state_key, progress).await;
-        return Err(e);
+        Ok(_) => {}
+        Err(e) if e.kind() == StoreErrorKind::AlreadyExists => {}
+        // The stepper makes it; the client's retry finds the rollout.
+        Err(e) => return Err(e.into()),
     }
     if created.is_some() {
         tracing::info!(rollout = %id, clusters = rollout.clusters.len(), waves = rollout.wave_ends.len(), "fleet rollout accepted");
@@ -165,20 +164,9 @@ async fn accept(
     Ok((rollout, created.is_none()))
 }
 
-/// Removes what an unfinished acceptance wrote (only that), so the client's retry starts
-/// afresh.
-async fn withdraw(
-    stores: &Rollouts,
-    spec_key: &str,
-    spec: Option<u64>,
-    state_key: &str,
-    progress: Option<u64>,
-) {
-    if let Some(revision) = progress
-        && let Err(e) = stores.progress.delete_if(state_key, revision).await
-    {
-        tracing::warn!(key = state_key, error = %e, "could not withdraw an unaccepted rollout's progress");
-    }
+/// Removes the record an unfinished acceptance wrote (if it wrote it), so the client's
+/// retry starts afresh.
+async fn withdraw(stores: &Rollouts, spec_key: &str, spec: Option<u64>) {
     if let Some(revision) = spec
         && let Err(e) = stores.specs.delete_if(spec_key, revision).await
     {

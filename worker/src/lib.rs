@@ -241,6 +241,7 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
     let stepping = ready.steps.map(|steps| {
         let stepper = Arc::new(rollouts::Stepper {
             js: js.clone(),
+            ack_wait: config.pool.ack_wait,
             rollouts: rollouts.clone(),
             records: longshore_contract::store::Store::new(
                 ready.records.clone(),
@@ -368,7 +369,7 @@ async fn provision(
             let steps_stream = ensure_stream(js, settings.steps_stream()).await?;
             let steps = match config.agent.cluster {
                 Some(_) => None,
-                None => Some(steps_consumer(&steps_stream, settings).await?),
+                None => Some(steps_consumer(&steps_stream, settings, pool.ack_wait).await?),
             };
             let fleet = Fleet::open(
                 js,
@@ -441,8 +442,9 @@ async fn sweeper_consumer(
 async fn steps_consumer(
     steps: &stream::Stream,
     settings: &longshore_contract::jetstream::Settings,
+    ack_wait: Duration,
 ) -> std::result::Result<PullConsumer, ProvisionError> {
-    let config = settings.steps_consumer();
+    let config = settings.steps_consumer(ack_wait);
     let name = config.durable_name.clone().unwrap_or_default();
     steps
         .get_or_create_consumer(&name, config)

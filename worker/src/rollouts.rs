@@ -96,6 +96,8 @@ pub async fn stopped(rollouts: &Rollouts, link: &RolloutLink) -> Result<Option<S
 /// What the hub's steppers share.
 pub struct Stepper {
     pub js: jetstream::Context,
+    /// The steps consumer's `ack_wait`: a step taking longer says it is in progress.
+    pub ack_wait: Duration,
     pub rollouts: Rollouts,
     pub records: Store<OperationRecord>,
     pub fleet: Fleet,
@@ -176,11 +178,25 @@ impl Stepper {
 
     async fn take_for(&self, id: RolloutId, steps: Vec<(Message, Option<Step>)>) {
         let span = tracing::info_span!("rollout_step", rollout = %id, steps = steps.len());
-        let outcome = tracing::Instrument::instrument(
+        let work = tracing::Instrument::instrument(
             self.step(&id, steps.iter().filter_map(|(_, s)| s.as_ref())),
             span,
-        )
-        .await;
+        );
+        tokio::pin!(work);
+        // A wave of thousands takes a while to publish: the steps held meanwhile are not
+        // redelivered to another replica.
+        let mut progress = tokio::time::interval(self.ack_wait / 3);
+        progress.tick().await;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut work => break outcome,
+                _ = progress.tick() => {
+                    for (message, _) in &steps {
+                        settle(message, AckKind::Progress).await;
+                    }
+                }
+            }
+        };
         for (message, step) in &steps {
             let timer = matches!(step.as_ref().map(|s| &s.kind), Some(StepKind::Timer));
             let reply = match &outcome {
@@ -232,9 +248,12 @@ impl Stepper {
             self.rollouts
                 .progress
                 .modify(&key, None, |current| {
-                    let Some(current) = current else {
-                        return Ok::<_, longshore_contract::store::StoreError>(Change::Keep);
-                    };
+                    // A dispatcher that died between the timer and the progress: the
+                    // progress is the record's first, made here as it would have been.
+                    let missing = current.is_none();
+                    let current = current
+                        .cloned()
+                        .unwrap_or_else(|| Progress::new(&rollout, rollout.submitted_at));
                     let mut progress = current.clone();
                     for (index, outcome) in &tallies {
                         progress.tally(&rollout, *index, *outcome, now);
@@ -244,11 +263,13 @@ impl Stepper {
                     }
                     next = progress.advance(&rollout, now);
                     over = progress.phase.is_terminal();
-                    Ok(if progress == *current {
-                        Change::Keep
-                    } else {
-                        Change::Write(progress)
-                    })
+                    Ok::<_, longshore_contract::store::StoreError>(
+                        if progress == current && !missing {
+                            Change::Keep
+                        } else {
+                            Change::Write(progress)
+                        },
+                    )
                 })
                 .await
                 .map_err(|e| e.to_string())?;
