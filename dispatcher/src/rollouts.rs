@@ -291,7 +291,9 @@ fn view(ctx: &Context, rollout: &Rollout, progress: &Progress) -> Value {
                         SUCCEEDED => "succeeded",
                         FAILED => "failed",
                         CANCELLED => "cancelled",
-                        OPEN if wave.started_at.is_some() && wave.ended_at.is_none() => "running",
+                        // Published: in the queue or being carried out, until it is tallied
+                        // (a halted or cancelled wave's too).
+                        OPEN if wave.started_at.is_some() => "running",
                         _ => "pending",
                     };
                     json!({"name": cluster, "state": state, "operation": rollout.id.operation(cluster)})

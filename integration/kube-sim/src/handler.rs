@@ -47,7 +47,8 @@ impl WriteInfo {
             .find(&self.path.group, &self.path.version, &self.path.plural);
         WriteRecord {
             seq: 0,
-            time: object::now(),
+            // To the nanosecond, unlike the objects' times: tests order writes by it.
+            time: jiff::Timestamp::now().to_string(),
             cluster: cluster.name.clone(),
             verb: self.verb,
             patch_type: self.patch_type.clone(),

@@ -25,7 +25,7 @@ pub enum WriteVerb {
 pub struct WriteRecord {
     /// Position in this cluster's log, from 1.
     pub seq: u64,
-    /// RFC 3339 time the request was handled.
+    /// RFC 3339 time the request was handled, to the nanosecond.
     pub time: String,
     pub cluster: String,
     pub verb: WriteVerb,
