@@ -429,3 +429,139 @@ async fn a_list_keeps_its_order_and_bad_input_names_the_field() {
     .unwrap();
     assert_eq!(resp.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controls_need_their_permission_and_a_selection_the_policy_allows() {
+    use longshore_contract::rollout::state::ControlAction;
+    use longshore_dispatcher::{config::TokenConfig, policy::PolicyConfig};
+    use longshore_integration::{dispatcher::Dispatcher, nats::NatsServer, worker::Worker};
+    let nats = NatsServer::start().await.unwrap();
+    let clusters = ["eu-1", "eu-2", "us-1"];
+    let sim = longshore_kube_sim::KubeSim::start(longshore_kube_sim::SimOptions {
+        clusters: clusters.iter().map(|c| c.to_string()).collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+    sim.write_kubeconfig(kubeconfig.path()).unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let mut config = Dispatcher::config(&nats.url(), &clusters);
+    let mut token = |name: &str, policy: PolicyConfig| {
+        let file = secrets.path().join(name);
+        std::fs::write(&file, format!("{name}-token")).unwrap();
+        config.tokens.insert(
+            name.into(),
+            TokenConfig {
+                secret_file: Some(file),
+                policy,
+                ..Default::default()
+            },
+        );
+    };
+    token(
+        "ci",
+        PolicyConfig {
+            clusters: vec!["eu-*".into()],
+            ..Default::default()
+        },
+    );
+    token(
+        "release",
+        PolicyConfig {
+            clusters: vec!["eu-*".into()],
+            rollout_controls: vec![ControlAction::Approve],
+            ..Default::default()
+        },
+    );
+    let d = Dispatcher::start_with(config).await.unwrap();
+    let _w = Worker::start(&nats.url(), kubeconfig.path(), "w1");
+    let http = reqwest::Client::new();
+    let post = |token: &'static str, path: String, body: Value| {
+        let req = http
+            .post(format!("{}{path}", d.url))
+            .bearer_auth(token)
+            .json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            let code = resp.status().as_u16();
+            (code, resp.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let rollout = |names: &[&str]| {
+        json!({"template": configmap_template("1"), "clusters": {"names": names},
+               "strategy": {"waves": [1, "100%"], "approvalBefore": [2]}})
+    };
+    // A selection reaching a cluster the token may not use is refused, naming it.
+    let (code, problem) = post(
+        "ci-token",
+        "/v1/fleet-rollouts".into(),
+        rollout(&["eu-1", "us-1"]),
+    )
+    .await;
+    assert_eq!(code, 403, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("us-1"),
+        "{problem}"
+    );
+
+    let (code, accepted) = post(
+        "ci-token",
+        "/v1/fleet-rollouts".into(),
+        rollout(&["eu-1", "eu-2"]),
+    )
+    .await;
+    assert_eq!(code, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    eventually(WAIT, "the gate", || async {
+        let s: Value = http
+            .get(format!("{}/v1/fleet-rollouts/{id}", d.url))
+            .bearer_auth("ci-token")
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (s["state"] == "waiting_approval").then_some(())
+    })
+    .await
+    .unwrap();
+    // Submitting needs no control; using one needs it named.
+    for (token, action) in [
+        ("ci-token", "approve"),
+        ("ci-token", "cancel"),
+        ("release-token", "cancel"),
+    ] {
+        let (code, problem) = post(
+            token,
+            format!("/v1/fleet-rollouts/{id}/{action}"),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(code, 403, "{token} {action}: {problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("rollout_controls"),
+            "{problem}"
+        );
+    }
+    let (code, approved) = post(
+        "release-token",
+        format!("/v1/fleet-rollouts/{id}/approve"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (code, &approved["changed"]),
+        (200, &json!(true)),
+        "{approved}"
+    );
+    assert_eq!(approved["controls"][0]["by"], "release");
+    let unauthenticated = reqwest::get(format!("{}/v1/fleet-rollouts/{id}", d.url))
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+}
