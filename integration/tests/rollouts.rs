@@ -565,3 +565,151 @@ async fn controls_need_their_permission_and_a_selection_the_policy_allows() {
         .unwrap();
     assert_eq!(unauthenticated.status(), 401);
 }
+
+/// The `longshore` binary with `args` against `server`.
+async fn cli(server: &str, args: &[&str]) -> std::process::Output {
+    let bin =
+        longshore_integration::process::binary("longshore").expect("the longshore binary is built");
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(args)
+        .env("LONGSHORE_SERVER", server)
+        .env_remove("LONGSHORE_TOKEN");
+    tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("the CLI finishes")
+        .expect("the CLI runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_submits_shows_waves_approves_and_exits_as_the_rollout_ends() {
+    let system = fleet(4, |i| json!({"env": "prod", "ring": i.to_string()})).await;
+    let server = system.dispatchers[0].url.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cm.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fleet-config, namespace: default}\ndata: {v: '1'}\n",
+    )
+    .unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let out = cli(
+        &server,
+        &[
+            "rollout",
+            "submit",
+            "-f",
+            &file,
+            "--selector",
+            "env=prod",
+            "--waves",
+            "1,100%",
+            "--approval-before",
+            "2",
+            "--max-failures",
+            "0",
+            "--order-by",
+            "ring",
+            "--idempotency-key",
+            "cli-1",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let accepted: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    assert_eq!(accepted["waves"], json!([1, 3]));
+    until_state(&system, &id, "waiting_approval").await;
+    let status = cli(&server, &["rollout", "status", &id]).await;
+    let shown = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(status.status.success(), "{shown}");
+    assert!(shown.contains("waiting_approval"), "{shown}");
+    assert!(
+        shown.contains("[#]") && shown.contains("[...]") && shown.contains("approval required"),
+        "{shown}"
+    );
+    let approve = cli(&server, &["rollout", "approve", &id]).await;
+    assert!(approve.status.success());
+    let again = cli(&server, &["rollout", "approve", &id]).await;
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("(already so)"));
+    let waited = cli(&server, &["rollout", "wait", &id, "--timeout", "30s"]).await;
+    let shown = String::from_utf8_lossy(&waited.stdout).into_owned();
+    assert!(waited.status.success(), "{shown}");
+    assert!(
+        shown.contains("succeeded 100%") && shown.contains("[###]"),
+        "{shown}"
+    );
+
+    // A rollout that halts exits 1; bad waves are the dispatcher's 400, exit 1, naming the field.
+    system.cluster("c00").set_faults(Faults {
+        scope: FaultScope::Writes,
+        errors: vec![ErrorFault {
+            status: 422,
+            retry_after_seconds: None,
+            when: Trigger::default(),
+        }],
+        ..Default::default()
+    });
+    let file2 = dir.path().join("cm2.yaml");
+    std::fs::write(
+        &file2,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fleet-config, namespace: default}\ndata: {v: '2'}\n",
+    )
+    .unwrap();
+    let file2 = file2.to_string_lossy().into_owned();
+    let halted = cli(
+        &server,
+        &[
+            "rollout",
+            "submit",
+            "-f",
+            &file2,
+            "--clusters",
+            "c00,c01",
+            "--waves",
+            "1,100%",
+            "--wait",
+            "--timeout",
+            "30s",
+        ],
+    )
+    .await;
+    let shown = String::from_utf8_lossy(&halted.stdout).into_owned();
+    assert_eq!(halted.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("halted"), "{shown}");
+    assert!(!touched_by(&system, "c01", "2"), "the wave after the halt");
+    let bad = cli(
+        &server,
+        &[
+            "rollout",
+            "submit",
+            "-f",
+            &file2,
+            "--clusters",
+            "c00",
+            "--waves",
+            "0",
+        ],
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("strategy.waves[0]"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+/// Whether `cluster` took a write of value `v` of the fleet ConfigMap.
+fn touched_by(system: &System, cluster: &str, v: &str) -> bool {
+    system
+        .cluster(cluster)
+        .get("v1", "ConfigMap", Some("default"), "fleet-config")
+        .is_some_and(|o| o["data"]["v"] == v)
+}

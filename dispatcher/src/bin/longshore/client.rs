@@ -113,10 +113,35 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), Failure> {
+        self.exchange(method, path, query, None, body).await
+    }
+
+    /// [`Client::call`] without a query, with an `Idempotency-Key` header when given.
+    pub async fn call_with_key(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), Failure> {
+        self.exchange(method, path, &[], key, body).await
+    }
+
+    async fn exchange(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), Failure> {
         let mut req = self
             .request(self.http.request(method, format!("{}{path}", self.server)))
             .query(query)
             .timeout(API_TIMEOUT);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
         if let Some(body) = body {
             req = req.json(body);
         }

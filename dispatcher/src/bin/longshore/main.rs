@@ -16,6 +16,7 @@ mod events;
 mod objects;
 mod output;
 mod request;
+mod rollouts;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -109,6 +110,12 @@ enum Command {
     Clusters {
         #[command(subcommand)]
         command: clusters::Command,
+    },
+    /// Fleet rollouts: submit one (many clusters, in waves), follow it, pause, resume,
+    /// approve or cancel it (docs/rollouts.md).
+    Rollout {
+        #[command(subcommand)]
+        command: rollouts::Command,
     },
     /// List the managed objects as the clusters' watchers see them: health, drift, the
     /// last operation (docs/inventory.md).
@@ -217,6 +224,7 @@ async fn main() -> ExitCode {
         Command::Wait { id, timeout } => client.wait(&id, timeout).await,
         Command::Clusters { command } => return clusters::run(&client, cli.output, command).await,
         Command::Objects(args) => return objects::run(&client, cli.output, args).await,
+        Command::Rollout { command } => return rollouts::run(&client, cli.output, command).await,
         Command::Events(args) => return events::run(&client, cli.output, args).await,
         Command::AgentPermissions { .. } => unreachable!("answered above"),
     };
