@@ -24,55 +24,7 @@ use crate::{
 pub enum Command {
     /// Submit manifests (YAML or JSON files; `-` reads stdin) as one operation for each
     /// selected cluster, in waves.
-    Submit {
-        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
-        files: Vec<PathBuf>,
-        /// The clusters whose labels match this selector, e.g. `env=prod,region in (eu,us)`.
-        #[arg(
-            short = 'l',
-            long,
-            conflicts_with = "clusters",
-            required_unless_present = "clusters"
-        )]
-        selector: Option<String>,
-        /// These clusters, in this order (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        clusters: Option<Vec<String>>,
-        /// Cumulative wave sizes, counts or percentages of the selection: `1,10%,100%`.
-        #[arg(long, value_delimiter = ',', required = true)]
-        waves: Vec<String>,
-        /// Order the clusters by this label's value before cutting waves.
-        #[arg(long)]
-        order_by: Option<String>,
-        /// Failures tolerated, a count or a percentage, over the whole rollout and (unless
-        /// --max-failures-per-wave says otherwise) in each wave [default: 0].
-        #[arg(long)]
-        max_failures: Option<String>,
-        /// Failures tolerated in one wave, a count or a percentage of it.
-        #[arg(long)]
-        max_failures_per_wave: Option<String>,
-        /// Between one wave's end and the next one's start, e.g. 5m.
-        #[arg(long)]
-        pause: Option<String>,
-        /// A wave (from 1) that waits for `longshore rollout approve`; repeat for more.
-        #[arg(long = "approval-before", value_name = "WAVE")]
-        approval_before: Vec<usize>,
-        /// What to do with the objects the files name.
-        #[arg(long, default_value = "apply")]
-        action: String,
-        /// Makes retries of this command safe: the same key is the same rollout.
-        #[arg(long)]
-        idempotency_key: Option<String>,
-        /// Server-side dry run on every cluster.
-        #[arg(long)]
-        dry_run: bool,
-        /// Wait until the rollout is over, showing its waves as they go.
-        #[arg(long)]
-        wait: bool,
-        /// How long to wait (with --wait), e.g. 30m.
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
-        timeout: Duration,
-    },
+    Submit(Box<Submit>),
     /// Show a rollout, wave by wave.
     Status { id: String },
     /// Wait until a rollout is over, showing its waves as they go.
@@ -95,24 +47,77 @@ pub enum Command {
     Cancel { id: String },
 }
 
+/// What `rollout submit` takes.
+#[derive(clap::Args)]
+pub struct Submit {
+    #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+    files: Vec<PathBuf>,
+    /// The clusters whose labels match this selector, e.g. `env=prod,region in (eu,us)`.
+    #[arg(
+        short = 'l',
+        long,
+        conflicts_with = "clusters",
+        required_unless_present = "clusters"
+    )]
+    selector: Option<String>,
+    /// These clusters, in this order (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    clusters: Option<Vec<String>>,
+    /// Cumulative wave sizes, counts or percentages of the selection: `1,10%,100%`.
+    #[arg(long, value_delimiter = ',', required = true)]
+    waves: Vec<String>,
+    /// Order the clusters by this label's value before cutting waves.
+    #[arg(long)]
+    order_by: Option<String>,
+    /// Failures tolerated, a count or a percentage, over the whole rollout and (unless
+    /// --max-failures-per-wave says otherwise) in each wave [default: 0].
+    #[arg(long)]
+    max_failures: Option<String>,
+    /// Failures tolerated in one wave, a count or a percentage of it.
+    #[arg(long)]
+    max_failures_per_wave: Option<String>,
+    /// Between one wave's end and the next one's start, e.g. 5m.
+    #[arg(long)]
+    pause: Option<String>,
+    /// A wave (from 1) that waits for `longshore rollout approve`; repeat for more.
+    #[arg(long = "approval-before", value_name = "WAVE")]
+    approval_before: Vec<usize>,
+    /// What to do with the objects the files name.
+    #[arg(long, default_value = "apply")]
+    action: String,
+    /// Makes retries of this command safe: the same key is the same rollout.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// Server-side dry run on every cluster.
+    #[arg(long)]
+    dry_run: bool,
+    /// Wait until the rollout is over, showing its waves as they go.
+    #[arg(long)]
+    wait: bool,
+    /// How long to wait (with --wait), e.g. 30m.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
 pub async fn run(client: &Client, format: Format, command: Command) -> ExitCode {
     let result = match command {
-        Command::Submit {
-            files,
-            selector,
-            clusters,
-            waves,
-            order_by,
-            max_failures,
-            max_failures_per_wave,
-            pause,
-            approval_before,
-            action,
-            idempotency_key,
-            dry_run,
-            wait,
-            timeout,
-        } => {
+        Command::Submit(submit) => {
+            let Submit {
+                files,
+                selector,
+                clusters,
+                waves,
+                order_by,
+                max_failures,
+                max_failures_per_wave,
+                pause,
+                approval_before,
+                action,
+                idempotency_key,
+                dry_run,
+                wait,
+                timeout,
+            } = *submit;
             let Some(action) = longshore_contract::Action::from_name(&action) else {
                 return output::failure(&Failure::Usage(format!(
                     "--action {action:?}: not an action (see `longshore submit --help`)"
