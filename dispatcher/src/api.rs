@@ -37,6 +37,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/dead-letters", get(list_dead_letters))
         .route("/v1/fleet-rollouts", post(rollouts::submit))
         .route("/v1/fleet-rollouts/{id}", get(rollouts::status))
+        .route("/v1/fleet-rollouts/{id}/events", get(rollouts::events))
         .route("/v1/fleet-rollouts/{id}/{control}", post(rollouts::control))
         .route("/v1/clusters", get(clusters::list))
         .route(

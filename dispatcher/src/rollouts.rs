@@ -5,7 +5,8 @@
 //!   order, before the 202. A retry with the same key finds the record and writes what is
 //!   missing; a timer that cannot be published withdraws the record, and answers 503.
 //! - `GET /v1/fleet-rollouts/{id}[?wait=60s]`: per wave and per cluster, as the progress
-//!   says; `state` and `percentComplete` for pipelines to poll.
+//!   says; `state` and `percentComplete` for pipelines to poll; `/events` the same as
+//!   server-sent events, one per change.
 //! - `POST /v1/fleet-rollouts/{id}/{pause|resume|approve|cancel}[?wave=N]`: compare-and-set
 //!   on the progress, recorded with who and when, then a nudge so it takes effect at once
 //!   (the rollout's timer makes it within its period if the nudge is lost).
@@ -338,6 +339,55 @@ fn view(ctx: &Context, rollout: &Rollout, progress: &Progress) -> Value {
         "controls": progress.controls,
         "waves": waves,
     })
+}
+
+/// `GET /v1/fleet-rollouts/{id}/events`: a `progress` event (data: the status) now and
+/// after each change, ending after the rollout is over, or with a `timeout` event after
+/// `http.max_wait`.
+pub async fn events(
+    State(ctx): State<Arc<Context>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let id = RolloutId::parse(&id).map_err(|reason| Error::field("id", reason))?;
+    let stores = ctx.rollouts()?;
+    let (rollout, _) = read(stores, &id).await?;
+    caller.check_read_clusters(&rollout.clusters)?;
+    let changes = stores.progress.watch(&step::state_key(&id)).await?.boxed();
+    let deadline = tokio::time::Instant::now() + ctx.config.http.max_wait;
+    let rollout = Arc::new(rollout);
+    let events = futures::stream::unfold((changes, false), move |(mut changes, done)| {
+        let (ctx, rollout) = (ctx.clone(), rollout.clone());
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let event = match tokio::time::timeout_at(deadline, changes.next()).await {
+                    Err(_) => Event::default()
+                        .event("timeout")
+                        .data("not over before the wait bound"),
+                    Ok(None) => return None,
+                    Ok(Some(Err(e))) => Event::default().event("error").data(e.to_string()),
+                    // Deleted: nothing to tell until it is written again.
+                    Ok(Some(Ok(None))) => continue,
+                    Ok(Some(Ok(Some(progress)))) => {
+                        let over = progress.value.phase.is_terminal();
+                        let event = Event::default()
+                            .event("progress")
+                            .id(progress.revision.to_string())
+                            .data(view(&ctx, &rollout, &progress.value).to_string());
+                        return Some((Ok::<_, std::convert::Infallible>(event), (changes, over)));
+                    }
+                };
+                return Some((Ok(event), (changes, true)));
+            }
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
 }
 
 #[derive(serde::Deserialize)]

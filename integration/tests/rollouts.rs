@@ -713,3 +713,70 @@ fn touched_by(system: &System, cluster: &str, v: &str) -> bool {
         .get("v1", "ConfigMap", Some("default"), "fleet-config")
         .is_some_and(|o| o["data"]["v"] == v)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_tell_each_change_and_end_when_the_rollout_is_over() {
+    let system = fleet(3, |_| json!({"env": "prod"})).await;
+    let body = json!({
+        "template": configmap_template("1"),
+        "clusters": {"selector": "env=prod"},
+        "strategy": {"waves": [1, "100%"], "approvalBefore": [2]},
+    });
+    let (code, accepted) = post(&system, "/v1/fleet-rollouts", &body, None).await;
+    assert_eq!(code, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    let resp = reqwest::get(format!(
+        "{}/v1/fleet-rollouts/{id}/events",
+        system.dispatchers[0].url
+    ))
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut resp = resp;
+    let mut text = String::new();
+    let mut states: Vec<String> = Vec::new();
+    let mut approved = false;
+    let read = async {
+        while let Some(chunk) = resp.chunk().await.unwrap() {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = text.find("\n\n") {
+                let event: String = text.drain(..end + 2).collect();
+                let data = event
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim)
+                    .unwrap_or_default();
+                if !event.contains("event: progress") && !event.contains("event:progress") {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(data).unwrap();
+                let state = v["state"].as_str().unwrap().to_owned();
+                if states.last() != Some(&state) {
+                    states.push(state.clone());
+                }
+                if state == "waiting_approval" && !approved {
+                    approved = true;
+                    let (code, _) = control(&system, &id, "approve").await;
+                    assert_eq!(code, 200);
+                }
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the stream ends once the rollout is over");
+    assert_eq!(
+        states.first().map(String::as_str),
+        Some("running"),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&"waiting_approval".to_owned()),
+        "{states:?}"
+    );
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("succeeded"),
+        "{states:?}"
+    );
+}
