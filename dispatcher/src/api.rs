@@ -174,6 +174,7 @@ async fn retry_operation(
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
+    rollouts::count(&ctx).await;
     (
         [(
             header::CONTENT_TYPE,

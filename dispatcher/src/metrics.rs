@@ -36,6 +36,24 @@ pub struct AcceptedLabels {
     pub replayed: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplayLabels {
+    pub replayed: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControlLabels {
+    /// `pause`, `resume`, `approve`, `cancel`.
+    pub control: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// A rollout's state: `running`, `paused`, `waiting_approval`, `succeeded`, `halted`,
+    /// `cancelled`.
+    pub state: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -44,6 +62,10 @@ pub struct Metrics {
     publish_duration: Histogram,
     accepted: Family<AcceptedLabels, Counter>,
     event_streams: Gauge,
+    rollouts_accepted: Family<ReplayLabels, Counter>,
+    rollout_controls: Family<ControlLabels, Counter>,
+    /// Set from the rollouts bucket when `/metrics` is read (see [`crate::rollouts`]).
+    pub rollouts: Family<StateLabels, Gauge>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -93,6 +115,24 @@ impl Default for Metrics {
             "`GET /v1/events` streams open now",
             event_streams.clone(),
         );
+        let rollouts_accepted = Family::<ReplayLabels, Counter>::default();
+        registry.register(
+            "rollouts_accepted",
+            "Fleet rollouts answered 202, by whether the key was a replay",
+            rollouts_accepted.clone(),
+        );
+        let rollout_controls = Family::<ControlLabels, Counter>::default();
+        registry.register(
+            "rollout_controls",
+            "Fleet rollout controls that changed something, by control",
+            rollout_controls.clone(),
+        );
+        let rollouts = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "rollouts",
+            "Fleet rollouts in the rollouts bucket, by state (every replica reports the whole bucket: take the max, not the sum)",
+            rollouts.clone(),
+        );
         Self {
             registry,
             requests,
@@ -101,6 +141,9 @@ impl Default for Metrics {
             publish_duration,
             accepted,
             event_streams,
+            rollouts_accepted,
+            rollout_controls,
+            rollouts,
         }
     }
 }
@@ -132,6 +175,19 @@ impl Metrics {
         let replayed = if replayed { "true" } else { "false" };
         self.accepted
             .get_or_create(&AcceptedLabels { action, replayed })
+            .inc();
+    }
+
+    pub fn rollout_accepted(&self, replayed: bool) {
+        let replayed = if replayed { "true" } else { "false" };
+        self.rollouts_accepted
+            .get_or_create(&ReplayLabels { replayed })
+            .inc();
+    }
+
+    pub fn rollout_control(&self, control: &'static str) {
+        self.rollout_controls
+            .get_or_create(&ControlLabels { control })
             .inc();
     }
 

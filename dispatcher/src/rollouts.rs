@@ -68,6 +68,7 @@ pub async fn submit(
     let (rollout, replayed) = tokio::time::timeout(timeout, accept(&ctx, &caller, proposal, key))
         .await
         .map_err(|_| Error::Timeout(timeout))??;
+    ctx.metrics.rollout_accepted(replayed);
     let url = status_url(&ctx, &rollout.id);
     let sizes: Vec<usize> = (0..rollout.wave_ends.len())
         .map(|w| rollout.wave_range(w).len())
@@ -199,6 +200,50 @@ async fn publish_step(ctx: &Context, step: &Step) -> Result<()> {
         "publishing to {}: {last}",
         step::STEPS_STREAM
     )))
+}
+
+/// Sets the `rollouts` gauge from the bucket: one pass over every rollout's progress, at
+/// most every [`COUNT_EVERY`] (a scrape in between reads the last count), and bounded in
+/// time so `/metrics` answers whatever the bucket does.
+pub async fn count(ctx: &Context) {
+    use longshore_contract::rollout::Phase;
+    const COUNT_EVERY: Duration = Duration::from_secs(5);
+    let Ok(stores) = ctx.rollouts() else { return };
+    {
+        let mut last = ctx
+            .rollouts_counted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|at| at.elapsed() < COUNT_EVERY) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+    }
+    let Ok(Ok(all)) =
+        tokio::time::timeout(Duration::from_secs(2), stores.progress.scan("state.>")).await
+    else {
+        return;
+    };
+    let mut counts = std::collections::BTreeMap::new();
+    for phase in [
+        Phase::Running,
+        Phase::Paused,
+        Phase::WaitingApproval,
+        Phase::Succeeded,
+        Phase::Halted,
+        Phase::Cancelled,
+    ] {
+        counts.insert(phase.as_str(), 0);
+    }
+    for (_, progress) in &all {
+        *counts.entry(progress.value.phase.as_str()).or_default() += 1;
+    }
+    for (state, n) in counts {
+        ctx.metrics
+            .rollouts
+            .get_or_create(&crate::metrics::StateLabels { state })
+            .set(n);
+    }
 }
 
 pub fn status_url(ctx: &Context, id: &RolloutId) -> String {
@@ -460,6 +505,7 @@ pub async fn control(
         }
     };
     if changed {
+        ctx.metrics.rollout_control(action.as_str());
         tracing::info!(rollout = %id, control = action.as_str(), by = %caller.source, "fleet rollout controlled");
         let nudge = Step::nudge(id.clone(), format!("control.{}", progress.controls.len()));
         if let Err(e) = publish_step(&ctx, &nudge).await {

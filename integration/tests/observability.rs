@@ -312,3 +312,171 @@ async fn counters_move_when_operations_run() {
     let health = reqwest::get(format!("{w}/readyz")).await.unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test]
+async fn a_fleet_rollout_is_one_trace_with_a_span_per_wave_and_its_metrics_move() {
+    let nats = NatsServer::start().await.unwrap();
+    let clusters = ["eu-1", "eu-2", "eu-3"];
+    let sim = KubeSim::start(SimOptions {
+        clusters: clusters.iter().map(|c| c.to_string()).collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let kubeconfig = logs.path().join("kubeconfig");
+    sim.write_kubeconfig(&kubeconfig).unwrap();
+    let receiver = OtlpReceiver::start().await.unwrap();
+    let otel = |extra: Vec<(&'static str, String)>| {
+        let mut env = vec![
+            ("LONGSHORE_NATS__URL", nats.url()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.clone()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ];
+        env.extend(extra);
+        env
+    };
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _dispatcher = Process::spawn(
+        "dispatcher",
+        &binary("longshore-dispatcher").unwrap(),
+        &[],
+        &otel(vec![
+            ("LONGSHORE_LISTEN", format!("127.0.0.1:{port}")),
+            ("LONGSHORE_CLUSTERS", clusters.join(",")),
+        ]),
+        logs.path(),
+    )
+    .unwrap();
+    let metrics_port = free_port();
+    let _worker = Process::spawn(
+        "worker",
+        &binary("longshore-worker").unwrap(),
+        &[],
+        &otel(vec![
+            ("LONGSHORE_LISTEN", format!("127.0.0.1:{metrics_port}")),
+            ("LONGSHORE_WORKER_ID", "worker-0".into()),
+            (
+                "LONGSHORE_CLUSTERS__KUBECONFIG",
+                kubeconfig.display().to_string(),
+            ),
+        ]),
+        logs.path(),
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    eventually(
+        Duration::from_secs(20),
+        "the dispatcher to be ready",
+        || {
+            let r = http.get(format!("{url}/readyz")).send();
+            async move { r.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+        },
+    )
+    .await
+    .unwrap();
+    let caller_trace = "5af92f3577b34da6a3ce929d0e0e4737";
+    let resp = http
+        .post(format!("{url}/v1/fleet-rollouts"))
+        .header(
+            "traceparent",
+            format!("00-{caller_trace}-00f067aa0ba902b7-01"),
+        )
+        .json(&json!({
+            "template": {"action": "apply", "manifests": [
+                {"apiVersion": "v1", "kind": "ConfigMap",
+                 "metadata": {"name": "web", "namespace": "default"}, "data": {"k": "v"}}]},
+            "clusters": {"names": clusters},
+            "strategy": {"waves": [1, "100%"]},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = eventually(Duration::from_secs(20), "the rollout to succeed", || {
+        let r = http.get(format!("{url}/v1/fleet-rollouts/{id}")).send();
+        async move {
+            let s: serde_json::Value = r.await.ok()?.json().await.ok()?;
+            (s["state"] == "succeeded").then_some(s)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status["traceId"], caller_trace);
+
+    // Every cluster's operation is in the rollout's trace, under its wave's span.
+    let spans = eventually(Duration::from_secs(20), "the rollout's spans", || {
+        let spans = receiver.spans();
+        let consumers = spans
+            .iter()
+            .filter(|s| s.trace_id == caller_trace && s.kind == CONSUMER)
+            .count();
+        let waves = spans
+            .iter()
+            .filter(|s| s.trace_id == caller_trace && s.name.starts_with("start wave"))
+            .count();
+        async move { (consumers >= 3 && waves == 2).then_some(spans) }
+    })
+    .await
+    .unwrap();
+    let server = spans
+        .iter()
+        .find(|s| s.trace_id == caller_trace && s.kind == SERVER)
+        .unwrap();
+    assert_eq!(server.name, "POST /v1/fleet-rollouts");
+    let waves: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.trace_id == caller_trace && s.name.starts_with("start wave"))
+        .collect();
+    for wave in &waves {
+        assert_eq!(wave.parent_span_id, server.span_id, "{wave:?}");
+    }
+    for consumer in spans
+        .iter()
+        .filter(|s| s.trace_id == caller_trace && s.kind == CONSUMER)
+    {
+        assert!(
+            waves.iter().any(|w| w.span_id == consumer.parent_span_id),
+            "an operation's span is a child of its wave's: {consumer:?}"
+        );
+    }
+
+    // The metrics: a rollout accepted and counted by state, two waves started and ended.
+    let text = http
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("longshore_dispatcher_rollouts_accepted_total{replayed=\"false\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("longshore_dispatcher_rollouts{state=\"succeeded\"} 1"),
+        "{text}"
+    );
+    let worker = http
+        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "longshore_worker_rollout_waves_started_total 2",
+        "longshore_worker_rollout_wave_duration_seconds_count{state=\"succeeded\"} 2",
+        "longshore_worker_rollouts_ended_total{state=\"succeeded\"} 1",
+    ] {
+        assert!(worker.contains(line), "{line}: {worker}");
+    }
+}

@@ -248,6 +248,7 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
                 longshore_contract::jetstream::OPERATIONS_BUCKET,
             ),
             fleet: ready.fleet.clone(),
+            metrics: shared.metrics.clone(),
         });
         tokio::spawn(stepper.run(steps, shutdown.clone()))
     });

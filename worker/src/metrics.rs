@@ -69,6 +69,22 @@ pub struct Metrics {
     pub events_deduplicated: Counter,
     pub drifted_objects: Gauge,
     pub inventory_fenced: Counter,
+    pub rollout_steps: Family<OutcomeLabels, Counter>,
+    pub rollout_waves_started: Counter,
+    pub rollout_wave_duration: Family<StateLabels, Histogram>,
+    pub rollouts_ended: Family<StateLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `applied` or `retried`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// How a wave or rollout ended: `succeeded`, `failed` / `halted`.
+    pub state: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -225,6 +241,31 @@ impl Default for Metrics {
             "Inventory writes refused because a later lease holder had written (the watch stops)",
             inventory_fenced.clone(),
         );
+        let rollout_steps = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "rollout_steps",
+            "Fleet rollout steps taken (a batch of one rollout's steps counts once), by outcome",
+            rollout_steps.clone(),
+        );
+        let rollout_waves_started = Counter::default();
+        registry.register(
+            "rollout_waves_started",
+            "Waves of fleet rollouts this worker started",
+            rollout_waves_started.clone(),
+        );
+        let rollout_wave_duration =
+            Family::<StateLabels, Histogram>::new_with_constructor(seconds_buckets as fn() -> _);
+        registry.register(
+            "rollout_wave_duration_seconds",
+            "From a wave's start to its end, for the waves this worker saw end, by how they ended (failed: the rollout halted in it)",
+            rollout_wave_duration.clone(),
+        );
+        let rollouts_ended = Family::<StateLabels, Counter>::default();
+        registry.register(
+            "rollouts_ended",
+            "Fleet rollouts this worker saw end, by state (succeeded, halted; a cancel is the dispatcher's)",
+            rollouts_ended.clone(),
+        );
         Self {
             registry,
             operations,
@@ -248,6 +289,10 @@ impl Default for Metrics {
             events_deduplicated,
             drifted_objects,
             inventory_fenced,
+            rollout_steps,
+            rollout_waves_started,
+            rollout_wave_duration,
+            rollouts_ended,
         }
     }
 }

@@ -27,7 +27,7 @@ use longshore_contract::registry::fleet::Fleet;
 use longshore_contract::rollout::state::{Next, Outcome};
 use longshore_contract::rollout::step::{self, Step, StepKind};
 use longshore_contract::rollout::{Progress, Rollout, RolloutId, RolloutLink};
-use longshore_contract::store::{Change, Store, StoreErrorKind};
+use longshore_contract::store::{Change, Modified, Store, StoreErrorKind};
 use longshore_contract::{Envelope, OperationId, PoolName};
 
 use crate::shutdown::Shutdown;
@@ -101,6 +101,7 @@ pub struct Stepper {
     pub rollouts: Rollouts,
     pub records: Store<OperationRecord>,
     pub fleet: Fleet,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Stepper {
@@ -197,6 +198,15 @@ impl Stepper {
                 }
             }
         };
+        let counted = if outcome.is_ok() {
+            "applied"
+        } else {
+            "retried"
+        };
+        self.metrics
+            .rollout_steps
+            .get_or_create(&crate::metrics::OutcomeLabels { outcome: counted })
+            .inc();
         for (message, step) in &steps {
             let timer = matches!(step.as_ref().map(|s| &s.kind), Some(StepKind::Timer));
             let reply = match &outcome {
@@ -245,7 +255,9 @@ impl Stepper {
             let now = Timestamp::now();
             let mut next = Next::default();
             let mut over = false;
-            self.rollouts
+            let mut before = None;
+            let modified = self
+                .rollouts
                 .progress
                 .modify(&key, None, |current| {
                     // A dispatcher that died between the timer and the progress: the
@@ -255,6 +267,7 @@ impl Stepper {
                         .cloned()
                         .unwrap_or_else(|| Progress::new(&rollout, rollout.submitted_at));
                     let mut progress = current.clone();
+                    before = Some(current.clone());
                     for (index, outcome) in &tallies {
                         progress.tally(&rollout, *index, *outcome, now);
                     }
@@ -273,6 +286,9 @@ impl Stepper {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
+            if let (Modified::Written(after), Some(before)) = (&modified, &before) {
+                self.count(before, &after.value);
+            }
             tallies.clear();
             let Some(wave) = next.publish else {
                 if over {
@@ -288,6 +304,40 @@ impl Stepper {
             self.publish_wave(&rollout, wave).await?;
             tracing::info!(rollout = %id, wave = wave + 1, clusters = rollout.wave_range(wave).len(), "wave started");
             publish_done = Some(wave);
+        }
+    }
+
+    /// Counts what this step moved (it alone did: its compare-and-set won).
+    fn count(&self, before: &Progress, after: &Progress) {
+        use crate::metrics::StateLabels;
+        use longshore_contract::rollout::state::WaveState;
+        for (was, is) in before.waves.iter().zip(&after.waves) {
+            if was.state == WaveState::Pending && is.state == WaveState::Running {
+                self.metrics.rollout_waves_started.inc();
+            }
+            let ended = match (was.state, is.state) {
+                (WaveState::Running, WaveState::Succeeded) => Some("succeeded"),
+                (WaveState::Running, WaveState::Failed) => Some("failed"),
+                _ => None,
+            };
+            if let (Some(state), Some(start), Some(end)) = (ended, is.started_at, is.ended_at) {
+                let took = end.duration_since(start).as_secs_f64().max(0.0);
+                self.metrics
+                    .rollout_wave_duration
+                    .get_or_create(&StateLabels { state })
+                    .observe(took);
+            }
+        }
+        if !before.phase.is_terminal() && after.phase.is_terminal() {
+            let state = match after.phase {
+                longshore_contract::rollout::Phase::Halted => "halted",
+                longshore_contract::rollout::Phase::Cancelled => "cancelled",
+                _ => "succeeded",
+            };
+            self.metrics
+                .rollouts_ended
+                .get_or_create(&StateLabels { state })
+                .inc();
         }
     }
 
@@ -318,18 +368,42 @@ impl Stepper {
     /// Puts wave `wave`'s operations in the work queue: each record created `queued` (or
     /// found), then published with its id as `Nats-Msg-Id`. An operation found running or
     /// over is not published again.
+    ///
+    /// In the rollout's trace: a `start wave` span, child of the request that submitted
+    /// the rollout, is the parent of each of the wave's operations.
     async fn publish_wave(&self, rollout: &Rollout, wave: usize) -> Result<(), String> {
+        let span = tracing::info_span!(
+            "start_wave",
+            otel.name = %format!("start wave {} of {}", wave + 1, rollout.id),
+            rollout = %rollout.id,
+            wave = wave + 1,
+            clusters = rollout.wave_range(wave).len(),
+        );
+        if let Some(parent) = &rollout.traceparent {
+            let mut carrier = async_nats::HeaderMap::new();
+            carrier.insert(
+                longshore_contract::envelope::TRACEPARENT_HEADER,
+                parent.as_str(),
+            );
+            longshore_contract::telemetry::continue_from(
+                &span,
+                &longshore_contract::telemetry::NatsHeadersRef(Some(&carrier)),
+            );
+        }
         let now = Timestamp::now();
-        let results: Vec<Result<(), String>> = futures::stream::iter(
-            rollout
-                .wave_range(wave)
-                .filter_map(|i| rollout.envelope(i, now)),
-        )
-        .map(|envelope| self.publish_operation(rollout, envelope))
-        .buffer_unordered(PUBLISHING)
-        .collect()
-        .await;
-        results.into_iter().collect()
+        let publishing = async {
+            let results: Vec<Result<(), String>> = futures::stream::iter(
+                rollout
+                    .wave_range(wave)
+                    .filter_map(|i| rollout.envelope(i, now)),
+            )
+            .map(|envelope| self.publish_operation(rollout, envelope))
+            .buffer_unordered(PUBLISHING)
+            .collect()
+            .await;
+            results.into_iter().collect()
+        };
+        tracing::Instrument::instrument(publishing, span).await
     }
 
     async fn publish_operation(&self, rollout: &Rollout, envelope: Envelope) -> Result<(), String> {
@@ -354,7 +428,13 @@ impl Stepper {
         let (subject, mut headers, payload) = envelope
             .to_message(&pool)
             .map_err(|e| format!("encoding {id}: {e}"))?;
-        if let Some(parent) = &rollout.traceparent {
+        // The wave's span, or (tracing off here) the submitting request's.
+        longshore_contract::telemetry::inject_into_headers(&tracing::Span::current(), &mut headers);
+        if headers
+            .get(longshore_contract::envelope::TRACEPARENT_HEADER)
+            .is_none()
+            && let Some(parent) = &rollout.traceparent
+        {
             headers.insert(
                 longshore_contract::envelope::TRACEPARENT_HEADER,
                 parent.as_str(),
