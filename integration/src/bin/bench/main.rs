@@ -16,7 +16,9 @@
 //! clusters), `watching` (2,000 clusters × 20 objects, 4 workers: lease spread, memory,
 //! change-to-event latency, takeover after a SIGKILL, and the cost of watching for e2e
 //! throughput), `agents` (the extra latency of the leaf hop: an agent behind a leaf node
-//! against a hub worker, interleaved), `all`, and `smoke` (every mode, tiny, to check they run: no figure is
+//! against a hub worker, interleaved), `rollouts` (2,000 clusters in waves `1, 10%, 100%`:
+//! the coordination's cost per cluster against the same operations submitted
+//! independently, and a run with 50 ms writes against its lower bound), `all`, and `smoke` (every mode, tiny, to check they run: no figure is
 //! asserted).
 
 #![forbid(unsafe_code)]
@@ -27,6 +29,7 @@ mod e2e;
 mod fleet;
 mod registry;
 mod rig;
+mod rollouts;
 mod scaling;
 mod stats;
 mod watching;
@@ -45,6 +48,7 @@ enum Mode {
     Registry,
     Watching,
     Agents,
+    Rollouts,
     All,
     Smoke,
 }
@@ -201,6 +205,18 @@ async fn main() -> anyhow::Result<()> {
         let r = agents::run(&p).await?;
         println!("agents: {r}");
         out.insert("agents".into(), r);
+    }
+    if wants(Mode::Rollouts) {
+        let p = rollouts::Params {
+            clusters: if smoke { 20 } else { args.clusters },
+            workers: 2,
+            slots: 64,
+            pairs: if smoke { 1 } else { 3 },
+            slow_write: std::time::Duration::from_millis(50),
+        };
+        let r = rollouts::run(&p).await?;
+        println!("rollouts: {r}");
+        out.insert("rollouts".into(), r);
     }
     if let Some(path) = &args.json {
         std::fs::write(
