@@ -84,15 +84,7 @@ pub fn parse(
         }
         Some(v) => match serde_json::from_value::<Strategy>(v) {
             Ok(s) => {
-                let problems = s.check();
-                let unsupported = s.health_gate.is_some();
-                errors.extend(problems);
-                if unsupported {
-                    errors.push(FieldError::new(
-                        "strategy.healthGate",
-                        "health gates are not supported yet; leave it out (each wave counts as succeeded when its operations do)",
-                    ));
-                }
+                errors.extend(s.check());
                 Some(s)
             }
             Err(e) => {
@@ -275,8 +267,8 @@ mod tests {
             ),
             (Box::new(|v| v["extra"] = json!(1)), "extra"),
             (
-                Box::new(|v| v["strategy"]["healthGate"] = json!({"soak": "1m"})),
-                "strategy.healthGate",
+                Box::new(|v| v["strategy"]["healthGate"] = json!({"soak": "0s"})),
+                "strategy.healthGate.soak",
             ),
         ];
         for (tweak, field) in cases {

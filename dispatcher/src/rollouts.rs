@@ -355,6 +355,7 @@ fn view(ctx: &Context, rollout: &Rollout, progress: &Progress) -> Value {
                 "cancelled": wave.count(CANCELLED),
                 "approval": gate.then(|| if progress.approved.contains(&(w + 1)) { "approved" } else { "required" }),
                 "notBefore": wave.not_before,
+                "readySince": wave.ready_since,
                 "startedAt": wave.started_at,
                 "endedAt": wave.ended_at,
                 "clusters": clusters,

@@ -101,12 +101,15 @@ async fn status(system: &System, id: &str) -> Value {
 }
 
 async fn until_state(system: &System, id: &str, state: &str) -> Value {
-    eventually(WAIT, &format!("rollout {id} to be {state}"), || async {
+    let reached = eventually(WAIT, &format!("rollout {id} to be {state}"), || async {
         let s = status(system, id).await;
         (s["state"] == state).then_some(s)
     })
-    .await
-    .unwrap()
+    .await;
+    match reached {
+        Ok(s) => s,
+        Err(e) => panic!("{e}; it is: {:#}", status(system, id).await),
+    }
 }
 
 /// The changed writes each cluster took, by operation id.
@@ -778,5 +781,82 @@ async fn events_tell_each_change_and_end_when_the_rollout_is_over() {
         states.last().map(String::as_str),
         Some("succeeded"),
         "{states:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_gate_holds_each_wave_for_its_soak_and_an_unhealthy_cluster_halts() {
+    use longshore_kube_sim::Rollouts;
+    let system = fleet(4, |_| json!({"env": "prod"})).await;
+    for c in ["c00", "c01", "c02"] {
+        system
+            .cluster(c)
+            .set_rollouts(Rollouts::progressing(Duration::from_millis(100)));
+    }
+    system
+        .cluster("c03")
+        .set_rollouts(Rollouts::failing(Duration::from_millis(300)));
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "web:2"}]}}}});
+    let body = json!({
+        "template": {"action": "apply", "manifests": [deployment]},
+        "clusters": {"names": ["c00", "c01", "c02", "c03"]},
+        "strategy": {"waves": [1, 2, "100%"], "healthGate": {"soak": "1s"}},
+    });
+    let (code, accepted) = post(&system, "/v1/fleet-rollouts", &body, None).await;
+    assert_eq!(code, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    // Wave 1's operation succeeds at once (no wait): the wave soaks before wave 2 starts.
+    let soaking = eventually(WAIT, "wave 1 to soak", || async {
+        let s = status(&system, &id).await;
+        (s["waves"][0]["state"] == "soaking").then_some(s)
+    })
+    .await
+    .unwrap();
+    assert_eq!(soaking["waves"][1]["state"], "pending", "{soaking}");
+    let halted = until_state(&system, &id, "halted").await;
+    assert_eq!(halted["waves"][0]["state"], "succeeded");
+    assert_eq!(halted["waves"][1]["state"], "succeeded");
+    assert_eq!(halted["waves"][2]["state"], "failed");
+    let reason = halted["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("c03 unhealthy") && reason.contains("ProgressDeadlineExceeded"),
+        "{reason}"
+    );
+    // Each wave started only after the one before had been ready for the soak: its
+    // Deployment was ready no sooner than its operation ended, and 1 s passed after that.
+    for w in 0..2 {
+        let cluster = &halted["waves"][w]["clusters"][0];
+        let record = system
+            .status(cluster["operation"].as_str().unwrap())
+            .await
+            .unwrap();
+        let finished: jiff::Timestamp = record["finishedAt"].as_str().unwrap().parse().unwrap();
+        let next: jiff::Timestamp = halted["waves"][w + 1]["startedAt"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            next.duration_since(finished) >= jiff::SignedDuration::from_secs(1),
+            "wave {} started {} after wave {}'s operation ended",
+            w + 2,
+            next.duration_since(finished),
+            w + 1
+        );
+    }
+    let c03 = halted["waves"][2]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "c03")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        c03["state"], "failed",
+        "its operation succeeded, its health did not"
     );
 }

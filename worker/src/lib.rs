@@ -249,6 +249,7 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
             ),
             fleet: ready.fleet.clone(),
             metrics: shared.metrics.clone(),
+            watched: config.watch.kinds.clone(),
         });
         tokio::spawn(stepper.run(steps, shutdown.clone()))
     });

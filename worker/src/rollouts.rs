@@ -24,7 +24,7 @@ use jiff::Timestamp;
 use longshore_contract::OperationRecord;
 use longshore_contract::jetstream::{OPERATIONS_BUCKET, ROLLOUTS_BUCKET};
 use longshore_contract::registry::fleet::Fleet;
-use longshore_contract::rollout::state::{Next, Outcome};
+use longshore_contract::rollout::state::{ClusterHealth, Next, Outcome};
 use longshore_contract::rollout::step::{self, Step, StepKind};
 use longshore_contract::rollout::{Progress, Rollout, RolloutId, RolloutLink};
 use longshore_contract::store::{Change, Modified, Store, StoreErrorKind};
@@ -102,6 +102,8 @@ pub struct Stepper {
     pub records: Store<OperationRecord>,
     pub fleet: Fleet,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The kinds the pools watch (`watch.kinds`): a health gate waits for these only.
+    pub watched: Vec<String>,
 }
 
 impl Stepper {
@@ -207,15 +209,26 @@ impl Stepper {
             .rollout_steps
             .get_or_create(&crate::metrics::OutcomeLabels { outcome: counted })
             .inc();
-        for (message, step) in &steps {
-            let timer = matches!(step.as_ref().map(|s| &s.kind), Some(StepKind::Timer));
+        let is_timer =
+            |step: &Option<Step>| matches!(step.as_ref().map(|s| &s.kind), Some(StepKind::Timer));
+        // Something due sooner than the timer wakes (a pause ending, a health check): one
+        // of these steps is handed back to come again then, the timer if it is here.
+        let soon = matches!(outcome, Ok(Some(wake)) if wake < step::TIMER_PERIOD);
+        let again = steps
+            .iter()
+            .position(|(_, s)| is_timer(s))
+            .or_else(|| soon.then(|| steps.len() - 1));
+        for (i, (message, step)) in steps.iter().enumerate() {
             let reply = match &outcome {
                 Err(e) => {
                     tracing::warn!(rollout = %id, error = %e, "rollout step failed; will retry");
                     AckKind::Nak(Some(RETRY))
                 }
-                // The timer lives as long as the rollout.
-                Ok(Some(wake)) if timer => AckKind::Nak(Some(*wake)),
+                // The timer lives as long as the rollout; another step stands in for it
+                // until something due soon is done.
+                Ok(Some(wake)) if Some(i) == again && (soon || is_timer(step)) => {
+                    AckKind::Nak(Some(*wake))
+                }
                 Ok(_) => AckKind::Ack,
             };
             settle(message, reply).await;
@@ -250,6 +263,7 @@ impl Stepper {
             }
         }
         let key = step::state_key(id);
+        let health = self.health(&rollout, &key).await?;
         let mut publish_done: Option<usize> = None;
         loop {
             let now = Timestamp::now();
@@ -273,6 +287,9 @@ impl Stepper {
                     }
                     if let Some(wave) = publish_done {
                         progress.published(wave, now);
+                    }
+                    if let Some((wave, seen)) = &health {
+                        progress.observe_health(&rollout, *wave, seen, now);
                     }
                     next = progress.advance(&rollout, now);
                     over = progress.phase.is_terminal();
@@ -305,6 +322,111 @@ impl Stepper {
             tracing::info!(rollout = %id, wave = wave + 1, clusters = rollout.wave_range(wave).len(), "wave started");
             publish_done = Some(wave);
         }
+    }
+
+    /// For a rollout whose current wave is soaking: how each of its succeeded clusters'
+    /// objects stand, from the inventory the clusters' watchers keep.
+    async fn health(
+        &self,
+        rollout: &Rollout,
+        key: &str,
+    ) -> Result<Option<(usize, Vec<(usize, ClusterHealth)>)>, String> {
+        use longshore_contract::rollout::state::{SUCCEEDED, WaveState};
+        let Some(progress) = self
+            .rollouts
+            .progress
+            .read(key)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let progress = progress.value;
+        let w = progress.wave;
+        if progress.phase.is_terminal() || progress.waves[w].state != WaveState::Soaking {
+            return Ok(None);
+        }
+        let start = rollout.wave_range(w).start;
+        let soaking: Vec<usize> = progress.waves[w]
+            .cells
+            .chars()
+            .enumerate()
+            .filter(|(_, c)| *c == SUCCEEDED)
+            .map(|(offset, _)| offset)
+            .collect();
+        let seen: Vec<Result<(usize, ClusterHealth), String>> = futures::stream::iter(soaking)
+            .map(|offset| async move {
+                let cluster = &rollout.clusters[start + offset];
+                Ok((offset, self.cluster_health(rollout, cluster).await?))
+            })
+            .buffer_unordered(PUBLISHING)
+            .collect()
+            .await;
+        Ok(Some((w, seen.into_iter().collect::<Result<_, _>>()?)))
+    }
+
+    /// Whether every object `cluster`'s operation changed is ready, as the cluster's watcher
+    /// saw it after the operation ended. Kinds not watched do not hold the gate.
+    async fn cluster_health(
+        &self,
+        rollout: &Rollout,
+        cluster: &longshore_contract::ClusterName,
+    ) -> Result<ClusterHealth, String> {
+        use longshore_contract::inventory::{Health, object_key};
+        use longshore_contract::record::Outcome as Done;
+        let op = rollout.id.operation(cluster);
+        let Some(record) = self
+            .records
+            .read(op.as_str())
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(ClusterHealth::NotYet);
+        };
+        let record = record.value;
+        for object in &record.results {
+            if matches!(object.outcome, Done::Deleted | Done::NotFound)
+                || !self
+                    .watched
+                    .contains(&format!("{}/{}", object.api_version, object.kind))
+            {
+                continue;
+            }
+            let key = object_key(
+                cluster.as_str(),
+                &object.api_version,
+                &object.kind,
+                object.namespace.as_deref(),
+                &object.name,
+            );
+            let Some(seen) = self
+                .fleet
+                .inventory
+                .read(&key)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                return Ok(ClusterHealth::NotYet);
+            };
+            let seen = seen.value;
+            // Seen since the operation wrote it: its health is the operation's outcome's.
+            let since = seen.last_operation.as_deref() == Some(op.as_str())
+                || record.finished_at.is_some_and(|at| seen.observed_at >= at);
+            match seen.health {
+                _ if !since => return Ok(ClusterHealth::NotYet),
+                Health::Failed => {
+                    return Ok(ClusterHealth::Unhealthy(format!(
+                        "{} {}: {}",
+                        object.kind,
+                        object.name,
+                        seen.health_reason.unwrap_or_else(|| "failed".into())
+                    )));
+                }
+                Health::Progressing => return Ok(ClusterHealth::NotYet),
+                Health::Ready => {}
+            }
+        }
+        Ok(ClusterHealth::Ready)
     }
 
     /// Counts what this step moved (it alone did: its compare-and-set won).

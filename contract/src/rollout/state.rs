@@ -134,6 +134,9 @@ impl Phase {
 pub enum WaveState {
     Pending,
     Running,
+    /// Its operations are over; with a health gate, its clusters' objects must stay ready
+    /// for the soak time before it counts as succeeded.
+    Soaking,
     Succeeded,
     /// The rollout halted in it.
     Failed,
@@ -193,6 +196,10 @@ pub struct WaveProgress {
     /// Every operation of the wave is in the work queue.
     #[serde(default)]
     pub published: bool,
+    /// Soaking: since when every succeeded cluster's objects have been ready (none: not
+    /// all are, yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_since: Option<Timestamp>,
     /// One character per cluster of the wave, in order: `.` not over, `s` succeeded, `f`
     /// failed, `x` cancelled (never started).
     pub cells: String,
@@ -282,6 +289,20 @@ pub struct Next {
     pub wake_at: Option<Timestamp>,
 }
 
+/// How often a soaking wave's health is looked at again.
+pub const HEALTH_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Where one succeeded cluster's changed objects stand, for a health gate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterHealth {
+    /// Every one reports ready.
+    Ready,
+    /// Some are not ready yet (or not seen yet).
+    NotYet,
+    /// One failed: why.
+    Unhealthy(String),
+}
+
 impl Progress {
     /// A new rollout's progress: every wave pending, the first about to start.
     pub fn new(rollout: &Rollout, now: Timestamp) -> Self {
@@ -292,6 +313,7 @@ impl Progress {
                 started_at: None,
                 ended_at: None,
                 published: false,
+                ready_since: None,
                 cells: OPEN.to_string().repeat(rollout.wave_range(w).len()),
             })
             .collect();
@@ -348,30 +370,38 @@ impl Progress {
         cells[offset] = outcome.cell();
         wave.cells = cells.into_iter().collect();
         self.updated_at = now;
-        if outcome == Outcome::Failed && !self.phase.is_terminal() {
-            let budget = &rollout.strategy.max_failures;
-            let in_wave = self.waves[w].count(FAILED);
-            let allowed_in_wave = budget.per_wave.budget(self.waves[w].cells.len());
-            let total = self.count(FAILED);
-            let allowed_total = budget.total.budget(rollout.clusters.len());
-            if in_wave > allowed_in_wave {
-                self.halt(
-                    w,
-                    format!(
-                        "wave {}: {in_wave} failed, more than maxFailures.perWave allows ({allowed_in_wave})",
-                        w + 1
-                    ),
-                    now,
-                );
-            } else if total > allowed_total {
-                self.halt(
-                    w,
-                    format!("{total} failed, more than maxFailures.total allows ({allowed_total})"),
-                    now,
-                );
-            }
+        if outcome == Outcome::Failed {
+            self.count_failure(rollout, w, now);
         }
         true
+    }
+
+    /// A failure in wave `w` was counted: halts the rollout if it passes a budget.
+    fn count_failure(&mut self, rollout: &Rollout, w: usize, now: Timestamp) {
+        if self.phase.is_terminal() {
+            return;
+        }
+        let budget = &rollout.strategy.max_failures;
+        let in_wave = self.waves[w].count(FAILED);
+        let allowed_in_wave = budget.per_wave.budget(self.waves[w].cells.len());
+        let total = self.count(FAILED);
+        let allowed_total = budget.total.budget(rollout.clusters.len());
+        if in_wave > allowed_in_wave {
+            self.halt(
+                w,
+                format!(
+                    "wave {}: {in_wave} failed, more than maxFailures.perWave allows ({allowed_in_wave})",
+                    w + 1
+                ),
+                now,
+            );
+        } else if total > allowed_total {
+            self.halt(
+                w,
+                format!("{total} failed, more than maxFailures.total allows ({allowed_total})"),
+                now,
+            );
+        }
     }
 
     fn halt(&mut self, wave: usize, reason: String, now: Timestamp) {
@@ -423,20 +453,55 @@ impl Progress {
                         wake_at: None,
                     };
                 }
-                WaveState::Running if wave.is_over() => {
-                    wave.state = WaveState::Succeeded;
-                    wave.ended_at = Some(now);
+                WaveState::Running
+                    if wave.is_over()
+                        && rollout.strategy.health_gate.is_some()
+                        && wave.cells.contains(SUCCEEDED) =>
+                {
+                    wave.state = WaveState::Soaking;
+                    wave.ready_since = None;
                     self.updated_at = now;
-                    if w + 1 == self.waves.len() {
-                        self.phase = Phase::Succeeded;
-                        self.ended_at = Some(now);
+                    return Next {
+                        publish: None,
+                        wake_at: Some(now),
+                    };
+                }
+                WaveState::Soaking => {
+                    let soak = rollout
+                        .strategy
+                        .health_gate
+                        .as_ref()
+                        .map(|g| SignedDuration::try_from(g.soak).unwrap_or(SignedDuration::MAX))
+                        .unwrap_or(SignedDuration::ZERO);
+                    let recheck = SignedDuration::try_from(HEALTH_RECHECK).unwrap_or_default();
+                    let due = wave
+                        .ready_since
+                        .and_then(|since| since.checked_add(soak).ok());
+                    match due {
+                        Some(at) if now >= at => {}
+                        Some(at) => {
+                            let again = now.checked_add(recheck).unwrap_or(at);
+                            return Next {
+                                publish: None,
+                                wake_at: Some(at.min(again)),
+                            };
+                        }
+                        None => {
+                            return Next {
+                                publish: None,
+                                wake_at: now.checked_add(recheck).ok(),
+                            };
+                        }
+                    }
+                    self.succeed_wave(w, rollout, now);
+                    if self.phase.is_terminal() {
                         return Next::default();
                     }
-                    self.wave = w + 1;
-                    let pause = rollout.strategy.pause;
-                    if !pause.is_zero() {
-                        let pause = SignedDuration::try_from(pause).unwrap_or(SignedDuration::MAX);
-                        self.waves[w + 1].not_before = now.checked_add(pause).ok();
+                }
+                WaveState::Running if wave.is_over() => {
+                    self.succeed_wave(w, rollout, now);
+                    if self.phase.is_terminal() {
+                        return Next::default();
                     }
                 }
                 // Waiting for its operations to be tallied.
@@ -447,6 +512,85 @@ impl Progress {
                 }
             }
         }
+    }
+
+    /// Wave `w` succeeded: the rollout too if it was the last, else the next wave is due
+    /// after the pause.
+    fn succeed_wave(&mut self, w: usize, rollout: &Rollout, now: Timestamp) {
+        let wave = &mut self.waves[w];
+        wave.state = WaveState::Succeeded;
+        wave.ended_at = Some(now);
+        self.updated_at = now;
+        if w + 1 == self.waves.len() {
+            self.phase = Phase::Succeeded;
+            self.ended_at = Some(now);
+            return;
+        }
+        self.wave = w + 1;
+        let pause = rollout.strategy.pause;
+        if !pause.is_zero() {
+            let pause = SignedDuration::try_from(pause).unwrap_or(SignedDuration::MAX);
+            self.waves[w + 1].not_before = now.checked_add(pause).ok();
+        }
+    }
+
+    /// What a health gate saw of soaking wave `wave`'s succeeded clusters (each by its
+    /// offset in the wave): an unhealthy one counts as failed (and may halt the
+    /// rollout); the soak runs from when all are ready, and starts again when one is not.
+    /// Whether anything changed.
+    pub fn observe_health(
+        &mut self,
+        rollout: &Rollout,
+        wave: usize,
+        health: &[(usize, ClusterHealth)],
+        now: Timestamp,
+    ) -> bool {
+        if self.phase.is_terminal()
+            || self.wave != wave
+            || self.waves[wave].state != WaveState::Soaking
+        {
+            return false;
+        }
+        let start = rollout.wave_range(wave).start;
+        let mut changed = false;
+        let mut all_ready = true;
+        for (offset, h) in health {
+            match h {
+                ClusterHealth::Ready => {}
+                ClusterHealth::NotYet => all_ready = false,
+                ClusterHealth::Unhealthy(reason) => {
+                    all_ready = false;
+                    let cells: Vec<char> = self.waves[wave].cells.chars().collect();
+                    if cells.get(*offset) == Some(&SUCCEEDED) {
+                        let mut cells = cells;
+                        cells[*offset] = FAILED;
+                        self.waves[wave].cells = cells.into_iter().collect();
+                        changed = true;
+                        self.count_failure(rollout, wave, now);
+                        if self.phase == Phase::Halted
+                            && let Some(r) = &mut self.reason
+                        {
+                            let cluster = &rollout.clusters[start + offset];
+                            r.push_str(&format!(" ({cluster} unhealthy: {reason})"));
+                        }
+                    }
+                }
+            }
+        }
+        let wave = &mut self.waves[wave];
+        let ready_since = if all_ready {
+            wave.ready_since.or(Some(now))
+        } else {
+            None
+        };
+        if ready_since != wave.ready_since && !self.phase.is_terminal() {
+            wave.ready_since = ready_since;
+            changed = true;
+        }
+        if changed {
+            self.updated_at = now;
+        }
+        changed
     }
 
     /// Wave `wave`'s operations are all in the work queue. Whether anything changed.

@@ -323,3 +323,91 @@ fn each_cluster_gets_its_own_operation_linked_to_the_rollout() {
     assert_eq!(e.spec.manifests, r.template.manifests);
     assert!(r.envelope(20, t(1)).is_none());
 }
+
+#[test]
+fn a_health_gate_holds_a_wave_until_its_clusters_stay_ready_for_the_soak() {
+    let r = rollout(20, &ONE_TEN_ALL, |s| {
+        s.health_gate = Some(crate::rollout::HealthGate {
+            soak: Duration::from_secs(30),
+        })
+    });
+    let mut p = Progress::new(&r, t(0));
+    start(&mut p, &r, t(0));
+    p.tally(&r, 0, Outcome::Succeeded, t(1));
+    assert_eq!(
+        p.advance(&r, t(1)).wake_at,
+        Some(t(1)),
+        "look at its health now"
+    );
+    assert_eq!(p.waves[0].state, WaveState::Soaking);
+    assert_eq!(
+        p.advance(&r, t(2)).wake_at,
+        Some(t(4)),
+        "not seen ready: look again"
+    );
+    assert!(p.observe_health(&r, 0, &[(0, ClusterHealth::Ready)], t(5)));
+    assert_eq!(p.waves[0].ready_since, Some(t(5)));
+    assert!(
+        !p.observe_health(&r, 0, &[(0, ClusterHealth::Ready)], t(6)),
+        "still ready"
+    );
+    assert_eq!(p.advance(&r, t(20)).wake_at, Some(t(22)));
+    // Not ready for a moment: the soak starts again.
+    assert!(p.observe_health(&r, 0, &[(0, ClusterHealth::NotYet)], t(21)));
+    assert!(p.observe_health(&r, 0, &[(0, ClusterHealth::Ready)], t(22)));
+    assert_eq!(p.advance(&r, t(51)).publish, None, "29 s of 30");
+    assert_eq!(p.waves[1].state, WaveState::Pending);
+    assert_eq!(
+        p.advance(&r, t(52)).publish,
+        Some(1),
+        "soaked: the next wave"
+    );
+    assert_eq!(p.waves[0].state, WaveState::Succeeded);
+}
+
+#[test]
+fn an_unhealthy_cluster_fails_and_past_the_budget_halts() {
+    let r = rollout(20, &ONE_TEN_ALL, |s| {
+        s.health_gate = Some(crate::rollout::HealthGate {
+            soak: Duration::from_secs(30),
+        })
+    });
+    let mut p = Progress::new(&r, t(0));
+    start(&mut p, &r, t(0));
+    p.tally(&r, 0, Outcome::Succeeded, t(1));
+    p.advance(&r, t(1));
+    let unhealthy = ClusterHealth::Unhealthy("ProgressDeadlineExceeded".into());
+    assert!(
+        !p.observe_health(&r, 1, &[(0, unhealthy.clone())], t(2)),
+        "not the soaking wave"
+    );
+    assert!(p.observe_health(&r, 0, &[(0, unhealthy)], t(2)));
+    assert_eq!(p.phase, Phase::Halted);
+    assert_eq!(p.waves[0].cells, "f");
+    let reason = p.reason.clone().unwrap();
+    assert!(
+        reason.contains("c0 unhealthy: ProgressDeadlineExceeded"),
+        "{reason}"
+    );
+    assert_eq!(p.advance(&r, t(100)), Next::default());
+}
+
+#[test]
+fn without_a_gate_or_a_success_a_wave_does_not_soak() {
+    let gated = |s: &mut Strategy| {
+        s.health_gate = Some(crate::rollout::HealthGate {
+            soak: Duration::from_secs(30),
+        });
+        s.max_failures.per_wave = Size::Percent(100);
+        s.max_failures.total = Size::Percent(100);
+    };
+    let r = rollout(20, &ONE_TEN_ALL, gated);
+    let mut p = Progress::new(&r, t(0));
+    start(&mut p, &r, t(0));
+    p.tally(&r, 0, Outcome::Failed, t(1));
+    assert_eq!(
+        p.advance(&r, t(1)).publish,
+        Some(1),
+        "nothing succeeded: nothing to soak"
+    );
+}
