@@ -592,3 +592,78 @@ async fn an_operation_whose_agent_died_on_its_last_delivery_is_swept_by_the_hub(
     let edge = t.edge_sim.cluster(EDGE).unwrap();
     assert!(!effects(&edge).contains_key(&id), "never applied");
 }
+
+#[tokio::test]
+async fn a_fleet_rollout_reaches_a_private_cluster_through_its_agent_and_counts_it() {
+    let t = Topology::start().await;
+    let _agent = t.agent("agent-1", &[]);
+    t.agents_ready(1).await;
+    // The hub's cluster first, the private one in the second wave: the agent's tally,
+    // published across the leaf, is what ends the rollout.
+    let resp = t
+        .http
+        .post(format!("{}/v1/fleet-rollouts", t.dispatcher.url))
+        .json(&json!({
+            "template": {"action": "apply", "manifests": [{"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "fleet", "namespace": "default"}, "data": {"value": "1"}}]},
+            "clusters": {"names": [HUB_CLUSTER, EDGE]},
+            "strategy": {"waves": [1, "100%"]},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = eventually(
+        Duration::from_secs(30),
+        "the rollout to succeed",
+        || async {
+            let s: Value = t
+                .http
+                .get(format!("{}/v1/fleet-rollouts/{id}", t.dispatcher.url))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (s["state"] == "succeeded").then_some(s)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e} (logs in {})", t.logs().display()));
+    let edge_op = done["waves"][1]["clusters"][0]["operation"]
+        .as_str()
+        .unwrap();
+    let record = t.record(edge_op).await.unwrap();
+    assert_eq!(record["worker"], "agent-1", "{record}");
+    let edge = t.edge_sim.cluster(EDGE).unwrap();
+    assert_eq!(value_of(&edge, "fleet").as_deref(), Some("1"));
+    assert_eq!(effects(&edge).get(edge_op), Some(&1));
+
+    // From the private cluster: a rollout's progress is readable, its record (the
+    // template, which may hold secrets) is not, and neither is writable.
+    let client = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix(agent::inbox_prefix(&PoolName::new(POOL).unwrap()))
+        .request_timeout(Some(Duration::from_secs(2)))
+        .connect(t.leaf.url())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::with_domain(client, DOMAIN);
+    let rollouts = js.get_key_value("LONGSHORE_ROLLOUTS").await.unwrap();
+    let state = rollouts.get(format!("state.{id}")).await;
+    assert!(matches!(state, Ok(Some(_))), "its own progress: {state:?}");
+    assert!(
+        !matches!(rollouts.get(format!("spec.{id}")).await, Ok(Some(_))),
+        "the template crossed the leaf"
+    );
+    assert!(
+        rollouts
+            .put(format!("state.{id}"), "{}".into())
+            .await
+            .is_err()
+    );
+}
