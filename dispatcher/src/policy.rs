@@ -25,7 +25,7 @@ pub struct PolicyConfig {
     /// registry. Off by default: an ordinary pipeline token only reads them.
     pub manage_clusters: bool,
     /// The controls of fleet rollouts it may use (`pause`, `resume`, `approve`,
-    /// `cancel`), on rollouts whose every cluster its `clusters` allow. None by default:
+    /// `cancel`, `retry-failed`), on rollouts whose every cluster its `clusters` allow. None by default:
     /// submitting a rollout needs only what its operations need.
     pub rollout_controls: Vec<longshore_contract::rollout::state::ControlAction>,
 }

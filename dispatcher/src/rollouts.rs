@@ -7,7 +7,7 @@
 //! - `GET /v1/fleet-rollouts/{id}[?wait=60s]`: per wave and per cluster, as the progress
 //!   says; `state` and `percentComplete` for pipelines to poll; `/events` the same as
 //!   server-sent events, one per change.
-//! - `POST /v1/fleet-rollouts/{id}/{pause|resume|approve|cancel}[?wave=N]`: compare-and-set
+//! - `POST /v1/fleet-rollouts/{id}/{pause|resume|approve|cancel|retry-failed}[?wave=N]`: compare-and-set
 //!   on the progress, recorded with who and when, then a nudge so it takes effect at once
 //!   (the rollout's timer makes it within its period if the nudge is lost).
 
@@ -329,10 +329,12 @@ fn view(ctx: &Context, rollout: &Rollout, progress: &Progress) -> Value {
         .enumerate()
         .map(|(w, wave)| {
             let range = rollout.wave_range(w);
+            let start = range.start;
             let clusters: Vec<Value> = rollout.clusters[range]
                 .iter()
                 .zip(wave.cells.chars())
-                .map(|(cluster, cell)| {
+                .enumerate()
+                .map(|(offset, (cluster, cell))| {
                     let state = match cell {
                         SUCCEEDED => "succeeded",
                         FAILED => "failed",
@@ -342,7 +344,12 @@ fn view(ctx: &Context, rollout: &Rollout, progress: &Progress) -> Value {
                         OPEN if wave.started_at.is_some() => "running",
                         _ => "pending",
                     };
-                    json!({"name": cluster, "state": state, "operation": rollout.id.operation(cluster)})
+                    let attempt = progress.attempt_of(start + offset);
+                    let mut c = json!({"name": cluster, "state": state, "operation": rollout.id.attempt(cluster, attempt)});
+                    if attempt > 0 {
+                        c["attempt"] = json!(attempt);
+                    }
+                    c
                 })
                 .collect();
             let gate = rollout.strategy.approval_before.contains(&(w + 1));
@@ -383,6 +390,7 @@ fn view(ctx: &Context, rollout: &Rollout, progress: &Progress) -> Value {
         "traceId": rollout.trace_id,
         "statusUrl": status_url(ctx, &rollout.id),
         "controls": progress.controls,
+        "retries": progress.retries,
         "waves": waves,
     })
 }
@@ -454,9 +462,10 @@ pub async fn control(
         "resume" => ControlAction::Resume,
         "approve" => ControlAction::Approve,
         "cancel" => ControlAction::Cancel,
+        "retry-failed" => ControlAction::RetryFailed,
         other => {
             return Err(Error::Missing(format!(
-                "control {other:?} (one of pause, resume, approve, cancel)"
+                "control {other:?} (one of pause, resume, approve, cancel, retry-failed)"
             )));
         }
     };

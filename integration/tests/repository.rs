@@ -53,6 +53,7 @@ fn the_contract_doc_names_every_field_of_the_record() {
                 .unwrap(),
             index: 0,
             wave: 1,
+            attempt: 1,
         }),
     };
     let mut record = OperationRecord::queued(&env);

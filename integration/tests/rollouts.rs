@@ -860,3 +860,90 @@ async fn a_health_gate_holds_each_wave_for_its_soak_and_an_unhealthy_cluster_hal
         "its operation succeeded, its health did not"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_failed_tries_the_failed_clusters_again_then_goes_on_from_the_halt() {
+    let system = fleet(6, |_| json!({"env": "prod"})).await;
+    let refuse = Faults {
+        scope: FaultScope::Writes,
+        errors: vec![ErrorFault {
+            status: 422,
+            retry_after_seconds: None,
+            when: Trigger::default(),
+        }],
+        ..Default::default()
+    };
+    system.cluster("c02").set_faults(refuse);
+    let body = json!({
+        "template": configmap_template("1"),
+        "clusters": {"names": names(6)},
+        "strategy": {"waves": [2, 4, "100%"]},
+    });
+    let (code, accepted) = post(&system, "/v1/fleet-rollouts", &body, None).await;
+    assert_eq!(code, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    let halted = until_state(&system, &id, "halted").await;
+    let first = halted["waves"][1]["clusters"][0]["operation"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    eventually(WAIT, "wave 2 to settle", || async {
+        let s = status(&system, &id).await;
+        let open = s["waves"][1]["clusters"]
+            .as_array()?
+            .iter()
+            .any(|c| c["state"] == "running");
+        (!open).then_some(())
+    })
+    .await
+    .unwrap();
+    for c in ["c04", "c05"] {
+        assert!(!touched(&system, c), "{c} is after the halt");
+    }
+
+    // The cause fixed, the failed cluster is tried again, once.
+    system.cluster("c02").set_faults(Faults::default());
+    let (code, retried) = control(&system, &id, "retry-failed").await;
+    assert_eq!(
+        (code, &retried["changed"]),
+        (200, &json!(true)),
+        "{retried}"
+    );
+    let (code, again) = control(&system, &id, "retry-failed").await;
+    assert_eq!((code, &again["changed"]), (200, &json!(false)), "{again}");
+    let done = until_state(&system, &id, "succeeded").await;
+    let c02 = &done["waves"][1]["clusters"][0];
+    assert_eq!(
+        (c02["name"].as_str(), c02["attempt"].as_u64()),
+        (Some("c02"), Some(1)),
+        "{done}"
+    );
+    let second = c02["operation"].as_str().unwrap();
+    assert_ne!(second, first, "a new operation");
+    assert_eq!(
+        applied(&system, "c02"),
+        BTreeMap::from([(second.to_owned(), 1)])
+    );
+    assert_eq!(system.status(&first).await.unwrap()["state"], "failed");
+    for w in 0..3 {
+        for (cluster, entry) in wave_clusters(&done, w)
+            .iter()
+            .zip(done["waves"][w]["clusters"].as_array().unwrap())
+        {
+            let op = entry["operation"].as_str().unwrap();
+            assert_eq!(
+                applied(&system, cluster),
+                BTreeMap::from([(op.to_owned(), 1)]),
+                "{cluster}"
+            );
+        }
+    }
+    assert_eq!(done["retries"][0]["clusters"], json!([2]));
+    let actions: Vec<&str> = done["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["retry-failed"]);
+}

@@ -63,7 +63,7 @@ pub async fn report(
     link: &RolloutLink,
     operation: &OperationId,
 ) -> Result<(), String> {
-    let step = Step::tally(link.id.clone(), operation.clone(), link.index);
+    let step = Step::tally(link.id.clone(), operation.clone(), link.index, link.attempt);
     publish(js, &step).await
 }
 
@@ -256,20 +256,26 @@ impl Stepper {
         };
         let mut tallies = Vec::new();
         for step in steps {
-            if let StepKind::Tally { operation, index } = &step.kind
-                && let Some(outcome) = self.outcome(&rollout, operation, *index).await?
+            if let StepKind::Tally {
+                operation,
+                index,
+                attempt,
+            } = &step.kind
+                && let Some(outcome) = self.outcome(&rollout, operation, *index, *attempt).await?
             {
-                tallies.push((*index, outcome));
+                tallies.push((*index, *attempt, outcome));
             }
         }
         let key = step::state_key(id);
         let health = self.health(&rollout, &key).await?;
         let mut publish_done: Option<usize> = None;
+        let mut retry_done: Option<u32> = None;
         loop {
             let now = Timestamp::now();
             let mut next = Next::default();
             let mut over = false;
             let mut before = None;
+            let mut latest = None;
             let modified = self
                 .rollouts
                 .progress
@@ -282,17 +288,21 @@ impl Stepper {
                         .unwrap_or_else(|| Progress::new(&rollout, rollout.submitted_at));
                     let mut progress = current.clone();
                     before = Some(current.clone());
-                    for (index, outcome) in &tallies {
-                        progress.tally(&rollout, *index, *outcome, now);
+                    for (index, attempt, outcome) in &tallies {
+                        progress.tally(&rollout, *index, *attempt, *outcome, now);
                     }
                     if let Some(wave) = publish_done {
                         progress.published(wave, now);
+                    }
+                    if let Some(attempt) = retry_done {
+                        progress.retry_published(attempt, now);
                     }
                     if let Some((wave, seen)) = &health {
                         progress.observe_health(&rollout, *wave, seen, now);
                     }
                     next = progress.advance(&rollout, now);
                     over = progress.phase.is_terminal();
+                    latest = Some(progress.clone());
                     Ok::<_, longshore_contract::store::StoreError>(
                         if progress == current && !missing {
                             Change::Keep
@@ -307,6 +317,20 @@ impl Stepper {
                 self.count(before, &after.value);
             }
             tallies.clear();
+            if let (Some(attempt), Some(latest)) = (next.retry, &latest) {
+                let clusters = latest
+                    .retries
+                    .iter()
+                    .find(|r| r.attempt == attempt)
+                    .map(|r| r.clusters.clone())
+                    .unwrap_or_default();
+                let members: Vec<(usize, u32)> = clusters.iter().map(|i| (*i, attempt)).collect();
+                self.publish(&rollout, &format!("retry {attempt}"), &members)
+                    .await?;
+                tracing::info!(rollout = %id, attempt, clusters = members.len(), "retry started");
+                retry_done = Some(attempt);
+                continue;
+            }
             let Some(wave) = next.publish else {
                 if over {
                     return Ok(None);
@@ -318,7 +342,9 @@ impl Stepper {
                     .clamp(Duration::from_millis(50), step::TIMER_PERIOD);
                 return Ok(Some(wake));
             };
-            self.publish_wave(&rollout, wave).await?;
+            let members: Vec<(usize, u32)> = rollout.wave_range(wave).map(|i| (i, 0)).collect();
+            self.publish(&rollout, &format!("wave {}", wave + 1), &members)
+                .await?;
             tracing::info!(rollout = %id, wave = wave + 1, clusters = rollout.wave_range(wave).len(), "wave started");
             publish_done = Some(wave);
         }
@@ -355,9 +381,15 @@ impl Stepper {
             .map(|(offset, _)| offset)
             .collect();
         let seen: Vec<Result<(usize, ClusterHealth), String>> = futures::stream::iter(soaking)
-            .map(|offset| async move {
-                let cluster = &rollout.clusters[start + offset];
-                Ok((offset, self.cluster_health(rollout, cluster).await?))
+            .map(|offset| {
+                let attempt = progress.attempt_of(start + offset);
+                async move {
+                    let cluster = &rollout.clusters[start + offset];
+                    Ok((
+                        offset,
+                        self.cluster_health(rollout, cluster, attempt).await?,
+                    ))
+                }
             })
             .buffer_unordered(PUBLISHING)
             .collect()
@@ -371,10 +403,11 @@ impl Stepper {
         &self,
         rollout: &Rollout,
         cluster: &longshore_contract::ClusterName,
+        attempt: u32,
     ) -> Result<ClusterHealth, String> {
         use longshore_contract::inventory::{Health, object_key};
         use longshore_contract::record::Outcome as Done;
-        let op = rollout.id.operation(cluster);
+        let op = rollout.id.attempt(cluster, attempt);
         let Some(record) = self
             .records
             .read(op.as_str())
@@ -470,11 +503,12 @@ impl Stepper {
         rollout: &Rollout,
         operation: &OperationId,
         index: usize,
+        attempt: u32,
     ) -> Result<Option<Outcome>, String> {
         let ours = rollout
             .clusters
             .get(index)
-            .is_some_and(|c| rollout.id.operation(c) == *operation);
+            .is_some_and(|c| rollout.id.attempt(c, attempt) == *operation);
         if !ours {
             tracing::warn!(rollout = %rollout.id, op_id = %operation, index, "a tally for an operation that is not the rollout's; ignoring it");
             return Ok(None);
@@ -487,19 +521,23 @@ impl Stepper {
         Ok(record.and_then(|r| Outcome::of(r.value.state)))
     }
 
-    /// Puts wave `wave`'s operations in the work queue: each record created `queued` (or
-    /// found), then published with its id as `Nats-Msg-Id`. An operation found running or
-    /// over is not published again.
+    /// Puts the operations of `members` (cluster position, attempt) in the work queue:
+    /// each record created `queued` (or found), then published with its id as
+    /// `Nats-Msg-Id`. An operation found running or over is not published again.
     ///
-    /// In the rollout's trace: a `start wave` span, child of the request that submitted
-    /// the rollout, is the parent of each of the wave's operations.
-    async fn publish_wave(&self, rollout: &Rollout, wave: usize) -> Result<(), String> {
+    /// In the rollout's trace: a `start wave` span (`what`: `wave 2`, `retry 1`), child of
+    /// the request that submitted the rollout, is the parent of each of the operations.
+    async fn publish(
+        &self,
+        rollout: &Rollout,
+        what: &str,
+        members: &[(usize, u32)],
+    ) -> Result<(), String> {
         let span = tracing::info_span!(
             "start_wave",
-            otel.name = %format!("start wave {} of {}", wave + 1, rollout.id),
+            otel.name = %format!("start {what} of {}", rollout.id),
             rollout = %rollout.id,
-            wave = wave + 1,
-            clusters = rollout.wave_range(wave).len(),
+            clusters = members.len(),
         );
         if let Some(parent) = &rollout.traceparent {
             let mut carrier = async_nats::HeaderMap::new();
@@ -514,15 +552,15 @@ impl Stepper {
         }
         let now = Timestamp::now();
         let publishing = async {
-            let results: Vec<Result<(), String>> = futures::stream::iter(
-                rollout
-                    .wave_range(wave)
-                    .filter_map(|i| rollout.envelope(i, now)),
-            )
-            .map(|envelope| self.publish_operation(rollout, envelope))
-            .buffer_unordered(PUBLISHING)
-            .collect()
-            .await;
+            let envelopes: Vec<Envelope> = members
+                .iter()
+                .filter_map(|(i, attempt)| rollout.envelope(*i, *attempt, now))
+                .collect();
+            let results: Vec<Result<(), String>> = futures::stream::iter(envelopes)
+                .map(|envelope| self.publish_operation(rollout, envelope))
+                .buffer_unordered(PUBLISHING)
+                .collect()
+                .await;
             results.into_iter().collect()
         };
         tracing::Instrument::instrument(publishing, span).await

@@ -35,6 +35,13 @@ pub struct RolloutLink {
     pub index: usize,
     /// Its wave (from 1).
     pub wave: usize,
+    /// 0 for the first operation on the cluster, then each retry's number.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A fleet rollout's id.
@@ -80,8 +87,20 @@ impl RolloutId {
     /// The id of this rollout's operation on `cluster`: the same however often, and by
     /// whichever replica, the wave holding it is published.
     pub fn operation(&self, cluster: &ClusterName) -> OperationId {
+        self.attempt(cluster, 0)
+    }
+
+    /// The id of attempt `attempt` on `cluster`: 0 is the first ([`RolloutId::operation`]),
+    /// each retry of the rollout's failed clusters the next.
+    pub fn attempt(&self, cluster: &ClusterName, attempt: u32) -> OperationId {
         let mut h = Sha256::new();
-        for part in [self.0.as_bytes(), cluster.as_str().as_bytes()] {
+        let attempt = attempt.to_string();
+        let mut parts = vec![self.0.as_bytes(), cluster.as_str().as_bytes()];
+        // Attempt 0 hashes as before retries existed: its ids do not change.
+        if attempt != "0" {
+            parts.push(attempt.as_bytes());
+        }
+        for part in parts {
             h.update(part);
             h.update([0]);
         }

@@ -67,13 +67,18 @@ impl Rollout {
         self.wave_ends.iter().position(|end| index < *end)
     }
 
-    /// The operation of the cluster at `index`: its id derived from the rollout's and the
-    /// cluster's, so it is the same however often and by whichever replica it is made.
-    pub fn envelope(&self, index: usize, now: Timestamp) -> Option<Envelope> {
+    /// Attempt `attempt` of the operation of the cluster at `index`: its id derived from
+    /// the rollout's, the cluster's and the attempt's, so it is the same however often and
+    /// by whichever replica it is made.
+    pub fn envelope(&self, index: usize, attempt: u32, now: Timestamp) -> Option<Envelope> {
         let cluster = self.clusters.get(index)?.clone();
         let wave = self.wave_of(index)?;
-        let id = self.id.operation(&cluster);
-        let key = IdempotencyKey::new(format!("{}/{}", self.id, cluster)).ok()?;
+        let id = self.id.attempt(&cluster, attempt);
+        let key = match attempt {
+            0 => format!("{}/{}", self.id, cluster),
+            n => format!("{}/{}/{n}", self.id, cluster),
+        };
+        let key = IdempotencyKey::new(key).ok()?;
         let spec = OperationSpec {
             cluster,
             ..self.template.clone()
@@ -90,6 +95,7 @@ impl Rollout {
                 id: self.id.clone(),
                 index,
                 wave: wave + 1,
+                attempt,
             }),
         })
     }
@@ -223,6 +229,9 @@ pub enum ControlAction {
     Resume,
     Approve,
     Cancel,
+    /// A new attempt on every cluster whose operation failed, as a wave of its own.
+    #[serde(rename = "retry-failed")]
+    RetryFailed,
 }
 
 impl ControlAction {
@@ -232,6 +241,7 @@ impl ControlAction {
             ControlAction::Resume => "resume",
             ControlAction::Approve => "approve",
             ControlAction::Cancel => "cancel",
+            ControlAction::RetryFailed => "retry-failed",
         }
     }
 }
@@ -259,6 +269,20 @@ pub enum ControlError {
     NoGate { wave: usize, gates: Vec<usize> },
 }
 
+/// A retry of the clusters whose operation had failed: their cells open again, each gets
+/// attempt `attempt`, and the wave the rollout is at does not end before they do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retry {
+    pub attempt: u32,
+    /// Their positions in the rollout's list.
+    pub clusters: Vec<usize>,
+    pub at: Timestamp,
+    /// Every retried operation is in the work queue.
+    #[serde(default)]
+    pub published: bool,
+}
+
 /// A rollout's progress: moved by compare-and-set only.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -272,6 +296,8 @@ pub struct Progress {
     pub approved: Vec<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub controls: Vec<Control>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<Retry>,
     /// Why it halted or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -285,6 +311,8 @@ pub struct Progress {
 pub struct Next {
     /// Publish this wave's operations (from 0), then [`Progress::published`] it.
     pub publish: Option<usize>,
+    /// Publish this retry's operations, then [`Progress::retry_published`] it.
+    pub retry: Option<u32>,
     /// Nothing more can happen before this, unless something is tallied or controlled.
     pub wake_at: Option<Timestamp>,
 }
@@ -323,6 +351,7 @@ impl Progress {
             waves,
             approved: Vec::new(),
             controls: Vec::new(),
+            retries: Vec::new(),
             reason: None,
             updated_at: now,
             ended_at: None,
@@ -348,6 +377,40 @@ impl Progress {
         ((over * 100 / total) as u8).min(99)
     }
 
+    /// The attempt the cluster at `index` is at: the last retry's that includes it, else 0.
+    pub fn attempt_of(&self, index: usize) -> u32 {
+        self.retries
+            .iter()
+            .rev()
+            .find(|r| r.clusters.contains(&index))
+            .map_or(0, |r| r.attempt)
+    }
+
+    /// Whether a retried cluster (of any wave) is not over yet.
+    fn retry_open(&self, rollout: &Rollout) -> bool {
+        let Some(retry) = self.retries.last() else {
+            return false;
+        };
+        retry.clusters.iter().any(|i| {
+            rollout.wave_of(*i).is_some_and(|w| {
+                let offset = i - rollout.wave_range(w).start;
+                self.waves[w].cells.chars().nth(offset) == Some(OPEN)
+            })
+        })
+    }
+
+    /// Retry `attempt`'s operations are all in the work queue.
+    pub fn retry_published(&mut self, attempt: u32, now: Timestamp) -> bool {
+        match self.retries.iter_mut().find(|r| r.attempt == attempt) {
+            Some(r) if !r.published => {
+                r.published = true;
+                self.updated_at = now;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Counts the operation of the cluster at `index` as `outcome`. Idempotent: a cell is
     /// set once, and a second tally of it changes nothing. Halts the rollout the moment its
     /// failures pass a budget. Whether anything changed.
@@ -355,9 +418,14 @@ impl Progress {
         &mut self,
         rollout: &Rollout,
         index: usize,
+        attempt: u32,
         outcome: Outcome,
         now: Timestamp,
     ) -> bool {
+        // An earlier attempt's tally (redelivered after a retry opened its cell) is stale.
+        if attempt != self.attempt_of(index) {
+            return false;
+        }
         let Some(w) = rollout.wave_of(index) else {
             return false;
         };
@@ -419,6 +487,15 @@ impl Progress {
                 return Next::default();
             }
             let w = self.wave;
+            if let Some(retry) = self.retries.last()
+                && !retry.published
+            {
+                return Next {
+                    retry: Some(retry.attempt),
+                    ..Next::default()
+                };
+            }
+            let retrying = self.retry_open(rollout);
             let gates = &rollout.strategy.approval_before;
             let wave = &mut self.waves[w];
             match wave.state {
@@ -438,8 +515,8 @@ impl Progress {
                         && now < at
                     {
                         return Next {
-                            publish: None,
                             wake_at: Some(at),
+                            ..Next::default()
                         };
                     }
                     wave.state = WaveState::Running;
@@ -450,20 +527,20 @@ impl Progress {
                 WaveState::Running if !wave.published => {
                     return Next {
                         publish: Some(w),
-                        wake_at: None,
+                        ..Next::default()
                     };
                 }
+                // Waiting for its operations (and any retried cluster's) to be tallied.
+                WaveState::Running if !wave.is_over() || retrying => return Next::default(),
                 WaveState::Running
-                    if wave.is_over()
-                        && rollout.strategy.health_gate.is_some()
-                        && wave.cells.contains(SUCCEEDED) =>
+                    if rollout.strategy.health_gate.is_some() && wave.cells.contains(SUCCEEDED) =>
                 {
                     wave.state = WaveState::Soaking;
                     wave.ready_since = None;
                     self.updated_at = now;
                     return Next {
-                        publish: None,
                         wake_at: Some(now),
+                        ..Next::default()
                     };
                 }
                 WaveState::Soaking => {
@@ -482,14 +559,14 @@ impl Progress {
                         Some(at) => {
                             let again = now.checked_add(recheck).unwrap_or(at);
                             return Next {
-                                publish: None,
                                 wake_at: Some(at.min(again)),
+                                ..Next::default()
                             };
                         }
                         None => {
                             return Next {
-                                publish: None,
                                 wake_at: now.checked_add(recheck).ok(),
+                                ..Next::default()
                             };
                         }
                     }
@@ -498,14 +575,12 @@ impl Progress {
                         return Next::default();
                     }
                 }
-                WaveState::Running if wave.is_over() => {
+                WaveState::Running => {
                     self.succeed_wave(w, rollout, now);
                     if self.phase.is_terminal() {
                         return Next::default();
                     }
                 }
-                // Waiting for its operations to be tallied.
-                WaveState::Running => return Next::default(),
                 // The current wave is over only in a terminal phase, handled above.
                 WaveState::Succeeded | WaveState::Failed | WaveState::Cancelled => {
                     return Next::default();
@@ -593,6 +668,71 @@ impl Progress {
         changed
     }
 
+    /// Opens every failed cluster's cell again for a new attempt (and, after a halt, those
+    /// of its wave the halt kept from starting), and the rollout with them:
+    /// a halted rollout goes on from the wave it halted in, once they are over (and
+    /// within the budgets); a succeeded one with failures within them ends again. Nothing
+    /// to retry (none failed, or a retry still running) is `Ok(false)`; a cancelled
+    /// rollout is over.
+    fn retry_failed(
+        &mut self,
+        rollout: &Rollout,
+        by: &str,
+        now: Timestamp,
+    ) -> Result<bool, ControlError> {
+        if self.phase == Phase::Cancelled {
+            return Err(ControlError::Over(self.phase));
+        }
+        // The failed, and those of the wave it halted in that the halt kept from starting.
+        let halted_in = (self.phase == Phase::Halted).then_some(self.wave);
+        let failed: Vec<usize> = (0..rollout.clusters.len())
+            .filter(|i| {
+                rollout.wave_of(*i).is_some_and(|w| {
+                    let offset = i - rollout.wave_range(w).start;
+                    match self.waves[w].cells.chars().nth(offset) {
+                        Some(FAILED) => true,
+                        Some(CANCELLED) => halted_in == Some(w),
+                        _ => false,
+                    }
+                })
+            })
+            .collect();
+        if failed.is_empty() || !self.phase.is_terminal() {
+            return Ok(false);
+        }
+        for i in &failed {
+            let Some(w) = rollout.wave_of(*i) else {
+                continue;
+            };
+            let offset = i - rollout.wave_range(w).start;
+            let mut cells: Vec<char> = self.waves[w].cells.chars().collect();
+            cells[offset] = OPEN;
+            self.waves[w].cells = cells.into_iter().collect();
+        }
+        let current = &mut self.waves[self.wave];
+        current.state = WaveState::Running;
+        current.ended_at = None;
+        current.ready_since = None;
+        self.phase = Phase::Running;
+        self.reason = None;
+        self.ended_at = None;
+        let attempt = self.retries.last().map_or(1, |r| r.attempt + 1);
+        self.retries.push(Retry {
+            attempt,
+            clusters: failed,
+            at: now,
+            published: false,
+        });
+        self.updated_at = now;
+        self.controls.push(Control {
+            action: ControlAction::RetryFailed,
+            by: by.to_owned(),
+            at: now,
+            wave: None,
+        });
+        Ok(true)
+    }
+
     /// Wave `wave`'s operations are all in the work queue. Whether anything changed.
     pub fn published(&mut self, wave: usize, now: Timestamp) -> bool {
         match self.waves.get_mut(wave) {
@@ -615,6 +755,9 @@ impl Progress {
         by: &str,
         now: Timestamp,
     ) -> Result<bool, ControlError> {
+        if action == ControlAction::RetryFailed {
+            return self.retry_failed(rollout, by, now);
+        }
         if self.phase.is_terminal() {
             if action == ControlAction::Cancel && self.phase == Phase::Cancelled {
                 return Ok(false);
@@ -651,6 +794,7 @@ impl Progress {
                 self.approved.push(wave);
                 approved = Some(wave);
             }
+            ControlAction::RetryFailed => unreachable!("handled above"),
             ControlAction::Cancel => {
                 self.phase = Phase::Cancelled;
                 self.reason = Some(format!("cancelled by {by}"));

@@ -61,6 +61,9 @@ pub enum StepKind {
     Tally {
         operation: OperationId,
         index: usize,
+        /// 0 for the first attempt on the cluster, then each retry's.
+        #[serde(default)]
+        attempt: u32,
     },
     Nudge {
         why: String,
@@ -75,10 +78,14 @@ impl Step {
         }
     }
 
-    pub fn tally(rollout: RolloutId, operation: OperationId, index: usize) -> Self {
+    pub fn tally(rollout: RolloutId, operation: OperationId, index: usize, attempt: u32) -> Self {
         Self {
             rollout,
-            kind: StepKind::Tally { operation, index },
+            kind: StepKind::Tally {
+                operation,
+                index,
+                attempt,
+            },
         }
     }
 
@@ -130,7 +137,7 @@ mod tests {
         let op = id.operation(&crate::ClusterName::new("eu-1").unwrap());
         for step in [
             Step::timer(id.clone()),
-            Step::tally(id.clone(), op.clone(), 3),
+            Step::tally(id.clone(), op.clone(), 3, 0),
             Step::nudge(id.clone(), "control.2"),
         ] {
             let (subject, headers, payload) = step.to_message();
@@ -141,7 +148,7 @@ mod tests {
         }
         assert_eq!(Step::timer(id.clone()).message_id(), format!("{id}.timer"));
         assert_eq!(
-            Step::tally(id.clone(), op.clone(), 3).message_id(),
+            Step::tally(id.clone(), op.clone(), 3, 0).message_id(),
             format!("{op}.tally"),
             "one tally per operation, whoever ends it"
         );

@@ -52,7 +52,7 @@ fn start(p: &mut Progress, r: &Rollout, now: Timestamp) -> usize {
 
 fn finish_wave(p: &mut Progress, r: &Rollout, w: usize, outcome: Outcome, now: Timestamp) {
     for i in r.wave_range(w) {
-        p.tally(r, i, outcome, now);
+        p.tally(r, i, 0, outcome, now);
     }
 }
 
@@ -77,7 +77,7 @@ fn waves_run_in_order_each_starting_when_the_one_before_is_over() {
     assert_eq!(p.percent_complete(), 10, "2 of 20 over");
     for i in r.wave_range(2) {
         assert_ne!(p.phase, Phase::Succeeded, "not before the last cluster");
-        p.tally(&r, i, Outcome::Succeeded, t(6));
+        p.tally(&r, i, 0, Outcome::Succeeded, t(6));
         p.advance(&r, t(6));
     }
     assert_eq!(p.phase, Phase::Succeeded);
@@ -91,13 +91,13 @@ fn a_tally_counts_once_and_a_cluster_outside_the_rollout_not_at_all() {
     let r = rollout(3, &[Size::Percent(100)], |_| {});
     let mut p = Progress::new(&r, t(0));
     start(&mut p, &r, t(0));
-    assert!(p.tally(&r, 1, Outcome::Succeeded, t(1)));
+    assert!(p.tally(&r, 1, 0, Outcome::Succeeded, t(1)));
     let before = p.clone();
     assert!(
-        !p.tally(&r, 1, Outcome::Failed, t(2)),
+        !p.tally(&r, 1, 0, Outcome::Failed, t(2)),
         "a redelivered tally"
     );
-    assert!(!p.tally(&r, 7, Outcome::Failed, t(2)));
+    assert!(!p.tally(&r, 7, 0, Outcome::Failed, t(2)));
     assert_eq!(p, before);
     assert_eq!(p.waves[0].cells, ".s.");
 }
@@ -182,8 +182,8 @@ fn a_pause_between_waves_holds_the_next_until_it_is_over() {
     assert_eq!(
         next,
         Next {
-            publish: None,
-            wake_at: Some(t(70))
+            wake_at: Some(t(70)),
+            ..Next::default()
         }
     );
     assert_eq!(p.advance(&r, t(69)).wake_at, Some(t(70)));
@@ -201,14 +201,14 @@ fn a_failure_past_the_budget_halts_at_once_and_no_later_wave_starts() {
     });
     let mut p = Progress::new(&r, t(0));
     start(&mut p, &r, t(0));
-    p.tally(&r, 0, Outcome::Succeeded, t(1));
+    p.tally(&r, 0, 0, Outcome::Succeeded, t(1));
     start(&mut p, &r, t(1));
-    p.tally(&r, 1, Outcome::Failed, t(1));
+    p.tally(&r, 1, 0, Outcome::Failed, t(1));
     assert_eq!(p.phase, Phase::Running, "one failure is within the budget");
     start(&mut p, &r, t(2));
-    p.tally(&r, 2, Outcome::Failed, t(3));
+    p.tally(&r, 2, 0, Outcome::Failed, t(3));
     assert_eq!(p.phase, Phase::Running);
-    p.tally(&r, 3, Outcome::Failed, t(4));
+    p.tally(&r, 3, 0, Outcome::Failed, t(4));
     assert_eq!(p.phase, Phase::Halted, "the second failure in wave 3");
     assert_eq!(p.waves[2].state, WaveState::Failed);
     assert!(
@@ -218,7 +218,7 @@ fn a_failure_past_the_budget_halts_at_once_and_no_later_wave_starts() {
     );
     // The rest of the wave is told it was cancelled (or ends as it ends): still halted.
     for i in 4..20 {
-        p.tally(&r, i, Outcome::Cancelled, t(5));
+        p.tally(&r, i, 0, Outcome::Cancelled, t(5));
     }
     assert_eq!(p.advance(&r, t(6)), Next::default());
     assert_eq!(p.phase, Phase::Halted);
@@ -240,13 +240,13 @@ fn the_total_budget_counts_across_waves_and_percentages_round_down() {
     });
     let mut p = Progress::new(&r, t(0));
     start(&mut p, &r, t(0));
-    p.tally(&r, 0, Outcome::Failed, t(1));
-    p.tally(&r, 1, Outcome::Failed, t(1));
+    p.tally(&r, 0, 0, Outcome::Failed, t(1));
+    p.tally(&r, 1, 0, Outcome::Failed, t(1));
     for i in 2..10 {
-        p.tally(&r, i, Outcome::Succeeded, t(1));
+        p.tally(&r, i, 0, Outcome::Succeeded, t(1));
     }
     start(&mut p, &r, t(2));
-    p.tally(&r, 10, Outcome::Failed, t(3));
+    p.tally(&r, 10, 0, Outcome::Failed, t(3));
     assert_eq!(p.phase, Phase::Halted);
     assert!(p.reason.as_deref().unwrap().contains("maxFailures.total"));
     assert_eq!(Size::Percent(10).budget(5), 0);
@@ -310,18 +310,18 @@ fn pause_resume_and_cancel_are_idempotent_and_recorded() {
 #[test]
 fn each_cluster_gets_its_own_operation_linked_to_the_rollout() {
     let r = rollout(20, &ONE_TEN_ALL, |_| {});
-    let e = r.envelope(5, t(1)).unwrap();
+    let e = r.envelope(5, 0, t(1)).unwrap();
     assert_eq!(e.spec.cluster.as_str(), "c5");
     assert_eq!(e.id, r.id.operation(&r.clusters[5]));
     assert_eq!(
         e.id,
-        r.envelope(5, t(9)).unwrap().id,
+        r.envelope(5, 0, t(9)).unwrap().id,
         "the same at any time"
     );
     let link = e.rollout.unwrap();
     assert_eq!((link.index, link.wave), (5, 3));
     assert_eq!(e.spec.manifests, r.template.manifests);
-    assert!(r.envelope(20, t(1)).is_none());
+    assert!(r.envelope(20, 0, t(1)).is_none());
 }
 
 #[test]
@@ -333,7 +333,7 @@ fn a_health_gate_holds_a_wave_until_its_clusters_stay_ready_for_the_soak() {
     });
     let mut p = Progress::new(&r, t(0));
     start(&mut p, &r, t(0));
-    p.tally(&r, 0, Outcome::Succeeded, t(1));
+    p.tally(&r, 0, 0, Outcome::Succeeded, t(1));
     assert_eq!(
         p.advance(&r, t(1)).wake_at,
         Some(t(1)),
@@ -374,7 +374,7 @@ fn an_unhealthy_cluster_fails_and_past_the_budget_halts() {
     });
     let mut p = Progress::new(&r, t(0));
     start(&mut p, &r, t(0));
-    p.tally(&r, 0, Outcome::Succeeded, t(1));
+    p.tally(&r, 0, 0, Outcome::Succeeded, t(1));
     p.advance(&r, t(1));
     let unhealthy = ClusterHealth::Unhealthy("ProgressDeadlineExceeded".into());
     assert!(
@@ -404,10 +404,86 @@ fn without_a_gate_or_a_success_a_wave_does_not_soak() {
     let r = rollout(20, &ONE_TEN_ALL, gated);
     let mut p = Progress::new(&r, t(0));
     start(&mut p, &r, t(0));
-    p.tally(&r, 0, Outcome::Failed, t(1));
+    p.tally(&r, 0, 0, Outcome::Failed, t(1));
     assert_eq!(
         p.advance(&r, t(1)).publish,
         Some(1),
         "nothing succeeded: nothing to soak"
+    );
+}
+
+#[test]
+fn retry_failed_opens_the_failed_clusters_again_and_goes_on_from_the_halt() {
+    let r = rollout(20, &ONE_TEN_ALL, |_| {});
+    let mut p = Progress::new(&r, t(0));
+    start(&mut p, &r, t(0));
+    p.tally(&r, 0, 0, Outcome::Succeeded, t(1));
+    start(&mut p, &r, t(1));
+    p.tally(&r, 1, 0, Outcome::Failed, t(2));
+    assert_eq!(p.phase, Phase::Halted);
+    assert_eq!(p.waves[1].cells, "f");
+    assert_eq!(
+        p.control(&r, ControlAction::RetryFailed, None, "ops", t(3)),
+        Ok(true)
+    );
+    assert_eq!((p.phase, p.reason.clone()), (Phase::Running, None));
+    assert_eq!(p.attempt_of(1), 1);
+    assert_eq!(p.waves[1].cells, ".");
+    assert_eq!(
+        p.control(&r, ControlAction::RetryFailed, None, "ops", t(3)),
+        Ok(false),
+        "a retry runs"
+    );
+    let next = p.advance(&r, t(4));
+    assert_eq!(next.retry, Some(1), "publish the retry first");
+    assert!(p.retry_published(1, t(4)));
+    assert_eq!(
+        p.advance(&r, t(4)),
+        Next::default(),
+        "waits for the retried cluster"
+    );
+    assert!(
+        !p.tally(&r, 1, 0, Outcome::Failed, t(5)),
+        "the first attempt's tally, again: stale"
+    );
+    assert!(p.tally(&r, 1, 1, Outcome::Succeeded, t(5)));
+    assert_eq!(
+        p.advance(&r, t(5)).publish,
+        Some(2),
+        "on from where it halted"
+    );
+    assert_eq!(p.waves[1].state, WaveState::Succeeded);
+    let e = r.envelope(1, 1, t(5)).unwrap();
+    assert_ne!(e.id, r.id.operation(&r.clusters[1]), "a new operation");
+    assert_eq!(e.rollout.unwrap().attempt, 1);
+    assert_eq!(e.idempotency_key.as_str(), format!("{}/c1/1", r.id));
+}
+
+#[test]
+fn a_halt_s_cancelled_clusters_are_retried_with_the_failed_and_a_cancelled_rollout_is_not() {
+    let r = rollout(20, &[Size::Count(5), Size::Percent(100)], |_| {});
+    let mut p = Progress::new(&r, t(0));
+    start(&mut p, &r, t(0));
+    p.tally(&r, 0, 0, Outcome::Failed, t(1));
+    for i in 1..5 {
+        p.tally(&r, i, 0, Outcome::Cancelled, t(1));
+    }
+    assert_eq!(p.waves[0].cells, "fxxxx");
+    p.control(&r, ControlAction::RetryFailed, None, "ops", t(2))
+        .unwrap();
+    assert_eq!(p.retries[0].clusters, [0, 1, 2, 3, 4]);
+    assert_eq!(p.waves[0].cells, ".....");
+    let mut q = Progress::new(&r, t(0));
+    q.control(&r, ControlAction::Cancel, None, "ops", t(1))
+        .unwrap();
+    assert_eq!(
+        q.control(&r, ControlAction::RetryFailed, None, "ops", t(2)),
+        Err(ControlError::Over(Phase::Cancelled))
+    );
+    let mut fine = Progress::new(&r, t(0));
+    assert_eq!(
+        fine.control(&r, ControlAction::RetryFailed, None, "ops", t(2)),
+        Ok(false),
+        "nothing failed: nothing to retry"
     );
 }

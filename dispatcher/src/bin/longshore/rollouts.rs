@@ -45,6 +45,9 @@ pub enum Command {
     },
     /// Start no further operation; running ones finish.
     Cancel { id: String },
+    /// Try every failed cluster again (and, after a halt, those it kept from starting),
+    /// then go on from where the rollout stopped.
+    RetryFailed { id: String },
 }
 
 /// What `rollout submit` takes.
@@ -183,6 +186,7 @@ pub async fn run(client: &Client, format: Format, command: Command) -> ExitCode 
         Command::Resume { id } => control(client, &id, "resume", None).await,
         Command::Approve { id, wave } => control(client, &id, "approve", wave).await,
         Command::Cancel { id } => control(client, &id, "cancel", None).await,
+        Command::RetryFailed { id } => control(client, &id, "retry-failed", None).await,
     };
     match result {
         Ok((rollout, changed)) => {
