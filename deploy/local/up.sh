@@ -3,7 +3,8 @@
 #   nats-server (JetStream) + kube-sim with two clusters (prod, staging)
 #   + 2 dispatchers + 3 workers (their credentials: a directory of kubeconfigs), registers
 #   prod and staging with the longshore CLI, then deploys deploy/local/sample-app.yaml to
-#   prod through the HTTP API and shows the result. Ctrl-C stops everything.
+#   prod through the HTTP API and shows the result, then rolls it out to both clusters in
+#   two waves with an approval between them. Ctrl-C stops everything.
 #
 #   bash deploy/local/up.sh          # stay up, with instructions for trying more
 #   bash deploy/local/up.sh --once   # show the deployment, then stop (for scripts)
@@ -285,6 +286,23 @@ say "kubectl --kubeconfig $kubeconfig --context prod get ns,cm,deploy,svc -n sho
 kubectl --kubeconfig "$kubeconfig" --context prod get namespace shop
 kubectl --kubeconfig "$kubeconfig" --context prod -n shop get configmap,deployment,service
 
+# --- a fleet rollout: both clusters in two waves, the second behind an approval -----
+say "$cli rollout submit -f deploy/local/sample-app.yaml --selector 'env in (prod,staging)' --order-by env --waves 1,100% --approval-before 2"
+rollout=$($cli rollout submit -f deploy/local/sample-app.yaml --selector 'env in (prod,staging)' \
+  --order-by env --waves 1,100% --approval-before 2 --idempotency-key "try-out-fleet-$(date +%s)" -o json) ||
+  die "the fleet rollout was not accepted: $rollout"
+echo "$rollout"
+rid=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$rollout")
+rollout_state() { $cli rollout status "$rid" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])'; }
+waiting() { [ "$(rollout_state)" = waiting_approval ]; }
+wait_until "rollout $rid did not reach its approval gate" waiting
+say "$cli rollout status $rid (wave 1, prod, is done; wave 2, staging, waits for an approval)"
+$cli rollout status "$rid"
+say "$cli rollout approve $rid"
+$cli rollout approve "$rid"
+say "$cli rollout wait $rid"
+$cli rollout wait "$rid" --timeout 60s || die "rollout $rid did not succeed (see $state/logs/)"
+
 if $agent; then
   # --- deploy to edge: hub dispatcher -> JetStream (domain hub) -> leaf node -> agent ---
   # The agent registered edge itself, for its pool; wait until the dispatchers see it.
@@ -323,6 +341,7 @@ longshore is running: 2 dispatchers, $WORKERS workers, clusters prod and staging
     curl -s -X POST $api/v1/operations -H 'Content-Type: application/json' -H 'Idempotency-Key: hello-1' \\
       -d '{"cluster":"staging","action":"apply","manifests":[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"hello","namespace":"default"},"data":{"from":"longshore"}}]}'
   Status:   curl -s $other/v1/operations/$id
+  The fleet rollout: $cli rollout status $rid   (docs/rollouts.md)
 
   The same with the longshore CLI, from $root
   (its commands and flags: $cli --help, and docs/pipelines.md):

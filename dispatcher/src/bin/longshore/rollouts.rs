@@ -193,13 +193,22 @@ pub async fn run(client: &Client, format: Format, command: Command) -> ExitCode 
             match format {
                 Format::Json => println!("{rollout}"),
                 Format::Human => {
-                    if let Some(changed) = changed {
-                        let note = if changed { "" } else { " (already so)" };
-                        println!(
-                            "rollout/{} {}{note}",
-                            str_of(&rollout, "id"),
-                            str_of(&rollout, "state")
-                        );
+                    let id = str_of(&rollout, "id");
+                    match changed {
+                        Some(true) => {
+                            let last = rollout["controls"]
+                                .as_array()
+                                .and_then(|c| c.last())
+                                .cloned()
+                                .unwrap_or_default();
+                            println!(
+                                "rollout/{id} {} recorded (by {})",
+                                str_of(&last, "action"),
+                                str_of(&last, "by")
+                            );
+                        }
+                        Some(false) => println!("rollout/{id} unchanged (already so)"),
+                        None => {}
                     }
                     print!("{}", display(&rollout));
                 }
