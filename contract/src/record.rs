@@ -19,7 +19,7 @@ pub enum State {
     Superseded,
     /// Failed after exhausting its deliveries; a copy is in the dead-letter stream.
     DeadLettered,
-    /// Not applied: its fleet rollout had halted or was cancelled before it started.
+    /// Not applied: its fleet rollout had halted or was cancelled before it first started.
     Cancelled,
 }
 

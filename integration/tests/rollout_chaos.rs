@@ -301,8 +301,8 @@ async fn rollout_chaos() {
             // Slow enough that operations published together overlap in time: a wave
             // started early would show in the write log.
             latency: Some(Latency {
-                min_ms: 20,
-                max_ms: Some(80),
+                min_ms: 100,
+                max_ms: Some(300),
             }),
             ..Default::default()
         });

@@ -247,7 +247,11 @@ async fn carry_out(
         Ok(Claim::Running(running)) => *running,
         Err(e) => return unrecorded(ctx, &e, delivered),
     };
-    if let Some(link) = &envelope.rollout {
+    // A rollout that is over starts none of its operations; one already started (this is a
+    // later attempt: its worker died, or it is retrying) finishes, as running ones do.
+    if let Some(link) = &envelope.rollout
+        && running.value.attempts <= 1
+    {
         match crate::rollouts::stopped(&ctx.rollouts, link).await {
             Ok(None) => {}
             Ok(Some(reason)) => {
