@@ -112,7 +112,9 @@ pub async fn retry(ctx: &Context, id: &OperationId) -> Result<OperationRecord> {
         envelope::SCHEMA_VERSION.to_string().as_str(),
     );
     let subject = cluster.subject(&pool);
-    if let Err(e) = submit::publish_message(ctx, id, subject, headers, letter.payload).await {
+    if let Err(e) =
+        submit::publish_message(ctx, id.as_str(), subject, headers, letter.payload).await
+    {
         // Put the record back so the dead letter stays retryable, unless it moved on.
         let restored = store
             .modify(id.as_str(), Some(queued.clone()), |record| match record {

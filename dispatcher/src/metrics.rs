@@ -94,7 +94,7 @@ impl Default for Metrics {
         let publishes = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "publishes",
-            "Publishes to the work queue, by outcome, after retries",
+            "Publishes to JetStream (operations, dead-letter retries, rollout steps), by outcome, after retries",
             publishes.clone(),
         );
         let publish_duration = latency_buckets();

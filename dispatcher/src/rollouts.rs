@@ -179,27 +179,9 @@ async fn withdraw(stores: &Rollouts, spec_key: &str, spec: Option<u64>) {
 /// Publishes a step, with a few attempts through a stream leader election.
 async fn publish_step(ctx: &Context, step: &Step) -> Result<()> {
     let (subject, headers, payload) = step.to_message();
-    let mut last = String::new();
-    for attempt in 0..ctx.config.publish.attempts.max(1) {
-        if attempt > 0 {
-            tokio::time::sleep(ctx.config.publish.retry_pause).await;
-        }
-        let result = async {
-            ctx.js
-                .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
-                .await?
-                .await
-        }
-        .await;
-        match result {
-            Ok(_) => return Ok(()),
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(Error::Unavailable(format!(
-        "publishing to {}: {last}",
-        step::STEPS_STREAM
-    )))
+    crate::submit::publish_message(ctx, &step.message_id(), subject, headers, payload)
+        .await
+        .map(|_| ())
 }
 
 /// Sets the `rollouts` gauge from the bucket: one pass over every rollout's progress, at

@@ -130,14 +130,15 @@ async fn publish(ctx: &Context, envelope: &Envelope) -> Result<jetstream::publis
     let (subject, headers, payload) = envelope
         .to_message(&pool)
         .map_err(|e| Error::Unavailable(format!("encoding the envelope: {e}")))?;
-    publish_message(ctx, &envelope.id, subject, headers, payload).await
+    publish_message(ctx, envelope.id.as_str(), subject, headers, payload).await
 }
 
-/// Publishes one message to the work queue with bounded retries (same headers, so the same
-/// `Nats-Msg-Id`, on every attempt).
+/// Publishes one message (an operation, a dead letter's retry, a rollout's step; `id` its
+/// `Nats-Msg-Id`) with bounded retries (same headers, so the same `Nats-Msg-Id`, on every
+/// attempt).
 pub async fn publish_message(
     ctx: &Context,
-    id: &OperationId,
+    id: &str,
     subject: String,
     headers: async_nats::HeaderMap,
     payload: bytes::Bytes,
@@ -175,7 +176,7 @@ pub async fn publish_message(
 
 async fn publish_attempts(
     ctx: &Context,
-    id: &OperationId,
+    id: &str,
     subject: String,
     headers: async_nats::HeaderMap,
     payload: bytes::Bytes,

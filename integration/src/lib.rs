@@ -8,10 +8,12 @@
 //! - [`process`]: the real binaries as processes, for tests that SIGKILL them;
 //! - [`dispatcher`] and [`worker`]: the real binaries' `run` functions, in-process;
 //! - [`system`]: all of it together, with the calls a pipeline makes;
-//! - [`otlp`]: an OTLP/gRPC trace receiver, collecting the spans the binaries export.
+//! - [`otlp`]: an OTLP/gRPC trace receiver, collecting the spans the binaries export;
+//! - [`cli`]: the `longshore` CLI binary, as a pipeline step runs it.
 //!
 //! The Kubernetes API stand-in is the `longshore-kube-sim` crate beside this one.
 
+pub mod cli;
 pub mod dispatcher;
 pub mod otlp;
 pub mod process;

@@ -4,22 +4,13 @@
 use std::{path::Path, process::Output, time::Duration};
 
 use longshore_integration::{
-    dispatcher::Dispatcher, nats::NatsServer, process::binary, system::System, wait::eventually,
-    worker::Worker,
+    dispatcher::Dispatcher, nats::NatsServer, system::System, wait::eventually, worker::Worker,
 };
 use longshore_kube_sim::{KubeSim, Rollouts, SimOptions};
 use serde_json::{Value, json};
 
 async fn cli(server: &str, args: &[&str]) -> Output {
-    let bin = binary("longshore").expect("the longshore binary is built");
-    let mut cmd = tokio::process::Command::new(bin);
-    cmd.args(args)
-        .env("LONGSHORE_SERVER", server)
-        .env_remove("LONGSHORE_TOKEN");
-    tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("the CLI finishes")
-        .expect("the CLI runs")
+    longshore_integration::cli::run(server, args).await
 }
 
 fn stdout(o: &Output) -> String {

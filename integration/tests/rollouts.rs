@@ -12,6 +12,19 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Faults that refuse every write as invalid: a permanent failure.
+fn refusing_writes() -> Faults {
+    Faults {
+        scope: FaultScope::Writes,
+        errors: vec![ErrorFault {
+            status: 422,
+            retry_after_seconds: None,
+            when: Trigger::default(),
+        }],
+        ..Default::default()
+    }
+}
+
 fn names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("c{i:02}")).collect()
 }
@@ -245,15 +258,7 @@ async fn waves_run_in_order_and_an_approval_gate_holds_until_approved_once() {
 async fn a_failure_past_the_budget_halts_and_the_remaining_clusters_are_never_touched() {
     let system = fleet(10, |_| json!({"env": "prod"})).await;
     // c03 refuses every write as invalid: a permanent failure.
-    system.cluster("c03").set_faults(Faults {
-        scope: FaultScope::Writes,
-        errors: vec![ErrorFault {
-            status: 422,
-            retry_after_seconds: None,
-            when: Trigger::default(),
-        }],
-        ..Default::default()
-    });
+    system.cluster("c03").set_faults(refusing_writes());
     let list: Vec<String> = names(10);
     let body = json!({
         "template": configmap_template("1"),
@@ -571,16 +576,7 @@ async fn controls_need_their_permission_and_a_selection_the_policy_allows() {
 
 /// The `longshore` binary with `args` against `server`.
 async fn cli(server: &str, args: &[&str]) -> std::process::Output {
-    let bin =
-        longshore_integration::process::binary("longshore").expect("the longshore binary is built");
-    let mut cmd = tokio::process::Command::new(bin);
-    cmd.args(args)
-        .env("LONGSHORE_SERVER", server)
-        .env_remove("LONGSHORE_TOKEN");
-    tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("the CLI finishes")
-        .expect("the CLI runs")
+    longshore_integration::cli::run(server, args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,15 +646,7 @@ async fn the_cli_submits_shows_waves_approves_and_exits_as_the_rollout_ends() {
     );
 
     // A rollout that halts exits 1; bad waves are the dispatcher's 400, exit 1, naming the field.
-    system.cluster("c00").set_faults(Faults {
-        scope: FaultScope::Writes,
-        errors: vec![ErrorFault {
-            status: 422,
-            retry_after_seconds: None,
-            when: Trigger::default(),
-        }],
-        ..Default::default()
-    });
+    system.cluster("c00").set_faults(refusing_writes());
     let file2 = dir.path().join("cm2.yaml");
     std::fs::write(
         &file2,
@@ -864,15 +852,7 @@ async fn a_health_gate_holds_each_wave_for_its_soak_and_an_unhealthy_cluster_hal
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_failed_tries_the_failed_clusters_again_then_goes_on_from_the_halt() {
     let system = fleet(6, |_| json!({"env": "prod"})).await;
-    let refuse = Faults {
-        scope: FaultScope::Writes,
-        errors: vec![ErrorFault {
-            status: 422,
-            retry_after_seconds: None,
-            when: Trigger::default(),
-        }],
-        ..Default::default()
-    };
+    let refuse = refusing_writes();
     system.cluster("c02").set_faults(refuse);
     let body = json!({
         "template": configmap_template("1"),

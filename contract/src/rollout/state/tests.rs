@@ -39,6 +39,13 @@ fn t(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).unwrap()
 }
 
+/// A health gate of 30 s.
+fn gated(s: &mut Strategy) {
+    s.health_gate = Some(crate::rollout::HealthGate {
+        soak: Duration::from_secs(30),
+    });
+}
+
 const ONE_TEN_ALL: [Size; 3] = [Size::Count(1), Size::Percent(10), Size::Percent(100)];
 
 /// Starts the current wave and marks it published, as a stepper does.
@@ -326,11 +333,7 @@ fn each_cluster_gets_its_own_operation_linked_to_the_rollout() {
 
 #[test]
 fn a_health_gate_holds_a_wave_until_its_clusters_stay_ready_for_the_soak() {
-    let r = rollout(20, &ONE_TEN_ALL, |s| {
-        s.health_gate = Some(crate::rollout::HealthGate {
-            soak: Duration::from_secs(30),
-        })
-    });
+    let r = rollout(20, &ONE_TEN_ALL, gated);
     let mut p = Progress::new(&r, t(0));
     start(&mut p, &r, t(0));
     p.tally(&r, 0, 0, Outcome::Succeeded, t(1));
@@ -367,11 +370,7 @@ fn a_health_gate_holds_a_wave_until_its_clusters_stay_ready_for_the_soak() {
 
 #[test]
 fn an_unhealthy_cluster_fails_and_past_the_budget_halts() {
-    let r = rollout(20, &ONE_TEN_ALL, |s| {
-        s.health_gate = Some(crate::rollout::HealthGate {
-            soak: Duration::from_secs(30),
-        })
-    });
+    let r = rollout(20, &ONE_TEN_ALL, gated);
     let mut p = Progress::new(&r, t(0));
     start(&mut p, &r, t(0));
     p.tally(&r, 0, 0, Outcome::Succeeded, t(1));
@@ -394,14 +393,11 @@ fn an_unhealthy_cluster_fails_and_past_the_budget_halts() {
 
 #[test]
 fn without_a_gate_or_a_success_a_wave_does_not_soak() {
-    let gated = |s: &mut Strategy| {
-        s.health_gate = Some(crate::rollout::HealthGate {
-            soak: Duration::from_secs(30),
-        });
+    let r = rollout(20, &ONE_TEN_ALL, |s| {
+        gated(s);
         s.max_failures.per_wave = Size::Percent(100);
         s.max_failures.total = Size::Percent(100);
-    };
-    let r = rollout(20, &ONE_TEN_ALL, gated);
+    });
     let mut p = Progress::new(&r, t(0));
     start(&mut p, &r, t(0));
     p.tally(&r, 0, 0, Outcome::Failed, t(1));
