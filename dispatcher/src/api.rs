@@ -35,7 +35,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/operations/{id}/events", get(operation_events))
         .route("/v1/operations/{id}/retry", post(retry_operation))
         .route("/v1/dead-letters", get(list_dead_letters))
-        .route("/v1/fleet-rollouts", post(rollouts::submit))
+        .route(
+            "/v1/fleet-rollouts",
+            get(rollouts::list).post(rollouts::submit),
+        )
         .route("/v1/fleet-rollouts/{id}", get(rollouts::status))
         .route("/v1/fleet-rollouts/{id}/events", get(rollouts::events))
         .route("/v1/fleet-rollouts/{id}/{control}", post(rollouts::control))

@@ -4,6 +4,8 @@
 //!   here; the rollout's record, its timer step and its progress are written, in that
 //!   order, before the 202. A retry with the same key finds the record and writes what is
 //!   missing; a timer that cannot be published withdraws the record, and answers 503.
+//! - `GET /v1/fleet-rollouts[?state=&limit=]`: the rollouts the caller may read, newest
+//!   first;
 //! - `GET /v1/fleet-rollouts/{id}[?wait=60s]`: per wave and per cluster, as the progress
 //!   says; `state` and `percentComplete` for pipelines to poll; `/events` the same as
 //!   server-sent events, one per change.
@@ -231,6 +233,107 @@ pub async fn count(ctx: &Context) {
 pub fn status_url(ctx: &Context, id: &RolloutId) -> String {
     let base = ctx.config.http.public_url.as_deref().unwrap_or_default();
     format!("{}/v1/fleet-rollouts/{id}", base.trim_end_matches('/'))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+/// The most rollouts one listing returns.
+pub const MAX_LIST: usize = 1000;
+
+/// `GET /v1/fleet-rollouts[?state=running&limit=100]`: the rollouts the caller may read
+/// (every cluster of theirs allowed), newest first, without their waves' clusters.
+pub async fn list(
+    State(ctx): State<Arc<Context>>,
+    caller: Caller,
+    query: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response> {
+    use longshore_contract::rollout::Phase;
+    let Query(query) = query.map_err(|e| Error::field("query", e.body_text()))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(Error::field(
+            "limit",
+            format!("must be between 1 and {MAX_LIST}"),
+        ));
+    }
+    let phases = [
+        Phase::Running,
+        Phase::Paused,
+        Phase::WaitingApproval,
+        Phase::Succeeded,
+        Phase::Halted,
+        Phase::Cancelled,
+    ];
+    let wanted = match query.state.as_deref() {
+        None => None,
+        Some(s) => Some(
+            phases
+                .into_iter()
+                .find(|p| p.as_str() == s)
+                .ok_or_else(|| {
+                    let names: Vec<&str> = phases.iter().map(|p| p.as_str()).collect();
+                    Error::field(
+                        "state",
+                        format!("{s:?} is not a rollout state; one of {}", names.join(", ")),
+                    )
+                })?,
+        ),
+    };
+    let stores = ctx.rollouts()?;
+    let bound = Duration::from_secs(5);
+    let (specs, progress) = tokio::time::timeout(bound, async {
+        tokio::try_join!(stores.specs.scan("spec.>"), stores.progress.scan("state.>"))
+    })
+    .await
+    .map_err(|_| Error::Timeout(bound))??;
+    let progress: std::collections::HashMap<String, Progress> = progress
+        .into_iter()
+        .filter_map(|(key, v)| Some((key.strip_prefix("state.")?.to_owned(), v.value)))
+        .collect();
+    let mut items: Vec<(Timestamp, Value)> = specs
+        .into_iter()
+        .filter_map(|(_, spec)| {
+            let rollout = spec.value;
+            let p = progress.get(rollout.id.as_str())?;
+            if wanted.is_some_and(|w| w != p.phase) {
+                return None;
+            }
+            caller.check_read_clusters(&rollout.clusters).ok()?;
+            let waves: Vec<Value> = p
+                .waves
+                .iter()
+                .enumerate()
+                .map(|(w, wave)| json!({"wave": w + 1, "state": wave.state, "size": wave.cells.len()}))
+                .collect();
+            Some((
+                rollout.submitted_at,
+                json!({
+                    "id": rollout.id,
+                    "state": p.phase,
+                    "percentComplete": p.percent_complete(),
+                    "action": rollout.template.action,
+                    "source": rollout.source,
+                    "clusters": rollout.clusters.len(),
+                    "succeeded": p.count(SUCCEEDED),
+                    "failed": p.count(FAILED),
+                    "currentWave": p.wave + 1,
+                    "waves": waves,
+                    "submittedAt": rollout.submitted_at,
+                    "updatedAt": p.updated_at,
+                    "statusUrl": status_url(&ctx, &rollout.id),
+                }),
+            ))
+        })
+        .collect();
+    items.sort_by_key(|item| std::cmp::Reverse(item.0));
+    let more = items.len() > limit;
+    let items: Vec<Value> = items.into_iter().take(limit).map(|(_, v)| v).collect();
+    Ok(Json(json!({"items": items, "more": more})).into_response())
 }
 
 #[derive(serde::Deserialize)]

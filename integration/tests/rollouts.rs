@@ -389,6 +389,53 @@ async fn a_list_keeps_its_order_and_bad_input_names_the_field() {
     assert_eq!(wave_clusters(&done, 1), ["c00", "c03"]);
     assert!(!touched(&system, "c01"));
 
+    // The listing: newest first, by state, each with its progress.
+    let paused = json!({"template": configmap_template("2"), "clusters": {"names": ["c01"]},
+        "strategy": {"waves": ["100%"], "approvalBefore": [1]}});
+    let (code, second) = post(&system, "/v1/fleet-rollouts", &paused, None).await;
+    assert_eq!(code, 202, "{second}");
+    let second = second["id"].as_str().unwrap().to_owned();
+    until_state(&system, &second, "waiting_approval").await;
+    let listed = |query: &'static str| {
+        let url = format!("{}/v1/fleet-rollouts{query}", system.dispatchers[0].url);
+        async move {
+            let resp = reqwest::get(url).await.unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (code, all) = listed("").await;
+    assert_eq!(code, 200, "{all}");
+    let ids: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second.as_str(), id.as_str()], "newest first");
+    assert_eq!(all["items"][1]["percentComplete"], 100);
+    assert_eq!(all["items"][1]["waves"][1]["size"], 2);
+    let (_, waiting) = listed("?state=waiting_approval").await;
+    assert_eq!(waiting["items"].as_array().unwrap().len(), 1);
+    assert_eq!(waiting["items"][0]["id"], second.as_str());
+    let (_, one) = listed("?limit=1").await;
+    assert_eq!(
+        (one["items"].as_array().unwrap().len(), &one["more"]),
+        (1, &json!(true))
+    );
+    let (code, bad) = listed("?state=finished").await;
+    assert_eq!(code, 400, "{bad}");
+    assert_eq!(bad["errors"][0]["field"], "state");
+    let table = cli(&system.dispatchers[0].url, &["rollout", "list"]).await;
+    let shown = String::from_utf8_lossy(&table.stdout).into_owned();
+    assert!(table.status.success(), "{shown}");
+    let lines: Vec<&str> = shown.lines().collect();
+    assert!(
+        lines[0].starts_with("ID")
+            && lines[1].contains(&second)
+            && lines[1].contains("waiting_approval"),
+        "{shown}"
+    );
+
     let bad = |tweak: &dyn Fn(&mut Value)| {
         let mut body = ok.clone();
         tweak(&mut body);
@@ -474,6 +521,7 @@ async fn controls_need_their_permission_and_a_selection_the_policy_allows() {
             ..Default::default()
         },
     );
+    token("ops", PolicyConfig::default());
     token(
         "release",
         PolicyConfig {
@@ -572,6 +620,23 @@ async fn controls_need_their_permission_and_a_selection_the_policy_allows() {
         .await
         .unwrap();
     assert_eq!(unauthenticated.status(), 401);
+
+    // A rollout over a cluster the token may not read is not in its listing.
+    let (code, other) = post("ops-token", "/v1/fleet-rollouts".into(), rollout(&["us-1"])).await;
+    assert_eq!(code, 202, "{other}");
+    let listed = |token: &'static str| {
+        let req = http
+            .get(format!("{}/v1/fleet-rollouts", d.url))
+            .bearer_auth(token);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let mine = listed("ci-token").await;
+    assert_eq!(mine["items"].as_array().unwrap().len(), 1, "{mine}");
+    assert_eq!(mine["items"][0]["id"], id.as_str());
+    assert_eq!(
+        listed("ops-token").await["items"].as_array().unwrap().len(),
+        2
+    );
 }
 
 /// The `longshore` binary with `args` against `server`.

@@ -25,6 +25,15 @@ pub enum Command {
     /// Submit manifests (YAML or JSON files; `-` reads stdin) as one operation for each
     /// selected cluster, in waves.
     Submit(Box<Submit>),
+    /// List the rollouts, newest first.
+    List {
+        /// Only those in this state: running, paused, waiting_approval, succeeded, halted,
+        /// cancelled.
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+    },
     /// Show a rollout, wave by wave.
     Status { id: String },
     /// Wait until a rollout is over, showing its waves as they go.
@@ -103,7 +112,11 @@ pub struct Submit {
 }
 
 pub async fn run(client: &Client, format: Format, command: Command) -> ExitCode {
+    if let Command::List { state, limit } = &command {
+        return list(client, format, state.as_deref(), *limit).await;
+    }
     let result = match command {
+        Command::List { .. } => unreachable!("listed above"),
         Command::Submit(submit) => {
             let Submit {
                 files,
@@ -217,6 +230,61 @@ pub async fn run(client: &Client, format: Format, command: Command) -> ExitCode 
         }
         Err(f) => output::failure(&f),
     }
+}
+
+/// `rollout list`: a table of the rollouts (`-o json`: what the API answered).
+async fn list(client: &Client, format: Format, state: Option<&str>, limit: u64) -> ExitCode {
+    let mut query = vec![("limit", limit.to_string())];
+    if let Some(state) = state {
+        query.push(("state", state.to_owned()));
+    }
+    let answer = client
+        .call(Method::GET, "/v1/fleet-rollouts", &query, None)
+        .await;
+    let body = match answer {
+        Ok((StatusCode::OK, body)) => body,
+        Ok((status, body)) => return output::failure(&Failure::Request(problem(status, &body))),
+        Err(f) => return output::failure(&f),
+    };
+    match format {
+        Format::Json => println!("{body}"),
+        Format::Human => {
+            let rows = body["items"].as_array().into_iter().flatten().map(|r| {
+                vec![
+                    str_of(r, "id").to_owned(),
+                    str_of(r, "state").to_owned(),
+                    format!("{}%", r["percentComplete"]),
+                    format!("{}/{}", r["succeeded"], r["clusters"]),
+                    format!(
+                        "{}/{}",
+                        r["currentWave"],
+                        r["waves"].as_array().map_or(0, Vec::len)
+                    ),
+                    str_of(r, "action").to_owned(),
+                    str_of(r, "submittedAt").to_owned(),
+                ]
+            });
+            print!(
+                "{}",
+                output::columns(
+                    &[
+                        "ID",
+                        "STATE",
+                        "DONE",
+                        "SUCCEEDED",
+                        "WAVE",
+                        "ACTION",
+                        "SUBMITTED"
+                    ],
+                    rows
+                )
+            );
+            if body["more"] == true {
+                eprintln!("(more rollouts than --limit {limit})");
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// A wave size or budget as the API takes it: a number, or a string with `%`.
