@@ -200,10 +200,12 @@ impl Stepper {
                 }
             }
         };
-        let counted = if outcome.is_ok() {
-            "applied"
-        } else {
-            "retried"
+        let counted = match &outcome {
+            Ok(_) => "applied",
+            Err(e) => {
+                tracing::warn!(rollout = %id, error = %e, "rollout step failed; will retry");
+                "retried"
+            }
         };
         self.metrics
             .rollout_steps
@@ -220,10 +222,7 @@ impl Stepper {
             .or_else(|| soon.then(|| steps.len() - 1));
         for (i, (message, step)) in steps.iter().enumerate() {
             let reply = match &outcome {
-                Err(e) => {
-                    tracing::warn!(rollout = %id, error = %e, "rollout step failed; will retry");
-                    AckKind::Nak(Some(RETRY))
-                }
+                Err(_) => AckKind::Nak(Some(RETRY)),
                 // The timer lives as long as the rollout; another step stands in for it
                 // until something due soon is done.
                 Ok(Some(wake)) if Some(i) == again && (soon || is_timer(step)) => {
