@@ -26,69 +26,102 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A nats-server, kube-sim with `clusters`, an OTLP receiver, and the real dispatcher and
+/// worker processes exporting their spans to it; the dispatcher ready.
+struct Traced {
+    _nats: NatsServer,
+    sim: KubeSim,
+    receiver: OtlpReceiver,
+    url: String,
+    metrics_url: String,
+    _dispatcher: Process,
+    _worker: Process,
+    http: reqwest::Client,
+    _logs: tempfile::TempDir,
+}
+
+impl Traced {
+    async fn start(clusters: &[&str]) -> Self {
+        let nats = NatsServer::start().await.unwrap();
+        let sim = KubeSim::start(SimOptions {
+            clusters: clusters.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let logs = tempfile::tempdir().unwrap();
+        let kubeconfig = logs.path().join("kubeconfig");
+        sim.write_kubeconfig(&kubeconfig).unwrap();
+        let receiver = OtlpReceiver::start().await.unwrap();
+        let otel = |extra: Vec<(&'static str, String)>| {
+            let mut env = vec![
+                ("LONGSHORE_NATS__URL", nats.url()),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.clone()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+            ];
+            env.extend(extra);
+            env
+        };
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let dispatcher = Process::spawn(
+            "dispatcher",
+            &binary("longshore-dispatcher").unwrap(),
+            &[],
+            &otel(vec![
+                ("LONGSHORE_LISTEN", format!("127.0.0.1:{port}")),
+                ("LONGSHORE_CLUSTERS", clusters.join(",")),
+            ]),
+            logs.path(),
+        )
+        .unwrap();
+        let metrics_port = free_port();
+        let worker = Process::spawn(
+            "worker",
+            &binary("longshore-worker").unwrap(),
+            &[],
+            &otel(vec![
+                ("LONGSHORE_LISTEN", format!("127.0.0.1:{metrics_port}")),
+                ("LONGSHORE_WORKER_ID", "worker-0".into()),
+                (
+                    "LONGSHORE_CLUSTERS__KUBECONFIG",
+                    kubeconfig.display().to_string(),
+                ),
+            ]),
+            logs.path(),
+        )
+        .unwrap();
+        let http = reqwest::Client::new();
+        eventually(
+            Duration::from_secs(20),
+            "the dispatcher to be ready",
+            || {
+                let r = http.get(format!("{url}/readyz")).send();
+                async move { r.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+            },
+        )
+        .await
+        .unwrap();
+        Self {
+            _nats: nats,
+            sim,
+            receiver,
+            url,
+            metrics_url: format!("http://127.0.0.1:{metrics_port}"),
+            _dispatcher: dispatcher,
+            _worker: worker,
+            http,
+            _logs: logs,
+        }
+    }
+}
+
 #[tokio::test]
 async fn one_trace_follows_an_operation_from_the_request_to_the_kubernetes_calls() {
-    let nats = NatsServer::start().await.unwrap();
-    let sim = KubeSim::start(SimOptions {
-        clusters: vec!["prod".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let kubeconfig = logs.path().join("kubeconfig");
-    sim.write_kubeconfig(&kubeconfig).unwrap();
-    let sim_port = sim.addr().port();
-    let receiver = OtlpReceiver::start().await.unwrap();
-    let otel = |extra: Vec<(&'static str, String)>| {
-        let mut env = vec![
-            ("LONGSHORE_NATS__URL", nats.url()),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.clone()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
-        ];
-        env.extend(extra);
-        env
-    };
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let _dispatcher = Process::spawn(
-        "dispatcher",
-        &binary("longshore-dispatcher").unwrap(),
-        &[],
-        &otel(vec![
-            ("LONGSHORE_LISTEN", format!("127.0.0.1:{port}")),
-            ("LONGSHORE_CLUSTERS", "prod".into()),
-        ]),
-        logs.path(),
-    )
-    .unwrap();
-    let _worker = Process::spawn(
-        "worker",
-        &binary("longshore-worker").unwrap(),
-        &[],
-        &otel(vec![
-            ("LONGSHORE_LISTEN", "127.0.0.1:0".into()),
-            ("LONGSHORE_WORKER_ID", "worker-0".into()),
-            (
-                "LONGSHORE_CLUSTERS__KUBECONFIG",
-                kubeconfig.display().to_string(),
-            ),
-        ]),
-        logs.path(),
-    )
-    .unwrap();
-    let http = reqwest::Client::new();
-    eventually(
-        Duration::from_secs(20),
-        "the dispatcher to be ready",
-        || {
-            let r = http.get(format!("{url}/readyz")).send();
-            async move { r.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
-        },
-    )
-    .await
-    .unwrap();
+    let t = Traced::start(&["prod"]).await;
+    let (url, http, receiver) = (&t.url, &t.http, &t.receiver);
+    let sim_port = t.sim.addr().port();
 
     // The pipeline's own trace: the operation must continue it.
     let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -315,68 +348,9 @@ async fn counters_move_when_operations_run() {
 
 #[tokio::test]
 async fn a_fleet_rollout_is_one_trace_with_a_span_per_wave_and_its_metrics_move() {
-    let nats = NatsServer::start().await.unwrap();
     let clusters = ["eu-1", "eu-2", "eu-3"];
-    let sim = KubeSim::start(SimOptions {
-        clusters: clusters.iter().map(|c| c.to_string()).collect(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let logs = tempfile::tempdir().unwrap();
-    let kubeconfig = logs.path().join("kubeconfig");
-    sim.write_kubeconfig(&kubeconfig).unwrap();
-    let receiver = OtlpReceiver::start().await.unwrap();
-    let otel = |extra: Vec<(&'static str, String)>| {
-        let mut env = vec![
-            ("LONGSHORE_NATS__URL", nats.url()),
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.clone()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
-        ];
-        env.extend(extra);
-        env
-    };
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let _dispatcher = Process::spawn(
-        "dispatcher",
-        &binary("longshore-dispatcher").unwrap(),
-        &[],
-        &otel(vec![
-            ("LONGSHORE_LISTEN", format!("127.0.0.1:{port}")),
-            ("LONGSHORE_CLUSTERS", clusters.join(",")),
-        ]),
-        logs.path(),
-    )
-    .unwrap();
-    let metrics_port = free_port();
-    let _worker = Process::spawn(
-        "worker",
-        &binary("longshore-worker").unwrap(),
-        &[],
-        &otel(vec![
-            ("LONGSHORE_LISTEN", format!("127.0.0.1:{metrics_port}")),
-            ("LONGSHORE_WORKER_ID", "worker-0".into()),
-            (
-                "LONGSHORE_CLUSTERS__KUBECONFIG",
-                kubeconfig.display().to_string(),
-            ),
-        ]),
-        logs.path(),
-    )
-    .unwrap();
-    let http = reqwest::Client::new();
-    eventually(
-        Duration::from_secs(20),
-        "the dispatcher to be ready",
-        || {
-            let r = http.get(format!("{url}/readyz")).send();
-            async move { r.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
-        },
-    )
-    .await
-    .unwrap();
+    let t = Traced::start(&clusters).await;
+    let (url, http, receiver) = (&t.url, &t.http, &t.receiver);
     let caller_trace = "5af92f3577b34da6a3ce929d0e0e4737";
     let resp = http
         .post(format!("{url}/v1/fleet-rollouts"))
@@ -465,7 +439,7 @@ async fn a_fleet_rollout_is_one_trace_with_a_span_per_wave_and_its_metrics_move(
         "{text}"
     );
     let worker = http
-        .get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .get(format!("{}/metrics", t.metrics_url))
         .send()
         .await
         .unwrap()

@@ -649,13 +649,7 @@ async fn the_cli_submits_shows_waves_approves_and_exits_as_the_rollout_ends() {
     let system = fleet(4, |i| json!({"env": "prod", "ring": i.to_string()})).await;
     let server = system.dispatchers[0].url.clone();
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("cm.yaml");
-    std::fs::write(
-        &file,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fleet-config, namespace: default}\ndata: {v: '1'}\n",
-    )
-    .unwrap();
-    let file = file.to_string_lossy().into_owned();
+    let file = configmap_file(&dir, "1");
     let out = cli(
         &server,
         &[
@@ -712,13 +706,7 @@ async fn the_cli_submits_shows_waves_approves_and_exits_as_the_rollout_ends() {
 
     // A rollout that halts exits 1; bad waves are the dispatcher's 400, exit 1, naming the field.
     system.cluster("c00").set_faults(refusing_writes());
-    let file2 = dir.path().join("cm2.yaml");
-    std::fs::write(
-        &file2,
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: fleet-config, namespace: default}\ndata: {v: '2'}\n",
-    )
-    .unwrap();
-    let file2 = file2.to_string_lossy().into_owned();
+    let file2 = configmap_file(&dir, "2");
     let halted = cli(
         &server,
         &[
@@ -760,6 +748,17 @@ async fn the_cli_submits_shows_waves_approves_and_exits_as_the_rollout_ends() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+}
+
+/// A file in `dir` holding the fleet ConfigMap with value `v`; its path.
+fn configmap_file(dir: &tempfile::TempDir, v: &str) -> String {
+    let file = dir.path().join(format!("cm-{v}.yaml"));
+    std::fs::write(
+        &file,
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: fleet-config, namespace: default}}\ndata: {{v: '{v}'}}\n"),
+    )
+    .unwrap();
+    file.to_string_lossy().into_owned()
 }
 
 /// Whether `cluster` took a write of value `v` of the fleet ConfigMap.

@@ -266,7 +266,9 @@ impl Stepper {
             }
         }
         let key = step::state_key(id);
-        let health = self.health(&rollout, &key).await?;
+        // Looked at once per step, and only when the current wave soaks.
+        let mut health: Option<(usize, Vec<(usize, ClusterHealth)>)> = None;
+        let mut health_looked = false;
         let mut publish_done: Option<usize> = None;
         let mut retry_done: Option<u32> = None;
         loop {
@@ -316,6 +318,13 @@ impl Stepper {
                 self.count(before, &after.value);
             }
             tallies.clear();
+            if !health_looked && let Some(latest) = &latest {
+                health_looked = true;
+                health = self.health(&rollout, latest).await?;
+                if health.is_some() {
+                    continue;
+                }
+            }
             if let (Some(attempt), Some(latest)) = (next.retry, &latest) {
                 let clusters = latest
                     .retries
@@ -349,24 +358,14 @@ impl Stepper {
         }
     }
 
-    /// For a rollout whose current wave is soaking: how each of its succeeded clusters'
-    /// objects stand, from the inventory the clusters' watchers keep.
+    /// For a rollout whose current wave is soaking (in `progress`): how each of its
+    /// succeeded clusters' objects stand, from the inventory the clusters' watchers keep.
     async fn health(
         &self,
         rollout: &Rollout,
-        key: &str,
+        progress: &Progress,
     ) -> Result<Option<(usize, Vec<(usize, ClusterHealth)>)>, String> {
         use longshore_contract::rollout::state::{SUCCEEDED, WaveState};
-        let Some(progress) = self
-            .rollouts
-            .progress
-            .read(key)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            return Ok(None);
-        };
-        let progress = progress.value;
         let w = progress.wave;
         if progress.phase.is_terminal() || progress.waves[w].state != WaveState::Soaking {
             return Ok(None);
