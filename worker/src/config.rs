@@ -117,6 +117,10 @@ pub struct ClustersConfig {
     /// so memory stays bounded however many clusters a worker has touched.
     #[serde(with = "longshore_contract::duration")]
     pub idle_timeout: Duration,
+    /// How often each cluster is probed (by one live member of its pool) to tell whether
+    /// it is reachable; an observation is kept for three of these.
+    #[serde(with = "longshore_contract::duration")]
+    pub probe_interval: Duration,
 }
 
 /// Backoff for transient failures: `base * 2^(delivery - 1)`, capped at `max`, with jitter
@@ -435,6 +439,7 @@ impl Default for ClustersConfig {
             in_cluster: None,
             reload_interval: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(600),
+            probe_interval: Duration::from_secs(30),
         }
     }
 }
@@ -455,6 +460,11 @@ impl ClustersConfig {
             !self.idle_timeout.is_zero(),
             "clusters.idle_timeout",
             "must be positive",
+        )?;
+        check(
+            self.probe_interval >= Duration::from_secs(1),
+            "clusters.probe_interval",
+            "must be at least 1s",
         )?;
         check(
             self.contexts.is_empty() || self.kubeconfig.is_some(),

@@ -84,7 +84,11 @@ pub fn start(
             heartbeat_at: jiff::Timestamp::now(),
         };
         let key = Member::key(&pool, &config.worker_id);
-        let liveness = Liveness::default();
+        let liveness = Liveness {
+            probe: config.clusters.probe_interval,
+            health_ttl: config.clusters.probe_interval * 3,
+            ..Liveness::default()
+        };
         let mut heartbeat = tokio::time::interval(liveness.heartbeat);
         let mut reload = tokio::time::interval(config.clusters.reload_interval);
         for t in [&mut heartbeat, &mut reload] {
