@@ -51,6 +51,26 @@ pub struct Versioned<T> {
     pub revision: u64,
 }
 
+/// What [`Store::recent`] read.
+#[derive(Debug)]
+pub struct Recent<T> {
+    /// Keys and their values, in revision order.
+    pub entries: Vec<(String, Versioned<T>)>,
+    /// The newest revision the bucket had when read: changes after it are new.
+    pub last_revision: u64,
+    /// More entries were written in the window than were read (the oldest left out).
+    pub truncated: bool,
+}
+
+/// One change [`Store::changes_after`] follows.
+#[derive(Debug)]
+pub struct KeyChange<T> {
+    pub key: String,
+    pub revision: u64,
+    /// The value written; `None` when the key was deleted.
+    pub value: Option<T>,
+}
+
 /// What a [`Store::modify`] closure decides, given the value as it is.
 #[derive(Debug)]
 pub enum Change<T> {
@@ -435,7 +455,108 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// bucket holding two types under different keys is scanned with a filter that
     /// matches one of them only.
     pub async fn scan(&self, filter: &str) -> Result<Vec<(String, Versioned<T>)>, StoreError> {
-        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        use async_nats::jetstream::consumer::DeliverPolicy;
+        let entries = self
+            .entries(filter, DeliverPolicy::LastPerSubject, u64::MAX)
+            .await?;
+        let found: std::collections::BTreeMap<_, _> = entries.entries.into_iter().collect();
+        Ok(found.into_iter().collect())
+    }
+
+    /// The entries written at or after `since`, at most the newest `max` of them (by
+    /// revision: `truncated` says older ones were left out), in revision order. With a
+    /// history of 1, each key appears at most once, with its value now.
+    pub async fn recent(
+        &self,
+        since: std::time::SystemTime,
+        max: u64,
+    ) -> Result<Recent<T>, StoreError> {
+        use async_nats::jetstream::consumer::DeliverPolicy;
+        let last = self.last_revision().await?;
+        let start_time = time::OffsetDateTime::from(since);
+        let mut recent = self
+            .entries(">", DeliverPolicy::ByStartTime { start_time }, max)
+            .await?;
+        if recent.truncated {
+            let start_sequence = last.saturating_sub(max).saturating_add(1);
+            recent = self
+                .entries(">", DeliverPolicy::ByStartSequence { start_sequence }, max)
+                .await?;
+            recent.truncated = true;
+        }
+        recent.last_revision = recent.last_revision.max(last);
+        Ok(recent)
+    }
+
+    /// The bucket's newest revision (its stream's last sequence): what a
+    /// [`Store::changes_after`] resumes from to miss nothing written after a read.
+    pub async fn last_revision(&self) -> Result<u64, StoreError> {
+        let mut stream = self.kv.stream.clone();
+        stream
+            .info()
+            .await
+            .map(|info| info.state.last_sequence)
+            .map_err(|e| self.error(StoreErrorKind::Unavailable, ">", e.to_string()))
+    }
+
+    /// Every change to any key after revision `after`, as it happens: the key, the
+    /// revision, and the value (`None`: deleted). Values that do not read as `T` are
+    /// skipped (and logged). Ends only with the watch (or an error).
+    pub async fn changes_after(
+        &self,
+        after: u64,
+    ) -> Result<
+        impl Stream<Item = Result<KeyChange<T>, StoreError>> + Send + 'static + use<T>,
+        StoreError,
+    >
+    where
+        T: Send + 'static,
+    {
+        let watch = self
+            .kv
+            .watch_all_from_revision(after.saturating_add(1))
+            .await
+            .map_err(|e| self.error(StoreErrorKind::Unavailable, ">", e.to_string()))?;
+        let bucket = self.bucket;
+        Ok(watch.filter_map(move |entry| async move {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(e) => {
+                    return Some(Err(StoreError::new(
+                        StoreErrorKind::Unavailable,
+                        bucket,
+                        ">",
+                        e.to_string(),
+                    )));
+                }
+            };
+            let value = match entry.operation {
+                kv::Operation::Put => match decode(bucket, &entry.key, &entry.value) {
+                    Ok(value) => Some(value),
+                    Err(e) => {
+                        tracing::warn!(bucket, key = %entry.key, error = %e, "unreadable value skipped");
+                        return None;
+                    }
+                },
+                kv::Operation::Delete | kv::Operation::Purge => None,
+            };
+            Some(Ok(KeyChange {
+                key: entry.key,
+                revision: entry.revision,
+                value,
+            }))
+        }))
+    }
+
+    /// The entries of keys matching `filter` that `deliver` selects, in revision order;
+    /// `truncated` (and none read) when more than `max` are pending.
+    async fn entries(
+        &self,
+        filter: &str,
+        deliver: async_nats::jetstream::consumer::DeliverPolicy,
+        max: u64,
+    ) -> Result<Recent<T>, StoreError> {
+        use async_nats::jetstream::consumer::pull::OrderedConfig;
         let unavailable = |e: &dyn std::fmt::Display| {
             self.error(StoreErrorKind::Unavailable, filter, e.to_string())
         };
@@ -444,14 +565,23 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             .stream
             .create_consumer(OrderedConfig {
                 filter_subject: format!("{}{filter}", self.kv.prefix),
-                deliver_policy: DeliverPolicy::LastPerSubject,
+                deliver_policy: deliver,
                 ..Default::default()
             })
             .await
             .map_err(|e| unavailable(&e))?;
-        let mut found = std::collections::BTreeMap::new();
-        if consumer.cached_info().num_pending == 0 {
-            return Ok(Vec::new());
+        let mut recent = Recent {
+            entries: Vec::new(),
+            last_revision: 0,
+            truncated: false,
+        };
+        let pending = consumer.cached_info().num_pending;
+        if pending == 0 {
+            return Ok(recent);
+        }
+        if pending > max {
+            recent.truncated = true;
+            return Ok(recent);
         }
         let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
         loop {
@@ -464,6 +594,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
             let message = message.map_err(|e| unavailable(&e))?;
             let info = message.info().map_err(|e| unavailable(&e))?;
             let (revision, last) = (info.stream_sequence, info.pending == 0);
+            recent.last_revision = revision;
             let key = message
                 .subject
                 .strip_prefix(self.kv.prefix.as_str())
@@ -476,9 +607,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
             if !removed {
                 match decode(self.bucket, &key, &message.payload) {
-                    Ok(value) => {
-                        found.insert(key, Versioned { value, revision });
-                    }
+                    Ok(value) => recent.entries.push((key, Versioned { value, revision })),
                     Err(e) => {
                         tracing::warn!(bucket = self.bucket, %key, error = %e, "unreadable value skipped")
                     }
@@ -488,7 +617,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
                 break;
             }
         }
-        Ok(found.into_iter().collect())
+        Ok(recent)
     }
 
     async fn slot(&self, key: &str) -> Result<Slot<T>, StoreError> {

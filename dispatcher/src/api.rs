@@ -15,13 +15,13 @@ use serde_json::json;
 
 use crate::{
     auth::Caller,
-    clusters,
+    clusters, console,
     context::Context,
     deadletters,
     error::{Error, Result},
     events, hooks,
     intake::{self, JsonBody, KeyHeader, KeySource},
-    inventory, rollouts, wait,
+    inventory, operations, rollouts, wait,
 };
 
 /// The source recorded for operations submitted through the plain API.
@@ -30,7 +30,10 @@ pub const API_SOURCE: &str = "api";
 pub fn router(ctx: Arc<Context>) -> Router {
     let limit = ctx.config.http.body_limit;
     Router::new()
-        .route("/v1/operations", post(create_operation))
+        .route(
+            "/v1/operations",
+            get(operations::list).post(create_operation),
+        )
         .route("/v1/operations/{id}", get(get_operation))
         .route("/v1/operations/{id}/events", get(operation_events))
         .route("/v1/operations/{id}/retry", post(retry_operation))
@@ -56,6 +59,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(console::routes(&ctx))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(
             ctx.clone(),
@@ -103,7 +107,7 @@ pub fn wait_bound(ctx: &Context, wait: Option<&str>) -> Result<Duration> {
 
 async fn get_operation(
     State(ctx): State<Arc<Context>>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     query: std::result::Result<Query<StatusQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response> {
@@ -111,6 +115,7 @@ async fn get_operation(
     let Query(query) = query.map_err(|e| Error::field("query", e.body_text()))?;
     let within = wait_bound(&ctx, query.wait.as_deref())?;
     let record = read_record(&ctx, &id).await?;
+    caller.check_read_cluster(&record.cluster)?;
     let record = wait::until_terminal(&ctx, &id, record, within).await?;
     Ok(Json(record).into_response())
 }
@@ -128,11 +133,13 @@ async fn read_record(ctx: &Context, id: &OperationId) -> Result<OperationRecord>
 /// `http.max_wait`.
 async fn operation_events(
     State(ctx): State<Arc<Context>>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
     let id = OperationId::parse(&id).map_err(|reason| Error::field("id", reason))?;
-    read_record(&ctx, &id).await?; // 404 before opening a stream
+    // 404 (or 403) before opening a stream.
+    let record = read_record(&ctx, &id).await?;
+    caller.check_read_cluster(&record.cluster)?;
     let within = ctx.config.http.max_wait;
     Ok(wait::events(ctx, id, within).await?.into_response())
 }
@@ -148,7 +155,7 @@ struct DeadLetterQuery {
 
 async fn list_dead_letters(
     State(ctx): State<Arc<Context>>,
-    _caller: Caller,
+    caller: Caller,
     query: std::result::Result<Query<DeadLetterQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response> {
     let Query(query) = query.map_err(|e| Error::field("query", e.body_text()))?;
@@ -159,7 +166,9 @@ async fn list_dead_letters(
             format!("must be between 1 and {}", deadletters::MAX_LIMIT),
         ));
     }
-    let (items, next) = deadletters::list(&ctx, query.after, limit).await?;
+    let (mut items, next) = deadletters::list(&ctx, query.after, limit).await?;
+    // A page may then hold fewer than `limit`; `next` still goes on from the last read.
+    items.retain(|d| caller.may_read_cluster(d.cluster.as_str()));
     Ok(Json(json!({"items": items, "next": next})).into_response())
 }
 

@@ -26,7 +26,12 @@ use crate::{
 pub struct Auth {
     tokens: Vec<Token>,
     pub hooks: BTreeMap<String, Hook>,
+    /// The policy of `GET` requests without a token (`console.anonymous_read`), if allowed.
+    anonymous: Option<PolicyConfig>,
 }
+
+/// The source an anonymous reader is named by (it submits nothing).
+pub const ANONYMOUS_SOURCE: &str = "anonymous";
 
 struct Token {
     name: String,
@@ -49,6 +54,8 @@ pub struct Caller {
     /// How refusals name the caller: `token "ci"`, `hook "github"`.
     pub who: String,
     policy: Option<PolicyConfig>,
+    /// An anonymous reader: it may read what its policy allows, and change nothing.
+    pub read_only: bool,
 }
 
 impl Auth {
@@ -86,7 +93,19 @@ impl Auth {
                 },
             );
         }
-        Ok(Self { tokens, hooks })
+        let anonymous = config
+            .console
+            .anonymous_read
+            .as_ref()
+            .map(|a| PolicyConfig {
+                clusters: a.clusters.clone(),
+                ..Default::default()
+            });
+        Ok(Self {
+            tokens,
+            hooks,
+            anonymous,
+        })
     }
 
     /// True when no tokens are configured and the plain API takes anyone.
@@ -94,13 +113,27 @@ impl Auth {
         self.tokens.is_empty()
     }
 
-    /// The caller an `Authorization` header value names.
-    pub fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller> {
+    /// The caller an `Authorization` header value names. `reading` says the request only
+    /// reads (`GET`, `HEAD`): without a header, it is served as the anonymous reader when
+    /// one is configured.
+    pub fn authenticate(&self, authorization: Option<&[u8]>, reading: bool) -> Result<Caller> {
         if self.is_open() {
             return Ok(Caller {
                 source: API_SOURCE.into(),
                 who: "the open API".into(),
                 policy: None,
+                read_only: false,
+            });
+        }
+        if authorization.is_none()
+            && reading
+            && let Some(policy) = &self.anonymous
+        {
+            return Ok(Caller {
+                source: ANONYMOUS_SOURCE.into(),
+                who: "an anonymous reader".into(),
+                policy: Some(policy.clone()),
+                read_only: true,
             });
         }
         let presented = authorization.and_then(bearer_token).ok_or_else(|| {
@@ -124,6 +157,7 @@ impl Auth {
             source: token.name.clone(),
             who: format!("token {:?}", token.name),
             policy: Some(token.policy.clone()),
+            read_only: false,
         })
     }
 }
@@ -150,6 +184,7 @@ impl Hook {
             source: name.to_owned(),
             who,
             policy: Some(self.config.policy.clone()),
+            read_only: false,
         })
     }
 }
@@ -157,6 +192,7 @@ impl Hook {
 impl Caller {
     /// Refuses (403) what the caller's policy does not allow.
     pub fn check(&self, spec: &OperationSpec) -> Result<()> {
+        self.check_writer()?;
         match &self.policy {
             Some(policy) => policy.check(&self.who, spec),
             None => Ok(()),
@@ -170,6 +206,7 @@ impl Caller {
         cluster: &str,
         action: longshore_contract::Action,
     ) -> Result<()> {
+        self.check_writer()?;
         let Some(policy) = &self.policy else {
             return Ok(());
         };
@@ -194,6 +231,47 @@ impl Caller {
 }
 
 impl Caller {
+    /// Refuses (403) an anonymous reader anything but reading. (It is only ever made for
+    /// `GET` requests; this holds should a reading route ever change something.)
+    fn check_writer(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::Forbidden(format!(
+                "{} may only read: send a token to change anything",
+                self.who
+            )));
+        }
+        Ok(())
+    }
+
+    /// The controls of fleet rollouts the caller may use (on rollouts whose clusters it
+    /// may all read).
+    pub fn rollout_controls(&self) -> Vec<longshore_contract::rollout::state::ControlAction> {
+        use longshore_contract::rollout::state::ControlAction;
+        if self.read_only {
+            return Vec::new();
+        }
+        match &self.policy {
+            None => ControlAction::ALL.to_vec(),
+            Some(p) => p.rollout_controls.clone(),
+        }
+    }
+
+    /// Whether the caller may change the registry (clusters its policy allows).
+    pub fn may_manage_clusters(&self) -> bool {
+        !self.read_only && self.policy.as_ref().is_none_or(|p| p.manage_clusters)
+    }
+
+    /// The actions the caller may submit (and retry), on the clusters it may read.
+    pub fn actions(&self) -> Vec<longshore_contract::Action> {
+        if self.read_only {
+            return Vec::new();
+        }
+        match &self.policy {
+            Some(p) if !p.actions.is_empty() => p.actions.clone(),
+            _ => longshore_contract::Action::ALL.to_vec(),
+        }
+    }
+
     /// Whether the caller may see `cluster` in the registry.
     pub fn may_read_cluster(&self, cluster: &str) -> bool {
         self.policy
@@ -220,6 +298,7 @@ impl Caller {
         action: longshore_contract::rollout::state::ControlAction,
         clusters: &[longshore_contract::ClusterName],
     ) -> Result<()> {
+        self.check_writer()?;
         let Some(policy) = &self.policy else {
             return Ok(());
         };
@@ -245,6 +324,7 @@ impl Caller {
     /// Refuses (403) changing the registry entry of `cluster` unless the policy allows
     /// managing clusters, and this one.
     pub fn check_manage_cluster(&self, cluster: &str) -> Result<()> {
+        self.check_writer()?;
         let Some(policy) = &self.policy else {
             return Ok(());
         };
@@ -266,7 +346,11 @@ impl FromRequestParts<Arc<Context>> for Caller {
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        ctx.auth.authenticate(header)
+        let reading = matches!(
+            parts.method,
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
+        ctx.auth.authenticate(header, reading)
     }
 }
 
@@ -302,18 +386,23 @@ mod tests {
     fn a_known_token_names_the_source() {
         let a = auth(0.0);
         assert_eq!(
-            a.authenticate(Some(b"Bearer ci-token")).unwrap().source,
+            a.authenticate(Some(b"Bearer ci-token"), false)
+                .unwrap()
+                .source,
             "ci"
         );
         assert!(matches!(
-            a.authenticate(Some(b"Bearer ci-tokeN")),
+            a.authenticate(Some(b"Bearer ci-tokeN"), false),
             Err(Error::Unauthorized(_))
         ));
         assert!(matches!(
-            a.authenticate(Some(b"ci-token")),
+            a.authenticate(Some(b"ci-token"), false),
             Err(Error::Unauthorized(_))
         ));
-        assert!(matches!(a.authenticate(None), Err(Error::Unauthorized(_))));
+        assert!(matches!(
+            a.authenticate(None, false),
+            Err(Error::Unauthorized(_))
+        ));
     }
 
     #[test]
@@ -325,7 +414,7 @@ mod tests {
             b"BEARER ci-token",
             b"BeArEr   ci-token",
         ] {
-            let caller = a.authenticate(Some(header));
+            let caller = a.authenticate(Some(header), false);
             assert_eq!(
                 caller.map(|c| c.source).ok().as_deref(),
                 Some("ci"),
@@ -335,7 +424,10 @@ mod tests {
         }
         for header in [&b"Basic ci-token"[..], b"Bearerci-token", b"Bearer"] {
             assert!(
-                matches!(a.authenticate(Some(header)), Err(Error::Unauthorized(_))),
+                matches!(
+                    a.authenticate(Some(header), false),
+                    Err(Error::Unauthorized(_))
+                ),
                 "{}",
                 String::from_utf8_lossy(header)
             );
@@ -345,8 +437,8 @@ mod tests {
     #[test]
     fn the_rate_limit_answers_with_a_wait() {
         let a = auth(0.5);
-        a.authenticate(Some(b"Bearer ci-token")).unwrap();
-        match a.authenticate(Some(b"Bearer ci-token")) {
+        a.authenticate(Some(b"Bearer ci-token"), false).unwrap();
+        match a.authenticate(Some(b"Bearer ci-token"), false) {
             Err(Error::RateLimited { retry_after, .. }) => {
                 assert!(retry_after > std::time::Duration::from_secs(1))
             }
@@ -358,6 +450,6 @@ mod tests {
     fn without_tokens_the_api_is_open() {
         let a = Auth::from_config(&Config::default()).unwrap();
         assert!(a.is_open());
-        assert_eq!(a.authenticate(None).unwrap().source, API_SOURCE);
+        assert_eq!(a.authenticate(None, false).unwrap().source, API_SOURCE);
     }
 }

@@ -46,6 +46,64 @@ pub struct Config {
     pub hooks: BTreeMap<String, HookConfig>,
     /// Trace export (OTLP); see `docs/observability.md`.
     pub telemetry: TelemetryConfig,
+    /// The web console (`/ui`); see `docs/console.md`.
+    pub console: ConsoleConfig,
+}
+
+/// The web console the dispatcher serves under `/ui`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Serve it (its pages only: what they show is read through the API).
+    pub enabled: bool,
+    /// Where an operation's trace is shown, `{trace_id}` standing for its trace id:
+    /// `https://jaeger.example.com/trace/{trace_id}`. Unset: no trace links.
+    pub trace_url: Option<String>,
+    /// Read-only access without a token: `GET` requests to the API that carry no
+    /// `Authorization` header are served as an anonymous reader that sees these clusters
+    /// (globs) and may change nothing. Unset: every request needs a token (when tokens are
+    /// configured at all).
+    pub anonymous_read: Option<AnonymousRead>,
+}
+
+/// What an anonymous reader may see.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnonymousRead {
+    /// Clusters it may read (globs; empty: all).
+    pub clusters: Vec<String>,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            trace_url: None,
+            anonymous_read: None,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.trace_url
+            && (!(url.starts_with("http://") || url.starts_with("https://"))
+                || !url.contains(crate::console::TRACE_ID_PLACEHOLDER))
+        {
+            return Err(ConfigError(format!(
+                "console.trace_url: must be an http:// or https:// URL with {} in it, got {url:?}",
+                crate::console::TRACE_ID_PLACEHOLDER
+            )));
+        }
+        if let Some(anonymous) = &self.anonymous_read {
+            PolicyConfig {
+                clusters: anonymous.clusters.clone(),
+                ..Default::default()
+            }
+            .validate("console.anonymous_read")?;
+        }
+        Ok(())
+    }
 }
 
 /// One bearer token: its secret, what it may do, and how often.
@@ -163,6 +221,7 @@ impl Default for Config {
             tokens: BTreeMap::new(),
             hooks: BTreeMap::new(),
             telemetry: TelemetryConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -219,6 +278,7 @@ impl Config {
     pub fn cluster_names(&self) -> Result<BTreeSet<ClusterName>, ConfigError> {
         self.nats.validate("nats").map_err(ConfigError)?;
         self.telemetry.validate("telemetry").map_err(ConfigError)?;
+        self.console.validate()?;
         let mut names = BTreeSet::new();
         for (i, c) in self.clusters.iter().enumerate() {
             let name = ClusterName::new(c.trim())

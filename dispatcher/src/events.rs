@@ -198,13 +198,13 @@ fn unavailable(doing: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// One of the replica's `http.max_event_streams`, held while its stream is open.
-struct Slot {
+pub(crate) struct Slot {
     _permit: OwnedSemaphorePermit,
     ctx: Arc<Context>,
 }
 
 impl Slot {
-    fn take(ctx: &Arc<Context>) -> Result<Self> {
+    pub(crate) fn take(ctx: &Arc<Context>) -> Result<Self> {
         let permit = ctx.event_streams.clone().try_acquire_owned().map_err(|_| {
             Error::Busy(format!(
                 "this dispatcher has {} event streams open, its most (http.max_event_streams); retry later or on another replica",

@@ -235,6 +235,14 @@ pub enum ControlAction {
 }
 
 impl ControlAction {
+    pub const ALL: [ControlAction; 5] = [
+        ControlAction::Pause,
+        ControlAction::Resume,
+        ControlAction::Approve,
+        ControlAction::Cancel,
+        ControlAction::RetryFailed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ControlAction::Pause => "pause",
