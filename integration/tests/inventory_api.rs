@@ -13,7 +13,7 @@ use longshore_contract::{
 };
 use longshore_dispatcher::{config::TokenConfig, policy::PolicyConfig};
 use longshore_integration::{
-    dispatcher::Dispatcher, nats::NatsServer, process::binary, wait::eventually,
+    dispatcher::Dispatcher, nats::NatsServer, process::binary, sse::Sse, wait::eventually,
 };
 use serde_json::{Value, json};
 
@@ -131,10 +131,7 @@ impl Rig {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 200, "{query}");
         assert_eq!(resp.headers()["content-type"], "text/event-stream");
-        Sse {
-            resp,
-            pending: String::new(),
-        }
+        Sse::new(resp)
     }
 }
 
@@ -200,79 +197,6 @@ fn event(cluster: &str, kind: &str, name: &str, what: &str, version: u32) -> Eve
         "at": "2026-12-01T10:00:00Z",
     }))
     .unwrap()
-}
-
-/// A server-sent event stream, read a message at a time.
-struct Sse {
-    resp: reqwest::Response,
-    pending: String,
-}
-
-/// One server-sent message: its `id`, `event` and `data` lines.
-#[derive(Debug, Default)]
-struct Message {
-    id: Option<String>,
-    event: Option<String>,
-    data: Option<String>,
-}
-
-impl Sse {
-    /// The next message (keep-alive comments skipped), within [`WAIT`].
-    async fn next(&mut self) -> Message {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(end) = self.pending.find("\n\n") {
-                    let block: String = self.pending.drain(..end + 2).collect();
-                    let mut message = Message::default();
-                    for line in block.lines() {
-                        let (field, value) = line.split_once(": ").unwrap_or((line, ""));
-                        match field {
-                            "id" => message.id = Some(value.to_owned()),
-                            "event" => message.event = Some(value.to_owned()),
-                            "data" => message.data = Some(value.to_owned()),
-                            _ => {}
-                        }
-                    }
-                    if message.id.is_some() || message.data.is_some() {
-                        return message;
-                    }
-                    continue;
-                }
-                let chunk = self
-                    .resp
-                    .chunk()
-                    .await
-                    .unwrap()
-                    .expect("the stream stays open");
-                self.pending.push_str(&String::from_utf8_lossy(&chunk));
-            }
-        })
-        .await
-        .expect("a message within the wait")
-    }
-
-    /// The next event (a message with data): its sequence, type and JSON.
-    async fn event(&mut self) -> (u64, String, Value) {
-        let m = self.next().await;
-        let Some(data) = m.data.clone() else {
-            panic!("an event, got {m:?}");
-        };
-        (
-            m.id.unwrap().parse().unwrap(),
-            m.event.unwrap(),
-            serde_json::from_str(&data).unwrap(),
-        )
-    }
-
-    /// The position a stream starts after: its first message, a bare `id`.
-    async fn position(&mut self) -> u64 {
-        let m = self.next().await;
-        assert!(
-            m.data.is_none(),
-            "the first message is the position, got {m:?}"
-        );
-        m.id.unwrap().parse().unwrap()
-    }
 }
 
 /// Five objects over two clusters, kinds, namespaces and health, one cluster-scoped, and
@@ -562,18 +486,13 @@ async fn stopping_the_dispatcher_ends_its_event_streams_rather_than_waiting_out_
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let mut stream = Sse {
-        resp,
-        pending: String::new(),
-    };
+    let mut stream = Sse::new(resp);
     stream.position().await;
     tokio::time::timeout(WAIT, dispatcher.stop())
         .await
         .expect("stopped without waiting for the open stream")
         .unwrap();
-    let end = tokio::time::timeout(WAIT, stream.resp.chunk())
-        .await
-        .unwrap();
+    let end = tokio::time::timeout(WAIT, stream.chunk()).await.unwrap();
     assert!(matches!(end, Ok(None)), "the stream ended cleanly: {end:?}");
 }
 
