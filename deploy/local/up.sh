@@ -303,6 +303,13 @@ $cli rollout approve "$rid"
 say "$cli rollout wait $rid"
 $cli rollout wait "$rid" --timeout 60s || die "rollout $rid did not succeed (see $state/logs/)"
 
+# The web console: the same API, drawn in a browser (docs/console.md).
+say "the web console is at $api/ui; its operations page lists what GET /v1/operations returns:"
+curl -fsS -o /dev/null "$api/ui/rollouts/$rid" || die "the console did not answer at $api/ui"
+curl -fsS "$api/v1/operations?limit=3" | python3 -c 'import json,sys
+for o in json.load(sys.stdin)["items"]:
+    print("  %s  %-10s %-8s %s" % (o["id"], o["state"], o["cluster"], o["action"]))'
+
 if $agent; then
   # --- deploy to edge: hub dispatcher -> JetStream (domain hub) -> leaf node -> agent ---
   # The agent registered edge itself, for its pool; wait until the dispatchers see it.
@@ -370,6 +377,7 @@ longshore is running: 2 dispatchers, $WORKERS workers, clusters prod and staging
 
   Clusters: kubectl --kubeconfig $kubeconfig --context staging get all -A
   Writes:   curl -s http://127.0.0.1:$SIM_PORT/_sim/clusters/prod/writes
+  Console:  http://127.0.0.1:${DISPATCHER_PORTS[0]}/ui   (docs/console.md)
   Metrics:  curl -s http://127.0.0.1:${DISPATCHER_PORTS[0]}/metrics   curl -s http://127.0.0.1:${WORKER_PORTS[0]}/metrics
 
   Logs:     $state/logs/
