@@ -12,7 +12,7 @@
 //! - a token without permissions sees no control buttons, and is refused (403) when it
 //!   sends the request anyway; an anonymous reader reads and changes nothing; the token is
 //!   never in the URL or in local storage;
-//! - pages fit a phone-width screen.
+//! - pages work from the keyboard, and fit a phone-width screen.
 //!
 //! Each page's screenshot at 1280×800 is checked not to be blank and saved in
 //! `docs/console/`. Without a browser the tests are skipped, except under `CI=true`.
@@ -765,8 +765,29 @@ async fn without_permissions_no_controls_are_shown_and_sending_one_is_refused() 
     assert_eq!(me["may"]["rolloutControls"], json!([]));
 }
 
+/// Presses `key` on the element that has the focus; returns what has it then, as
+/// `tag text`.
+async fn press(b: &Browser, key: fantoccini::key::Key) -> String {
+    b.client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&char::from(key).to_string())
+        .await
+        .unwrap();
+    let focused = b
+        .client
+        .execute(
+            "const e = document.activeElement; return `${e.tagName.toLowerCase()} ${e.textContent.trim()}`",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    focused.as_str().unwrap().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pages_fit_a_phone_width_screen() {
+async fn pages_work_from_the_keyboard_and_fit_a_phone_width_screen() {
     let clusters = ["eu-1", "eu-2"];
     let Some(c) = Console::start(&clusters).await else {
         return;
@@ -782,6 +803,53 @@ async fn pages_fit_a_phone_width_screen() {
     let id = gated_rollout(&c, &clusters).await;
     until_rollout(&c, &id, "waiting_approval").await;
     c.sign_in("/ui/operations", "admin").await;
+
+    // From the top of a page: the skip link, then the sections, each reached with Tab and
+    // followed with Enter.
+    use fantoccini::key::Key;
+    b.goto(&c.url("/ui/operations")).await.unwrap();
+    b.until(
+        "the operations page",
+        "return !!document.querySelector('#operations tbody tr')",
+    )
+    .await
+    .unwrap();
+    b.client
+        .execute("document.body.focus()", Vec::new())
+        .await
+        .unwrap();
+    let mut focused = Vec::new();
+    for _ in 0..4 {
+        focused.push(press(b, Key::Tab).await);
+    }
+    assert_eq!(
+        focused,
+        [
+            "a Skip to content",
+            "a longshore",
+            "a Operations",
+            "a Rollouts"
+        ]
+    );
+    press(b, Key::Enter).await;
+    b.until(
+        "the rollouts page, reached from the keyboard",
+        &format!(
+            "return location.pathname === '/ui/rollouts' && !!document.querySelector('#rollouts tr[data-id=\"{id}\"]')"
+        ),
+    )
+    .await
+    .unwrap();
+    let current = b
+        .client
+        .execute(
+            "return document.querySelector('nav a[aria-current=page]')?.textContent",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(current, "Rollouts");
+
     b.viewport(390, 844).await.unwrap();
     for (path, ready) in [
         ("/ui/operations", "#operations tbody tr"),
