@@ -29,6 +29,14 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     );
 }
 
+/// A loopback port free now, for a process to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 /// A running process of ours.
 pub struct Process {
     pub name: String,

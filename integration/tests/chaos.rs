@@ -27,7 +27,7 @@ use futures::StreamExt;
 use longshore_contract::jetstream as names;
 use longshore_integration::{
     nats::NatsCluster,
-    process::{Process, binary},
+    process::{Process, binary, free_port},
     wait::eventually,
 };
 use longshore_kube_sim::{ErrorFault, FaultScope, Faults, KubeSim, SimOptions, Trigger};
@@ -40,14 +40,6 @@ fn env_or(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The run's log directory: removed when the test passes, kept (and named) when it fails.

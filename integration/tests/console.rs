@@ -27,11 +27,11 @@ use fantoccini::Locator;
 use longshore_contract::rollout::state::ControlAction;
 use longshore_integration::{
     nats::NatsServer,
-    process::{Process, binary},
+    process::{Process, binary, free_port},
     wait::eventually,
     worker::Worker,
 };
-use longshore_kube_sim::{ErrorFault, FaultScope, Faults, KubeSim, SimOptions, Trigger};
+use longshore_kube_sim::{Faults, KubeSim, SimOptions};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -216,14 +216,6 @@ secret_file = "{dir}/viewer"
         .await
         .unwrap();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn config_map(name: &str, value: &str) -> Value {
@@ -621,15 +613,7 @@ async fn a_dead_letter_is_retried_from_its_page() {
     };
     let b = &c.browser;
     let cluster = c.sim.cluster("prod").unwrap();
-    cluster.set_faults(Faults {
-        scope: FaultScope::Writes,
-        errors: vec![ErrorFault {
-            status: 503,
-            retry_after_seconds: None,
-            when: Trigger::default(),
-        }],
-        ..Default::default()
-    });
+    cluster.set_faults(Faults::writes_answered(503));
     let id = c
         .submit(apply("prod", vec![config_map("web", "hello")]))
         .await;

@@ -13,7 +13,7 @@ use longshore_integration::worker::Worker;
 use longshore_integration::{
     dispatcher::Dispatcher,
     nats::{NatsCluster, NatsServer},
-    process::{Process, binary},
+    process::{Process, binary, free_port},
     wait::eventually,
 };
 use longshore_kube_sim::{KubeSim, Rollouts, SimOptions};
@@ -22,14 +22,6 @@ use serde_json::{Value, json};
 const GRACE: Duration = Duration::from_secs(2);
 /// What the process may take beyond the grace: starting the exit, the runtime's teardown.
 const SLACK: Duration = Duration::from_millis(1500);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn worker(
     nats_url: &str,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use longshore_integration::{
     nats::NatsServer,
     otlp::{OtlpReceiver, ReceivedSpan},
-    process::{Process, binary},
+    process::{Process, binary, free_port},
     system::System,
     wait::eventually,
 };
@@ -17,14 +17,6 @@ const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
 const PRODUCER: i32 = 4;
 const CONSUMER: i32 = 5;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A nats-server, kube-sim with `clusters`, an OTLP receiver, and the real dispatcher and
 /// worker processes exporting their spans to it; the dispatcher ready.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use longshore_dispatcher::{config::TokenConfig, policy::PolicyConfig};
 use longshore_integration::{dispatcher::Dispatcher, sse::Sse, system::System};
-use longshore_kube_sim::{ErrorFault, FaultScope, Faults, Trigger};
+use longshore_kube_sim::Faults;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -38,15 +38,9 @@ fn ids(list: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listing_is_newest_first_and_filtered_and_bad_input_is_named() {
     let system = System::start(&["prod", "staging"], 1, 1).await.unwrap();
-    system.cluster("staging").set_faults(Faults {
-        scope: FaultScope::Writes,
-        errors: vec![ErrorFault {
-            status: 422,
-            retry_after_seconds: None,
-            when: Trigger::default(),
-        }],
-        ..Default::default()
-    });
+    system
+        .cluster("staging")
+        .set_faults(Faults::writes_answered(422));
     let base = system.dispatchers[0].url.clone();
     let mut done = Vec::new();
     for (cluster, name) in [("prod", "a"), ("staging", "b"), ("prod", "c")] {

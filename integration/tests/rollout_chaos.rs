@@ -33,7 +33,7 @@ use std::{
 use longshore_contract::jetstream as names;
 use longshore_integration::{
     nats::NatsServer,
-    process::{Process, binary},
+    process::{Process, binary, free_port},
     wait::eventually,
 };
 use longshore_kube_sim::{
@@ -58,14 +58,6 @@ fn group(i: usize) -> &'static str {
         170..190 => "c",
         _ => "d",
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A client that tries each dispatcher in turn until one answers as `ok` allows.

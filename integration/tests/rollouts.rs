@@ -7,22 +7,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use longshore_integration::{system::System, wait::eventually};
-use longshore_kube_sim::{ErrorFault, FaultScope, Faults, Trigger};
+use longshore_kube_sim::Faults;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Faults that refuse every write as invalid: a permanent failure.
 fn refusing_writes() -> Faults {
-    Faults {
-        scope: FaultScope::Writes,
-        errors: vec![ErrorFault {
-            status: 422,
-            retry_after_seconds: None,
-            when: Trigger::default(),
-        }],
-        ..Default::default()
-    }
+    Faults::writes_answered(422)
 }
 
 fn names(n: usize) -> Vec<String> {

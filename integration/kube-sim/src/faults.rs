@@ -98,6 +98,20 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// Every write answered with `status` (e.g. 422: a permanent refusal; 503: a transient
+    /// one, until cleared); reads are served.
+    pub fn writes_answered(status: u16) -> Self {
+        Self {
+            scope: FaultScope::Writes,
+            errors: vec![ErrorFault {
+                status,
+                retry_after_seconds: None,
+                when: Trigger::default(),
+            }],
+            ..Default::default()
+        }
+    }
+
     /// Checks the values, naming the field at fault.
     pub fn validate(&self) -> Result<(), String> {
         for (i, e) in self.errors.iter().enumerate() {

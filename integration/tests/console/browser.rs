@@ -60,7 +60,7 @@ impl Browser {
             );
             return Ok(None);
         };
-        let port = free_port()?;
+        let port = longshore_integration::process::free_port();
         // In a process group of its own, so dropping it ends Chromium's processes too.
         let driver = Command::new(&driver)
             .arg(format!("--port={port}"))
@@ -144,12 +144,6 @@ impl Drop for Driver {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 impl Browser {
