@@ -188,7 +188,7 @@ pub struct HttpConfig {
     /// stays open.
     #[serde(with = "longshore_contract::duration")]
     pub max_wait: Duration,
-    /// Most `GET /v1/events` streams open at once on this replica: each holds a consumer
+    /// Most `GET /v1/events` streams and operation watches open at once on this replica: each holds a consumer
     /// on the NATS server for as long as it is open. One more is refused with 503.
     pub max_event_streams: usize,
     /// The URL clients reach the dispatcher at (e.g. `https://longshore.example.com`). When
