@@ -10,11 +10,23 @@ use prometheus_client::{
     registry::Registry,
 };
 
+/// The HTTP methods a request's metrics name; any other is counted as `other`.
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// The metrics label of a request's method: itself if one of [`METHODS`], else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    METHODS
+        .into_iter()
+        .find(|m| *m == method)
+        .unwrap_or("other")
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The route template (`/v1/operations/{id}`), or `unmatched`.
     pub route: String,
-    pub method: String,
+    /// One of [`METHODS`], or `other`: a client choosing its method cannot add series.
+    pub method: &'static str,
     pub status: u16,
 }
 
@@ -153,7 +165,7 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),
-                method: method.to_owned(),
+                method: method_label(method),
                 status,
             })
             .inc();

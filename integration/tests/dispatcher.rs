@@ -231,3 +231,73 @@ async fn oversized_bodies_and_wrong_content_types_get_clear_4xx_and_the_replica_
     assert_eq!(s, 202, "still serving after bad input");
     assert_eq!(stream_messages(&nats.url()).await, 1);
 }
+
+#[tokio::test]
+async fn a_client_choosing_its_methods_adds_no_metric_series() {
+    let nats = NatsServer::start().await.unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let file = secrets.path().join("ci");
+    std::fs::write(&file, "ci-token").unwrap();
+    let mut config = Dispatcher::config(&nats.url(), &["prod"]);
+    config.tokens.insert(
+        "ci".into(),
+        longshore_dispatcher::config::TokenConfig {
+            secret_file: Some(file),
+            ..Default::default()
+        },
+    );
+    let d = Dispatcher::start_with(config).await.unwrap();
+    let http = reqwest::Client::new();
+    let series = || async {
+        let text = http
+            .get(format!("{}/metrics", d.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("longshore_dispatcher_http_requests_total{"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    // Anonymous, with tokens configured: each is refused, and none may name a series.
+    for i in 0..40 {
+        let method = reqwest::Method::from_bytes(format!("FOO{i}").as_bytes()).unwrap();
+        let resp = http
+            .request(method, format!("{}/v1/operations", d.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_client_error(), "{}", resp.status());
+    }
+    let lines = series().await;
+    assert!(
+        lines.iter().all(|l| !l.contains("FOO")),
+        "a client's method became a label: {lines:?}"
+    );
+    let other: f64 = lines
+        .iter()
+        .filter(|l| l.contains("method=\"other\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(other, 40.0, "{lines:?}");
+    assert!(lines.len() <= 3, "{lines:?}");
+    // Known methods keep their names.
+    let resp = http
+        .get(format!("{}/v1/clusters", d.url))
+        .bearer_auth("ci-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        series()
+            .await
+            .iter()
+            .any(|l| l.contains("route=\"/v1/clusters\",method=\"GET\",status=\"200\"")),
+        "{:?}",
+        series().await
+    );
+}
