@@ -230,20 +230,24 @@ async fn a_token_sees_the_operations_of_the_clusters_its_policy_allows_only() {
             (status, resp.json::<Value>().await.unwrap_or(Value::Null))
         }
     };
-    let mut made = Vec::new();
-    for cluster in ["eu-1", "us-1"] {
-        let resp = http
+    // Submitted with the token that sees every cluster; the operation's id.
+    let submit = |cluster: &'static str, name: &'static str| {
+        let req = http
             .post(format!("{}/v1/operations", dispatcher.url))
             .bearer_auth("all-token")
-            .json(&apply(cluster, "x"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
-        let id = resp.json::<Value>().await.unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+            .json(&apply(cluster, name));
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 202);
+            resp.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let mut made = Vec::new();
+    for cluster in ["eu-1", "us-1"] {
+        let id = submit(cluster, "x").await;
         system.wait_terminal(&id, WAIT).await.unwrap();
         made.push(id);
     }
@@ -281,14 +285,7 @@ async fn a_token_sees_the_operations_of_the_clusters_its_policy_allows_only() {
     let mut stream = Sse::new(resp);
     stream.position().await;
     for cluster in ["us-1", "eu-1"] {
-        let resp = http
-            .post(format!("{}/v1/operations", dispatcher.url))
-            .bearer_auth("all-token")
-            .json(&apply(cluster, "y"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 202);
+        submit(cluster, "y").await;
     }
     let (_, _, op) = stream.event().await;
     assert_eq!(op["cluster"], "eu-1", "{op}");
