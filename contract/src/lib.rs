@@ -26,7 +26,9 @@
 //!   share, and the W3C trace context carried in NATS headers;
 //! - [`stop`]: the SIGTERM/SIGINT both binaries drain on, listened for from the start;
 //! - [`settings`]: loading a binary's configuration (defaults < file < environment);
-//! - [`duration`]: human-friendly durations (`"30s"`, `"2m"`) for configuration.
+//! - [`duration`]: human-friendly durations (`"30s"`, `"2m"`) for configuration;
+//! - [`exposition`]: `GET /metrics` in OpenMetrics or the Prometheus text format, as the
+//!   scraper asks.
 //!
 //! `docs/contract.md` shows a JSON example of each message and record.
 
@@ -36,6 +38,7 @@ pub mod cluster;
 pub mod deadletter;
 pub mod duration;
 pub mod envelope;
+pub mod exposition;
 pub mod id;
 pub mod inventory;
 pub mod jetstream;

@@ -9,8 +9,13 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use axum::{
-    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
+    Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::IntoResponse,
+    routing::get,
 };
+use longshore_contract::exposition;
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -46,7 +51,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Cancell
     }
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+async fn metrics(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> impl IntoResponse {
     if let Some(consumer) = shared.consumer.get() {
         let mut consumer = consumer.clone();
         match tokio::time::timeout(Duration::from_secs(2), consumer.info()).await {
@@ -59,13 +64,19 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             Err(_) => tracing::debug!("reading the pool consumer's state timed out"),
         }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        shared.metrics.encode(),
-    )
+    if let Some(fleet) = shared.fleet.get() {
+        let mut served = std::collections::BTreeSet::new();
+        fleet.cluster_view.scan(None, |name, entry| {
+            if entry.pool.as_str() == shared.pool {
+                served.insert(name.to_owned());
+            }
+            true
+        });
+        shared.metrics.serve_clusters(served);
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (kind, body) = exposition::negotiate(accept, shared.metrics.encode());
+    ([(header::CONTENT_TYPE, kind)], body)
 }
 
 async fn registry_entry(
