@@ -162,6 +162,17 @@ pub enum EventType {
 }
 
 impl EventType {
+    pub const ALL: [EventType; 8] = [
+        EventType::Created,
+        EventType::Changed,
+        EventType::Deleted,
+        EventType::Drifted,
+        EventType::Ready,
+        EventType::Unhealthy,
+        EventType::Unreachable,
+        EventType::Recovered,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::Created => "created",

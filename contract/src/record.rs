@@ -129,6 +129,21 @@ pub enum ErrorClass {
     Cancelled,
 }
 
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 10] = [
+        ErrorClass::Invalid,
+        ErrorClass::Forbidden,
+        ErrorClass::NotFound,
+        ErrorClass::Conflict,
+        ErrorClass::UnknownCluster,
+        ErrorClass::Malformed,
+        ErrorClass::Transient,
+        ErrorClass::Rollout,
+        ErrorClass::Timeout,
+        ErrorClass::Cancelled,
+    ];
+}
+
 /// Why an operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorInfo {

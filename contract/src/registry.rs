@@ -147,6 +147,25 @@ pub enum Phase {
     Pending,
 }
 
+impl Phase {
+    pub const ALL: [Phase; 4] = [
+        Phase::Ready,
+        Phase::Unreachable,
+        Phase::Unserved,
+        Phase::Pending,
+    ];
+
+    /// The name the API and the metrics give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Ready => "ready",
+            Phase::Unreachable => "unreachable",
+            Phase::Unserved => "unserved",
+            Phase::Pending => "pending",
+        }
+    }
+}
+
 /// A cluster's phase and why, for the API.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -348,6 +367,13 @@ pub fn leases_bucket(settings: &Settings) -> kv::Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_phase_is_named_in_metrics_as_in_the_api() {
+        for phase in Phase::ALL {
+            assert_eq!(serde_json::to_value(phase).unwrap(), phase.as_str());
+        }
+    }
 
     fn entry(pool: &str) -> ClusterEntry {
         let now = Timestamp::now();

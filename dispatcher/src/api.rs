@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     extract::{DefaultBodyLimit, Path, Query, State},
-    http::{StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -27,8 +27,36 @@ use crate::{
 /// The source recorded for operations submitted through the plain API.
 pub const API_SOURCE: &str = "api";
 
+/// Every route [`router`] serves outside the console, with the methods it serves there
+/// (HEAD goes with GET): each starts with its request counters at 0. A test holds this
+/// table to what the router answers.
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/v1/operations", &["GET", "POST"]),
+    ("/v1/operations/{id}", &["GET"]),
+    ("/v1/operations/{id}/events", &["GET"]),
+    ("/v1/operations/{id}/retry", &["POST"]),
+    ("/v1/dead-letters", &["GET"]),
+    ("/v1/fleet-rollouts", &["GET", "POST"]),
+    ("/v1/fleet-rollouts/{id}", &["GET"]),
+    ("/v1/fleet-rollouts/{id}/events", &["GET"]),
+    ("/v1/fleet-rollouts/{id}/{control}", &["POST"]),
+    ("/v1/clusters", &["GET"]),
+    ("/v1/clusters/{name}", &["GET", "PUT", "PATCH", "DELETE"]),
+    ("/v1/objects", &["GET"]),
+    ("/v1/events", &["GET"]),
+    ("/v1/hooks/{source}", &["POST"]),
+    ("/v1/whoami", &["GET"]),
+    ("/healthz", &["GET"]),
+    ("/readyz", &["GET"]),
+    ("/metrics", &["GET"]),
+];
+
 pub fn router(ctx: Arc<Context>) -> Router {
     let limit = ctx.config.http.body_limit;
+    ctx.metrics.serve_routes(ROUTES);
+    if ctx.config.console.enabled {
+        ctx.metrics.serve_routes(console::ROUTES);
+    }
     Router::new()
         .route(
             "/v1/operations",
@@ -185,16 +213,12 @@ async fn retry_operation(
     Ok(intake::accepted(&ctx, &requeued))
 }
 
-async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
-    rollouts::count(&ctx).await;
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        ctx.metrics.encode(),
-    )
-        .into_response()
+/// `GET /metrics`: OpenMetrics or the text format, as the scraper's `Accept` asks.
+async fn metrics(State(ctx): State<Arc<Context>>, headers: HeaderMap) -> Response {
+    crate::scrape::refresh(&ctx).await;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (kind, body) = longshore_contract::exposition::negotiate(accept, ctx.metrics.encode());
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> Response {

@@ -44,8 +44,8 @@ pub struct Context {
     fleet: OnceCell<Fleet>,
     /// Fleet rollouts and their progress, once the bucket and the steps stream exist.
     rollouts: OnceCell<Rollouts>,
-    /// When the `rollouts` gauge was last counted.
-    pub rollouts_counted: std::sync::Mutex<Option<std::time::Instant>>,
+    /// When the gauges `/metrics` reads from NATS were last refreshed ([`crate::scrape`]).
+    pub scraped: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// The rollouts bucket: each rollout's record and its progress, under their own keys.
@@ -75,7 +75,7 @@ impl Context {
             operations: OnceCell::new(),
             fleet: OnceCell::new(),
             rollouts: OnceCell::new(),
-            rollouts_counted: std::sync::Mutex::new(None),
+            scraped: std::sync::Mutex::new(None),
         }
     }
 

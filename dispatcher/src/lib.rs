@@ -14,7 +14,8 @@
 //! and provisions the stream and buckets; [`error`] is the one place an error becomes an
 //! HTTP response; [`config`] is the typed configuration; [`tls`] serves HTTPS when
 //! certificate files are configured; [`observe`] gives every request its server span and
-//! metrics ([`metrics`], `GET /metrics`).
+//! metrics ([`metrics`], `GET /metrics`; [`scrape`] reads the queues, the registry and the
+//! rollouts for it).
 
 pub mod api;
 pub mod auth;
@@ -37,6 +38,7 @@ pub mod ratelimit;
 pub mod request;
 pub mod rollout_request;
 pub mod rollouts;
+pub mod scrape;
 pub mod submit;
 pub mod tls;
 pub mod wait;

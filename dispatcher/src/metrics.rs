@@ -1,6 +1,10 @@
 //! The dispatcher's Prometheus metrics, prefixed `longshore_dispatcher_`, served on
 //! `GET /metrics`. Labels come from fixed sets (matched route templates, methods, status
 //! codes, actions, outcomes), never from request content, so their number stays bounded.
+//!
+//! Every known combination of a counter's labels is there from the start at 0, so the
+//! first error of a kind is a step from 0 to 1 that `rate()` and `increase()` see, not a
+//! series born at 1 that they cannot.
 
 use std::time::Duration;
 
@@ -76,8 +80,54 @@ pub struct Metrics {
     event_streams: Gauge,
     rollouts_accepted: Family<ReplayLabels, Counter>,
     rollout_controls: Family<ControlLabels, Counter>,
-    /// Set from the rollouts bucket when `/metrics` is read (see [`crate::rollouts`]).
+    /// Set from the rollouts bucket when `/metrics` is read (see [`crate::scrape`]).
     pub rollouts: Family<StateLabels, Gauge>,
+    /// Each pool's queue, from its consumer when `/metrics` is read: seen whether or not
+    /// any worker runs.
+    pub queue_pending: Family<PoolLabels, Gauge>,
+    pub queue_ack_pending: Family<PoolLabels, Gauge>,
+    pub queue_last_delivery: Family<PoolLabels, Gauge>,
+    /// Messages in the dead-letter stream, when `/metrics` is read.
+    pub dead_letters: Gauge,
+    /// Registered clusters by phase, and each cluster not ready, when `/metrics` is read.
+    pub clusters: Family<PhaseLabels, Gauge>,
+    clusters_not_ready: Family<ClusterLabels, Gauge>,
+    /// The clusters with a `cluster_not_ready` series now.
+    not_ready: std::sync::Mutex<std::collections::BTreeSet<ClusterLabels>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabels {
+    pub pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// `ready`, `unreachable`, `unserved`, `pending`.
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub cluster: String,
+    /// `unreachable`, `unserved`, `pending`: never `ready`.
+    pub phase: &'static str,
+}
+
+/// The statuses every route's request counter starts with at 0: the errors an alert or a
+/// panel watches for (a success's series appears with the first success).
+pub const ERROR_STATUSES: [u16; 6] = [400, 401, 403, 404, 429, 503];
+
+/// The outcomes of a publish.
+pub const PUBLISH_OUTCOMES: [&str; 3] = ["ok", "duplicate", "error"];
+
+/// Starts the series of `labels` in `family` at 0, so that its first increment is seen.
+fn start<S, M, C>(family: &Family<S, M, C>, labels: S)
+where
+    S: Clone + std::hash::Hash + Eq,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    drop(family.get_or_create(&labels));
 }
 
 fn latency_buckets() -> Histogram {
@@ -145,6 +195,66 @@ impl Default for Metrics {
             "Fleet rollouts in the rollouts bucket, by state (every replica reports the whole bucket: take the max, not the sum)",
             rollouts.clone(),
         );
+        let queue_pending = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "queue_pending",
+            "Operations in the pool's queue not delivered to any worker yet (num_pending), read when /metrics is read",
+            queue_pending.clone(),
+        );
+        let queue_ack_pending = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "queue_ack_pending",
+            "Operations delivered to the pool's workers and not acknowledged yet (num_ack_pending)",
+            queue_ack_pending.clone(),
+        );
+        let queue_last_delivery = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "queue_last_delivery_timestamp_seconds",
+            "When the pool's consumer last delivered a message to a worker (Unix time; its creation if never)",
+            queue_last_delivery.clone(),
+        );
+        let dead_letters = Gauge::default();
+        registry.register(
+            "dead_letters",
+            "Operations in the dead-letter stream: deliveries exhausted, waiting for a retry (POST /v1/operations/{id}/retry)",
+            dead_letters.clone(),
+        );
+        let clusters = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "clusters",
+            "Registered clusters by phase (every replica reports the whole registry: take the max, not the sum)",
+            clusters.clone(),
+        );
+        let clusters_not_ready = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "cluster_not_ready",
+            "1 for each registered cluster not ready, by its phase (unreachable, unserved, pending); ready clusters have no series",
+            clusters_not_ready.clone(),
+        );
+        for outcome in PUBLISH_OUTCOMES {
+            start(&publishes, OutcomeLabels { outcome });
+        }
+        for action in longshore_contract::Action::ALL {
+            for replayed in ["true", "false"] {
+                let action = action.as_str();
+                start(&accepted, AcceptedLabels { action, replayed });
+            }
+        }
+        for replayed in ["true", "false"] {
+            start(&rollouts_accepted, ReplayLabels { replayed });
+        }
+        for control in longshore_contract::rollout::state::ControlAction::ALL {
+            let control = control.as_str();
+            start(&rollout_controls, ControlLabels { control });
+        }
+        for phase in longshore_contract::rollout::Phase::ALL {
+            let state = phase.as_str();
+            start(&rollouts, StateLabels { state });
+        }
+        for phase in longshore_contract::registry::Phase::ALL {
+            let phase = phase.as_str();
+            start(&clusters, PhaseLabels { phase });
+        }
         Self {
             registry,
             requests,
@@ -156,11 +266,59 @@ impl Default for Metrics {
             rollouts_accepted,
             rollout_controls,
             rollouts,
+            queue_pending,
+            queue_ack_pending,
+            queue_last_delivery,
+            dead_letters,
+            clusters,
+            clusters_not_ready,
+            not_ready: Default::default(),
         }
     }
 }
 
 impl Metrics {
+    /// Starts the request counters of every route the API serves, with each method it
+    /// serves, at 0 for each of [`ERROR_STATUSES`].
+    pub fn serve_routes(&self, routes: &[(&str, &[&str])]) {
+        for (route, methods) in routes {
+            for method in *methods {
+                for status in ERROR_STATUSES {
+                    let route = (*route).to_owned();
+                    let method = method_label(method);
+                    start(
+                        &self.requests,
+                        RequestLabels {
+                            route,
+                            method,
+                            status,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The registered clusters by phase, and the clusters not ready now: a cluster that
+    /// became ready, or went, loses its series.
+    pub fn set_clusters(
+        &self,
+        counts: std::collections::BTreeMap<&'static str, i64>,
+        not_ready: std::collections::BTreeSet<ClusterLabels>,
+    ) {
+        for (phase, n) in counts {
+            self.clusters.get_or_create(&PhaseLabels { phase }).set(n);
+        }
+        let mut before = self.not_ready.lock().unwrap_or_else(|p| p.into_inner());
+        for labels in before.difference(&not_ready) {
+            self.clusters_not_ready.remove(labels);
+        }
+        for labels in &not_ready {
+            self.clusters_not_ready.get_or_create(labels).set(1);
+        }
+        *before = not_ready;
+    }
+
     pub fn request(&self, route: &str, method: &str, status: u16, took: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
@@ -208,7 +366,7 @@ impl Metrics {
         self.event_streams.inc_by(change);
     }
 
-    /// The text exposition format.
+    /// OpenMetrics text (see [`longshore_contract::exposition`] for the other format).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

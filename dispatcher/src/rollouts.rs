@@ -186,50 +186,6 @@ async fn publish_step(ctx: &Context, step: &Step) -> Result<()> {
         .map(|_| ())
 }
 
-/// Sets the `rollouts` gauge from the bucket: one pass over every rollout's progress, at
-/// most every [`COUNT_EVERY`] (a scrape in between reads the last count), and bounded in
-/// time so `/metrics` answers whatever the bucket does.
-pub async fn count(ctx: &Context) {
-    use longshore_contract::rollout::Phase;
-    const COUNT_EVERY: Duration = Duration::from_secs(5);
-    let Ok(stores) = ctx.rollouts() else { return };
-    {
-        let mut last = ctx
-            .rollouts_counted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if last.is_some_and(|at| at.elapsed() < COUNT_EVERY) {
-            return;
-        }
-        *last = Some(std::time::Instant::now());
-    }
-    let Ok(Ok(all)) =
-        tokio::time::timeout(Duration::from_secs(2), stores.progress.scan("state.>")).await
-    else {
-        return;
-    };
-    let mut counts = std::collections::BTreeMap::new();
-    for phase in [
-        Phase::Running,
-        Phase::Paused,
-        Phase::WaitingApproval,
-        Phase::Succeeded,
-        Phase::Halted,
-        Phase::Cancelled,
-    ] {
-        counts.insert(phase.as_str(), 0);
-    }
-    for (_, progress) in &all {
-        *counts.entry(progress.value.phase.as_str()).or_default() += 1;
-    }
-    for (state, n) in counts {
-        ctx.metrics
-            .rollouts
-            .get_or_create(&crate::metrics::StateLabels { state })
-            .set(n);
-    }
-}
-
 pub fn status_url(ctx: &Context, id: &RolloutId) -> String {
     let base = ctx.config.http.public_url.as_deref().unwrap_or_default();
     format!("{}/v1/fleet-rollouts/{id}", base.trim_end_matches('/'))

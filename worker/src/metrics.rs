@@ -1,6 +1,10 @@
 //! The worker's Prometheus metrics, prefixed `longshore_worker_`, served on `GET /metrics`
 //! by [`crate::server`]. Error labels come from the fixed [`ErrorClass`] set, never from
 //! error messages.
+//!
+//! Every known combination of a counter's labels is there from the start at 0 (each
+//! cluster's API errors from when the registry gives the cluster to this pool), so the
+//! first error of a kind is a step from 0 to 1 that `rate()` and `increase()` see.
 
 use std::time::Duration;
 
@@ -73,6 +77,34 @@ pub struct Metrics {
     pub rollout_waves_started: Counter,
     pub rollout_wave_duration: Family<StateLabels, Histogram>,
     pub rollouts_ended: Family<StateLabels, Counter>,
+    /// The clusters whose API error series are started ([`Metrics::serve_clusters`]).
+    served: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// How a Kubernetes API request can fail, as `kube_request_errors_total` counts it.
+pub const API_ERROR_KINDS: [&str; 4] = ["4xx", "429", "5xx", "transport"];
+
+/// The error classes a delivery with `outcome` is counted with: a failure with any class
+/// (or none, when another worker's record stands), a retry or a dead letter with
+/// `transient`, anything else with none.
+pub fn counted_classes(outcome: crate::settle::Delivery) -> Vec<Option<ErrorClass>> {
+    use crate::settle::Delivery;
+    match outcome {
+        Delivery::Failed => std::iter::once(None)
+            .chain(ErrorClass::ALL.map(Some))
+            .collect(),
+        Delivery::Retried | Delivery::DeadLettered => vec![Some(ErrorClass::Transient)],
+        _ => vec![None],
+    }
+}
+
+/// Starts the series of `labels` in `family` at 0, so that its first increment is seen.
+fn start<S, M, C>(family: &Family<S, M, C>, labels: S)
+where
+    S: Clone + std::hash::Hash + Eq,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    drop(family.get_or_create(&labels));
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -266,6 +298,33 @@ impl Default for Metrics {
             "Fleet rollouts this worker saw end, by state (succeeded, halted; a cancel is the dispatcher's)",
             rollouts_ended.clone(),
         );
+        for action in longshore_contract::Action::ALL.map(|a| a.as_str()) {
+            for outcome in crate::settle::Delivery::ALL {
+                for class in counted_classes(outcome) {
+                    let (outcome, error_class) = (outcome.label(), class_label(class));
+                    start(
+                        &operations,
+                        OperationLabels {
+                            action,
+                            outcome,
+                            error_class,
+                        },
+                    );
+                }
+            }
+        }
+        for event in longshore_contract::inventory::EventType::ALL.map(|e| e.as_str()) {
+            start(&events_published, EventLabels { event });
+        }
+        for outcome in ["applied", "retried"] {
+            start(&rollout_steps, OutcomeLabels { outcome });
+        }
+        for state in ["succeeded", "failed"] {
+            start(&rollout_wave_duration, StateLabels { state });
+        }
+        for state in ["succeeded", "halted"] {
+            start(&rollouts_ended, StateLabels { state });
+        }
         Self {
             registry,
             operations,
@@ -293,6 +352,7 @@ impl Default for Metrics {
             rollout_waves_started,
             rollout_wave_duration,
             rollouts_ended,
+            served: Default::default(),
         }
     }
 }
@@ -358,6 +418,25 @@ impl Metrics {
         }
     }
 
+    /// Starts every kind of API error at 0 for `clusters` (those the registry gives this
+    /// pool), and drops the series of clusters no longer among them.
+    pub fn serve_clusters(&self, clusters: std::collections::BTreeSet<String>) {
+        let mut before = self.served.lock().unwrap_or_else(|p| p.into_inner());
+        for cluster in before.difference(&clusters) {
+            for kind in API_ERROR_KINDS {
+                let cluster = cluster.clone();
+                self.api_errors.remove(&ApiErrorLabels { cluster, kind });
+            }
+        }
+        for cluster in clusters.difference(&before) {
+            for kind in API_ERROR_KINDS {
+                let cluster = cluster.clone();
+                start(&self.api_errors, ApiErrorLabels { cluster, kind });
+            }
+        }
+        *before = clusters;
+    }
+
     pub fn consumer(&self, pool: &str, pending: u64, ack_pending: usize) {
         let labels = PoolLabels {
             pool: pool.to_owned(),
@@ -371,7 +450,7 @@ impl Metrics {
             .set(pending.saturating_add(ack_pending));
     }
 
-    /// The text exposition format.
+    /// OpenMetrics text (see [`longshore_contract::exposition`] for the other format).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

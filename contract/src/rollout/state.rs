@@ -118,6 +118,15 @@ pub enum Phase {
 }
 
 impl Phase {
+    pub const ALL: [Phase; 6] = [
+        Phase::Running,
+        Phase::Paused,
+        Phase::WaitingApproval,
+        Phase::Halted,
+        Phase::Cancelled,
+        Phase::Succeeded,
+    ];
+
     pub fn is_terminal(self) -> bool {
         matches!(self, Phase::Halted | Phase::Cancelled | Phase::Succeeded)
     }

@@ -68,6 +68,14 @@ static STYLE: LazyLock<Asset> =
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
                    connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// The console's pages and assets, as [`crate::api::ROUTES`] lists the API's.
+pub const ROUTES: &[(&str, &[&str])] = &[
+    ("/ui", &["GET"]),
+    ("/ui/", &["GET"]),
+    ("/ui/assets/{file}", &["GET"]),
+    ("/ui/{*path}", &["GET"]),
+];
+
 /// The console's routes (none when `console.enabled` is off), and `GET /v1/whoami`.
 pub fn routes(ctx: &Context) -> Router<Arc<Context>> {
     let router = Router::new().route("/v1/whoami", get(whoami));
