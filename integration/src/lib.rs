@@ -10,7 +10,8 @@
 //! - [`system`]: all of it together, with the calls a pipeline makes;
 //! - [`otlp`]: an OTLP/gRPC trace receiver, collecting the spans the binaries export;
 //! - [`cli`]: the `longshore` CLI binary, as a pipeline step runs it;
-//! - [`sse`]: a server-sent event stream, read a message at a time.
+//! - [`sse`]: a server-sent event stream, read a message at a time;
+//! - [`prometheus`]: `promtool` and a real Prometheus server, for metrics and alert rules.
 //!
 //! The Kubernetes API stand-in is the `longshore-kube-sim` crate beside this one.
 
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod dispatcher;
 pub mod otlp;
 pub mod process;
+pub mod prometheus;
 pub mod sse;
 pub mod system;
 pub mod worker;

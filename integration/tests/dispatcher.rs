@@ -262,6 +262,7 @@ async fn a_client_choosing_its_methods_adds_no_metric_series() {
             .map(str::to_owned)
             .collect::<Vec<_>>()
     };
+    let before = series().await;
     // Anonymous, with tokens configured: each is refused, and none may name a series.
     for i in 0..40 {
         let method = reqwest::Method::from_bytes(format!("FOO{i}").as_bytes()).unwrap();
@@ -283,7 +284,16 @@ async fn a_client_choosing_its_methods_adds_no_metric_series() {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     assert_eq!(other, 40.0, "{lines:?}");
-    assert!(lines.len() <= 3, "{lines:?}");
+    // Forty methods, one new series: `other` on that route with its refusal (and the
+    // scrape's own).
+    let name = |l: &String| l.rsplit_once(' ').map(|(n, _)| n.to_owned());
+    let before: std::collections::BTreeSet<_> = before.iter().filter_map(name).collect();
+    let added: Vec<_> = lines
+        .iter()
+        .filter_map(name)
+        .filter(|n| !before.contains(n) && !n.contains("route=\"/metrics\""))
+        .collect();
+    assert_eq!(added.len(), 1, "{added:?}");
     // Known methods keep their names.
     let resp = http
         .get(format!("{}/v1/clusters", d.url))
@@ -300,4 +310,54 @@ async fn a_client_choosing_its_methods_adds_no_metric_series() {
         "{:?}",
         series().await
     );
+}
+
+#[tokio::test]
+async fn every_route_starts_with_its_error_series_and_the_table_is_what_is_served() {
+    use longshore_dispatcher::{api::ROUTES, console, metrics::ERROR_STATUSES};
+    let nats = NatsServer::start().await.unwrap();
+    let d = Dispatcher::start(&nats.url(), &["prod"]).await.unwrap();
+    let http = reqwest::Client::new();
+    let metrics = http
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let routes: Vec<_> = ROUTES.iter().chain(console::ROUTES).collect();
+    for (route, methods) in &routes {
+        for method in *methods {
+            for status in ERROR_STATUSES {
+                let series = format!(
+                    "longshore_dispatcher_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} "
+                );
+                assert!(metrics.contains(&series), "no {series}");
+            }
+        }
+    }
+    // The table names exactly the methods each route serves: any other is 405.
+    for (route, methods) in &routes {
+        let path = route
+            .replace("{*path}", "a/b")
+            .replace("{control}", "pause")
+            .replace(['{', '}'], "");
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            let status = http
+                .request(
+                    reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                    format!("{}{path}", d.url),
+                )
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(
+                status == 405,
+                !methods.contains(&method),
+                "{method} {route} answered {status}"
+            );
+        }
+    }
 }

@@ -1,5 +1,7 @@
 //! One trace per operation across the real dispatcher and worker processes, collected by an
-//! OTLP/gRPC receiver; and the Prometheus counters moving as operations run.
+//! OTLP/gRPC receiver; the Prometheus counters moving as operations run; both binaries'
+//! metrics checked by `promtool` and scraped by a real Prometheus, which evaluates every
+//! dashboard expression and loads the alert rules.
 
 use std::time::Duration;
 
@@ -7,10 +9,11 @@ use longshore_integration::{
     nats::NatsServer,
     otlp::{OtlpReceiver, ReceivedSpan},
     process::{Process, binary, free_port},
+    prometheus::{Prometheus, promtool, tool},
     system::System,
     wait::eventually,
 };
-use longshore_kube_sim::{KubeSim, SimOptions};
+use longshore_kube_sim::{ErrorFault, FaultScope, Faults, KubeSim, SimOptions, Trigger};
 use serde_json::json;
 
 const SERVER: i32 = 2;
@@ -445,4 +448,315 @@ async fn a_fleet_rollout_is_one_trace_with_a_span_per_wave_and_its_metrics_move(
     ] {
         assert!(worker.contains(line), "{line}: {worker}");
     }
+}
+
+/// Applies a ConfigMap named `name` to `prod` and waits for its end: the record.
+async fn apply_and_wait(t: &Traced, name: &str) -> serde_json::Value {
+    let accepted: serde_json::Value = t
+        .http
+        .post(format!("{}/v1/operations", t.url))
+        .header("Idempotency-Key", name)
+        .json(&json!({"cluster": "prod", "action": "apply", "manifests": [
+            {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": name, "namespace": "default"}, "data": {"k": "v"}}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(30), "the operation to end", || {
+        let r = t
+            .http
+            .get(format!("{}/v1/operations/{id}?wait=5s", t.url))
+            .send();
+        async move {
+            let record: serde_json::Value = r.await.ok()?.json().await.ok()?;
+            matches!(record["state"].as_str(), Some("succeeded" | "failed")).then_some(record)
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn both_binaries_answer_the_text_format_promtool_accepts_and_openmetrics_when_asked() {
+    let Some(promtool_bin) = tool("promtool") else {
+        return;
+    };
+    let t = Traced::start(&["prod"]).await;
+    let record = apply_and_wait(&t, "checked").await;
+    assert_eq!(record["state"], "succeeded", "{record}");
+    for url in [&t.url, &t.metrics_url] {
+        let plain = t.http.get(format!("{url}/metrics")).send().await.unwrap();
+        assert_eq!(
+            plain.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let text = plain.text().await.unwrap();
+        assert!(!text.contains("# EOF"), "{text}");
+        // Lint problems (a counter without _total, a missing HELP) fail the check too.
+        let dir = std::env::temp_dir();
+        promtool(&promtool_bin, &dir, &["check", "metrics"], Some(&text))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+
+        let open = t
+            .http
+            .get(format!("{url}/metrics"))
+            .header(
+                "Accept",
+                "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            open.headers()["content-type"],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+        let om = open.text().await.unwrap();
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        // The same series in both (this later scrape may add some: its own request's).
+        let series = |s: &str| -> std::collections::BTreeSet<String> {
+            s.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_owned()))
+                .collect()
+        };
+        let missing: Vec<String> = series(&text).difference(&series(&om)).cloned().collect();
+        assert!(missing.is_empty(), "not in OpenMetrics: {missing:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_real_prometheus_sees_the_first_api_server_error_on_the_dashboard() {
+    let Some(prometheus_bin) = tool("prometheus") else {
+        return;
+    };
+    let t = Traced::start(&["prod"]).await;
+    let host = |url: &str| url.trim_start_matches("http://").to_owned();
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../deploy/observability/alert-rules.yaml");
+    let prometheus = Prometheus::start(
+        &prometheus_bin,
+        &[
+            ("longshore-dispatcher", host(&t.url)),
+            ("longshore-worker", host(&t.metrics_url)),
+        ],
+        Some(&rules),
+    )
+    .await
+    .unwrap();
+
+    // Before any error, Prometheus has the error series, at 0.
+    let at_zero = [
+        r#"longshore_worker_kube_request_errors_total{cluster="prod",kind="5xx"}"#,
+        r#"longshore_worker_operations_total{action="apply",outcome="retried",error_class="transient"}"#,
+        r#"longshore_dispatcher_http_requests_total{route="/v1/operations",method="POST",status="503"}"#,
+        r#"longshore_dispatcher_publishes_total{outcome="error"}"#,
+    ];
+    for series in at_zero {
+        eventually(
+            Duration::from_secs(30),
+            &format!("Prometheus to have scraped {series} at 0"),
+            || async {
+                let found = prometheus.query(series).await.ok()?;
+                (found.len() == 1 && found[0].1 == 0.0).then_some(())
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    // One 500 from the API server: the operation's write fails once and is retried.
+    t.sim.cluster("prod").unwrap().set_faults(Faults {
+        scope: FaultScope::Writes,
+        errors: vec![ErrorFault {
+            status: 500,
+            retry_after_seconds: None,
+            when: Trigger::next(1),
+        }],
+        ..Default::default()
+    });
+    let record = apply_and_wait(&t, "one-500").await;
+    assert_eq!(record["state"], "succeeded", "{record}");
+    assert_eq!(
+        record["attempts"], 2,
+        "retried once after the 500: {record}"
+    );
+
+    // The dashboard's error panels, as Grafana would query them, show it.
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/observability/grafana-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    let errors_by_cluster =
+        "sum by (cluster, kind) (rate(longshore_worker_kube_request_errors_total[5m]))";
+    let failures_by_class = r#"sum by (error_class) (rate(longshore_worker_operations_total{error_class!="none"}[5m]))"#;
+    for panel in [errors_by_cluster, failures_by_class] {
+        assert!(
+            exprs.iter().any(|e| e == panel),
+            "the dashboard has {panel}"
+        );
+    }
+    let above_zero = |expr: &'static str, labels: serde_json::Value| {
+        let prometheus = &prometheus;
+        async move {
+            eventually(
+                Duration::from_secs(30),
+                &format!("{expr} to show {labels} above 0"),
+                || async {
+                    let result = prometheus.query(expr).await.ok()?;
+                    result
+                        .iter()
+                        .find(|(l, v)| *l == labels && *v > 0.0)
+                        .map(|_| ())
+                },
+            )
+            .await
+            .unwrap();
+        }
+    };
+    above_zero(errors_by_cluster, json!({"cluster": "prod", "kind": "5xx"})).await;
+    above_zero(failures_by_class, json!({"error_class": "transient"})).await;
+
+    // Every panel's expression evaluates, and has series to draw (a rate needs two
+    // scrapes of its series).
+    for expr in &exprs {
+        let found = eventually(
+            Duration::from_secs(30),
+            &format!("{expr} to have series"),
+            || async {
+                let result = prometheus.query(expr).await.ok()?;
+                (!result.is_empty()).then_some(())
+            },
+        )
+        .await;
+        if let Err(e) = found {
+            let refused = prometheus.query(expr).await.err();
+            panic!("{e}; Prometheus says {refused:?}");
+        }
+    }
+
+    // The shipped rules load into a real Prometheus, and evaluate without error.
+    eventually(
+        Duration::from_secs(30),
+        "every alert rule evaluated and healthy",
+        || async {
+            let groups = prometheus.rules().await.ok()?;
+            let rules: Vec<&serde_json::Value> = groups
+                .as_array()?
+                .iter()
+                .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+                .collect();
+            (rules.len() >= 7 && rules.iter().all(|r| r["health"] == "ok")).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_dispatcher_reports_dead_letters_clusters_not_ready_and_a_queue_nobody_pulls() {
+    let mut system = System::start(&["prod", "staging"], 1, 0).await.unwrap();
+    let mut config = longshore_integration::worker::Worker::config(
+        &system.nats.url(),
+        system.kubeconfig.path(),
+        "worker-0",
+    );
+    config.clusters.probe_interval = Duration::from_secs(1);
+    config.pool.max_deliver = 2;
+    system
+        .workers
+        .push(longshore_integration::worker::Worker::start_with(config));
+    let d = system.dispatchers[0].url.clone();
+    let value = |text: &str, series: &str| sample(text, series);
+    let until = |what: &'static str, check: fn(&str) -> bool| {
+        let d = d.clone();
+        async move {
+            eventually(Duration::from_secs(30), what, || {
+                let d = d.clone();
+                async move {
+                    let text = scrape(&d).await;
+                    check(&text).then_some(text)
+                }
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let text = scrape(&d).await;
+    assert_eq!(
+        value(&text, "longshore_dispatcher_dead_letters"),
+        0.0,
+        "{text}"
+    );
+
+    // A cluster that stops answering: unreachable, by name, and its operation dead-lettered.
+    system.cluster("staging").set_faults(Faults {
+        unavailable: true,
+        ..Default::default()
+    });
+    until("staging reported unreachable", |t| {
+        t.contains(
+            r#"longshore_dispatcher_cluster_not_ready{cluster="staging",phase="unreachable"} 1"#,
+        ) && t.contains(r#"longshore_dispatcher_clusters{phase="unreachable"} 1"#)
+    })
+    .await;
+    let text = scrape(&d).await;
+    assert!(
+        !text.contains(r#"cluster_not_ready{cluster="prod""#),
+        "{text}"
+    );
+    let cm = |cluster: &str, name: &str| {
+        json!({"cluster": cluster, "action": "apply", "manifests": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}}]})
+    };
+    let id = system
+        .accept(0, &cm("staging", "lost"), None)
+        .await
+        .unwrap();
+    let record = system
+        .wait_terminal(&id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(record["state"], "dead_lettered", "{record}");
+    until("the dead letter counted", |t| {
+        sample(t, "longshore_dispatcher_dead_letters") == 1.0
+    })
+    .await;
+
+    // No worker left: what is submitted waits, and the dispatcher still sees it.
+    let before_stop = jiff::Timestamp::now().as_second();
+    system.workers.pop().unwrap().stop().await.unwrap();
+    for i in 0..3 {
+        system
+            .accept(0, &cm("prod", &format!("waiting-{i}")), None)
+            .await
+            .unwrap();
+    }
+    let text = until("three operations waiting", |t| {
+        sample(t, r#"longshore_dispatcher_queue_pending{pool="workers"}"#) == 3.0
+    })
+    .await;
+    let last = value(
+        &text,
+        r#"longshore_dispatcher_queue_last_delivery_timestamp_seconds{pool="workers"}"#,
+    );
+    assert!(
+        last > 0.0 && last <= before_stop as f64 + 1.0,
+        "the last delivery was before the worker stopped: {last} vs {before_stop}"
+    );
 }
