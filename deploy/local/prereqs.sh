@@ -76,39 +76,68 @@ ensure_kubectl() {
   command -v kubectl >/dev/null || { echo "error: kubectl could not be installed" >&2; return 1; }
 }
 
-# The console's browser tests drive a real headless Chromium through chromedriver: Debian's
-# chromium and chromium-driver packages (or the binaries LONGSHORE_CHROMIUM and
-# LONGSHORE_CHROMEDRIVER name). Installed with apt-get when missing, as root or through a
-# password-less sudo; returns 1 when that cannot be done (the tests then skip, except under
-# CI=true).
-ensure_browser() {
-  if [ -n "${LONGSHORE_CHROMIUM:-}" ] && [ -n "${LONGSHORE_CHROMEDRIVER:-}" ]; then
-    return 0
+# Installs Debian packages with apt-get, as root or through a password-less sudo, without
+# starting any service a package ships (a policy-rc.d refusing starts, for the install
+# only, where the machine has none). Returns 1 when that cannot be done.
+prereqs_apt_install() { # what [--no-install-recommends] package...
+  local what=$1 options=()
+  shift
+  if [ "${1:-}" = --no-install-recommends ]; then
+    options=("$1")
+    shift
   fi
-  [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && return 0
   local sudo=()
   if [ "$(id -u)" != 0 ]; then
     if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
       sudo=(sudo -n)
     else
-      echo "warning: Chromium is not installed and installing it needs root (apt-get install chromium chromium-driver)" >&2
+      echo "warning: $what is not installed and installing it needs root (apt-get install $*)" >&2
       return 1
     fi
   fi
   command -v apt-get >/dev/null || {
-    echo "warning: Chromium is not installed and this machine has no apt-get; set LONGSHORE_CHROMIUM and LONGSHORE_CHROMEDRIVER" >&2
+    echo "warning: $what is not installed and this machine has no apt-get" >&2
     return 1
   }
-  echo "installing chromium and chromium-driver (Debian packages) for the console's browser tests"
-  local log
+  echo "installing $* (Debian packages) for $what"
+  local log policy=/usr/sbin/policy-rc.d placed=0 status=0
   log=$(mktemp)
-  if ! { "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >"$log" 2>&1 ||
-    { "${sudo[@]}" apt-get update -q >>"$log" 2>&1 &&
-      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >>"$log" 2>&1; }; }; then
-    tail -n 20 "$log" >&2
-    rm -f "$log"
-    echo "warning: chromium and chromium-driver could not be installed" >&2
-    return 1
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null &&
+      "${sudo[@]}" chmod 755 "$policy" && placed=1
   fi
+  local install=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${options[@]}" "$@")
+  if ! { "${install[@]}" >"$log" 2>&1 ||
+    { "${sudo[@]}" apt-get update -q >>"$log" 2>&1 && "${install[@]}" >>"$log" 2>&1; }; }; then
+    tail -n 20 "$log" >&2
+    echo "warning: $* could not be installed" >&2
+    status=1
+  fi
+  [ "$placed" = 1 ] && "${sudo[@]}" rm -f "$policy"
   rm -f "$log"
+  return "$status"
+}
+
+# The console's browser tests drive a real headless Chromium through chromedriver: Debian's
+# chromium and chromium-driver packages (or the binaries LONGSHORE_CHROMIUM and
+# LONGSHORE_CHROMEDRIVER name). Returns 1 when they cannot be installed (the tests then
+# skip, except under CI=true).
+ensure_browser() {
+  if [ -n "${LONGSHORE_CHROMIUM:-}" ] && [ -n "${LONGSHORE_CHROMEDRIVER:-}" ]; then
+    return 0
+  fi
+  [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] && return 0
+  prereqs_apt_install "the console's browser tests" chromium chromium-driver
+}
+
+# The metrics and alert-rule tests use Prometheus's own tools: promtool, and a prometheus
+# server that scrapes the binaries (Debian's prometheus package, whose service is not
+# started; or the binaries LONGSHORE_PROMTOOL and LONGSHORE_PROMETHEUS name). Returns 1
+# when they cannot be installed (the tests then skip, except under CI=true).
+ensure_prometheus() {
+  if [ -n "${LONGSHORE_PROMTOOL:-}" ] && [ -n "${LONGSHORE_PROMETHEUS:-}" ]; then
+    return 0
+  fi
+  command -v promtool >/dev/null && command -v prometheus >/dev/null && return 0
+  prereqs_apt_install "the metrics and alert-rule tests" --no-install-recommends prometheus
 }
