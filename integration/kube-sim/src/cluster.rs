@@ -22,6 +22,8 @@ pub(crate) struct ClusterState {
     pub registry: Registry,
     pub writes: WriteLog,
     pub rollouts: crate::rollout::Controller,
+    /// How long a new CRD takes to become Established.
+    pub crd_establish_delay: std::time::Duration,
 }
 
 /// What every cluster of one simulator is made with.
@@ -33,6 +35,7 @@ pub(crate) struct ClusterDefaults {
     pub rollouts: Rollouts,
     /// Whether each cluster gets a bearer token.
     pub auth_tokens: bool,
+    pub crd_establish_delay: std::time::Duration,
 }
 
 #[derive(Debug)]
@@ -85,6 +88,7 @@ impl Cluster {
             registry: Registry::builtin(),
             writes: WriteLog::default(),
             rollouts: crate::rollout::Controller::new(self.defaults.rollouts.clone()),
+            crd_establish_delay: self.defaults.crd_establish_delay,
         })
     }
 
@@ -278,5 +282,11 @@ impl ClusterHandle {
     /// new ones from where they are.
     pub fn set_rollouts(&self, rollouts: crate::Rollouts) {
         self.0.lock().rollouts.settings = rollouts;
+    }
+
+    /// How long this cluster's new CRDs take to become Established (see
+    /// [`crate::SimOptions::crd_establish_delay`]); CRDs already waiting keep theirs.
+    pub fn set_crd_establish_delay(&self, delay: std::time::Duration) {
+        self.0.lock().crd_establish_delay = delay;
     }
 }

@@ -206,6 +206,24 @@ pub(crate) async fn cluster_request(State(shared): State<Arc<Shared>>, req: Requ
             verbs::finalize_namespace(&mut cluster.lock(), &ns, &object::now());
         });
     }
+    let created_crd = path.group == "apiextensions.k8s.io"
+        && path.plural == "customresourcedefinitions"
+        && !query.dry_run().unwrap_or(false);
+    if created_crd
+        && let Ok(answer) = &result
+        && answer.code == 201
+    {
+        let delay = cluster.lock().crd_establish_delay;
+        let name = object::meta_str(&answer.body, "name").map(str::to_owned);
+        let uid = object::meta_str(&answer.body, "uid").map(str::to_owned);
+        if let (false, Some(name), Some(uid)) = (delay.is_zero(), name, uid) {
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                verbs::establish_crd(&mut cluster.lock(), &name, &uid, &object::now());
+            });
+        }
+    }
     if reset_after {
         return reset(abort).await;
     }

@@ -58,6 +58,7 @@ mod server;
 mod ssa;
 mod status;
 mod store;
+mod validation;
 mod verbs;
 mod watch;
 mod writelog;
@@ -144,6 +145,12 @@ pub struct SimOptions {
     /// token is refused there too). The kubeconfigs kube-sim writes carry the tokens; see
     /// [`ClusterHandle::token`] and [`ClusterHandle::rotate_token`].
     pub auth_tokens: bool,
+    /// How long a new CustomResourceDefinition takes to become Established. Until then its
+    /// condition `Established` is False, its kind is not in discovery, and requests for the
+    /// kind get 404 (as on a real server before the CRD is established and discovery has
+    /// caught up). Zero (the default): at once. [`ClusterHandle::set_crd_establish_delay`]
+    /// changes one cluster's.
+    pub crd_establish_delay: Duration,
 }
 
 impl Default for SimOptions {
@@ -157,6 +164,7 @@ impl Default for SimOptions {
             namespace_deletion_delay: Duration::from_millis(200),
             rollouts: Rollouts::default(),
             auth_tokens: false,
+            crd_establish_delay: Duration::ZERO,
         }
     }
 }
@@ -223,6 +231,7 @@ impl KubeSim {
                 history_limit: options.watch_history,
                 rollouts: options.rollouts.clone(),
                 auth_tokens: options.auth_tokens,
+                crd_establish_delay: options.crd_establish_delay,
             },
             &options.clusters,
             &options.faults,

@@ -50,6 +50,10 @@ struct Args {
     /// reported as a controller would); without it, workloads get no status.
     #[arg(long, env = "KUBE_SIM_ROLLOUT_STEP_MS")]
     rollout_step_ms: Option<u64>,
+    /// New CustomResourceDefinitions become Established (their kinds served and in
+    /// discovery) this many milliseconds after they are created; 0: at once.
+    #[arg(long, default_value_t = 0, env = "KUBE_SIM_CRD_ESTABLISH_MS")]
+    crd_establish_ms: u64,
 }
 
 #[tokio::main]
@@ -85,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
                 longshore_kube_sim::Rollouts::progressing(std::time::Duration::from_millis(ms))
             })
             .unwrap_or_default(),
+        crd_establish_delay: std::time::Duration::from_millis(args.crd_establish_ms),
         ..SimOptions::default()
     };
     let sim = KubeSim::start(options).await?;

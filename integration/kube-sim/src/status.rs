@@ -76,7 +76,7 @@ pub enum Error {
         name: String,
         conflicts: Vec<FieldConflict>,
     },
-    #[error("{kind} \"{name}\" is invalid: {}", causes_message(.causes))]
+    #[error("{}{} \"{name}\" is invalid: {}", kind, qualified(group), causes_message(.causes))]
     Invalid {
         group: String,
         kind: String,
@@ -121,6 +121,15 @@ fn apply_conflict_message(conflicts: &[FieldConflict]) -> String {
         if n == 1 { "" } else { "s" },
         lines.join("\n")
     )
+}
+
+/// `.apps` after a kind of the apps group, nothing for the core group: `Deployment.apps`.
+fn qualified(group: &str) -> String {
+    if group.is_empty() {
+        String::new()
+    } else {
+        format!(".{group}")
+    }
 }
 
 fn causes_message(causes: &[Cause]) -> String {

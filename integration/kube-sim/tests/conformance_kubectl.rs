@@ -220,3 +220,269 @@ async fn kubectl_watch_sees_an_update() {
     assert_eq!(second.as_deref(), Some("2"));
     child.kill().await.unwrap();
 }
+
+/// Runs kubectl expecting it to fail: what it printed.
+async fn run_failing(dir: &Path, args: &[&str]) -> String {
+    let out = tokio::time::timeout(WAIT, kubectl(dir, args).output())
+        .await
+        .expect("kubectl in time")
+        .expect("kubectl runs");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "kubectl {args:?} succeeded: {printed}"
+    );
+    printed
+}
+
+fn deployment(replicas: &str, port: &str, selector: &str, labels: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: default
+  labels: {labels}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {selector}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+      - name: app
+        image: nginx:1.27
+        ports:
+        - containerPort: {port}
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_gets_422_with_the_field_for_each_validation_rule() {
+    if !kubectl_present() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kubectl is required in CI"
+        );
+        eprintln!("SKIPPED: kubectl is not installed");
+        return;
+    }
+    let sim = start(&["prod"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_kubeconfig(dir.path().join("kubeconfig")).unwrap();
+    let ok = deployment("2", "8080", "{app: web}", "{team: shop}");
+    let service = |port: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec:\n  selector: {{app: web}}\n  ports:\n  - port: {port}\n"
+        )
+    };
+    let crd = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [size]
+            properties:
+              size: {type: integer, minimum: 1}
+"#;
+    let widget = |size: &str| {
+        format!(
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: w, namespace: default}}\nspec: {{size: {size}}}\n"
+        )
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "a string for replicas",
+            deployment("three", "8080", "{app: web}", "{team: shop}"),
+            "spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer: \"string\"",
+        ),
+        (
+            "negative replicas",
+            deployment("-1", "8080", "{app: web}", "{team: shop}"),
+            "spec.replicas: Invalid value: -1: must be greater than or equal to 0",
+        ),
+        (
+            "a container port out of range",
+            deployment("2", "70000", "{app: web}", "{team: shop}"),
+            "spec.template.spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+        ),
+        (
+            "a selector that does not match the template",
+            deployment("2", "8080", "{app: api}", "{team: shop}"),
+            "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"web\"}: `selector` does not match template `labels`",
+        ),
+        (
+            "a label value with a space",
+            deployment("2", "8080", "{app: web}", "{team: 'shop floor'}"),
+            "metadata.labels: Invalid value: \"shop floor\": a valid label must be an empty string",
+        ),
+        (
+            "a service port out of range",
+            service("70000"),
+            "spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive",
+        ),
+        (
+            "a custom resource of the wrong type",
+            widget("two"),
+            "spec.size: Invalid value: \"string\": spec.size in body must be of type integer: \"string\"",
+        ),
+        (
+            "a custom resource below its minimum",
+            widget("0"),
+            "spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1",
+        ),
+    ];
+    let crd_file = dir.path().join("crd.yaml");
+    std::fs::write(&crd_file, crd).unwrap();
+    run(
+        dir.path(),
+        &["apply", "--server-side", "-f", crd_file.to_str().unwrap()],
+    )
+    .await;
+    let prod = sim.cluster("prod").unwrap();
+    for (what, manifest, expected) in &cases {
+        let file = dir.path().join("bad.yaml");
+        std::fs::write(&file, manifest).unwrap();
+        let file = file.to_str().unwrap();
+        // Server-side apply and a plain create are refused alike, and nothing is stored.
+        for args in [
+            vec!["apply", "--server-side", "-f", file],
+            vec!["create", "-f", file],
+        ] {
+            let printed = run_failing(dir.path(), &args).await;
+            assert!(
+                printed.contains("is invalid") && printed.contains(expected),
+                "{what} ({args:?}): {printed}"
+            );
+        }
+        assert!(
+            prod.get("apps/v1", "Deployment", Some("default"), "web")
+                .is_none()
+        );
+        assert!(prod.get("v1", "Service", Some("default"), "web").is_none());
+    }
+    // The same objects, valid, are accepted.
+    let file = dir.path().join("ok.yaml");
+    std::fs::write(
+        &file,
+        format!("{ok}---\n{}---\n{}", service("80"), widget("3")),
+    )
+    .unwrap();
+    let applied = run(
+        dir.path(),
+        &["apply", "--server-side", "-f", file.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(
+        applied.matches("serverside-applied").count(),
+        3,
+        "{applied}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_sees_a_crd_served_only_once_established_after_the_delay() {
+    if !kubectl_present() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kubectl is required in CI"
+        );
+        eprintln!("SKIPPED: kubectl is not installed");
+        return;
+    }
+    let sim = start(&["prod"]).await;
+    let prod = sim.cluster("prod").unwrap();
+    prod.set_crd_establish_delay(std::time::Duration::from_millis(1500));
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_kubeconfig(dir.path().join("kubeconfig")).unwrap();
+    let file = dir.path().join("crd.yaml");
+    std::fs::write(
+        &file,
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gadgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"#,
+    )
+    .unwrap();
+    run(
+        dir.path(),
+        &["apply", "--server-side", "-f", file.to_str().unwrap()],
+    )
+    .await;
+    // Not served yet: not in discovery, and its path answers 404 with a Status.
+    let established = "jsonpath={.status.conditions[?(@.type==\"Established\")].status}";
+    let condition = run(
+        dir.path(),
+        &["get", "crd", "gadgets.example.com", "-o", established],
+    )
+    .await;
+    assert_eq!(condition, "False");
+    let printed = run_failing(dir.path(), &["get", "gadgets"]).await;
+    assert!(
+        printed.contains("the server doesn't have a resource type \"gadgets\""),
+        "{printed}"
+    );
+    let printed = run_failing(
+        dir.path(),
+        &[
+            "get",
+            "--raw",
+            "/apis/example.com/v1/namespaces/default/gadgets",
+        ],
+    )
+    .await;
+    assert!(
+        printed.contains("NotFound") && printed.contains("could not find the requested resource"),
+        "{printed}"
+    );
+    // kubectl's own wait (a watch on the CRD) sees it become Established.
+    run(
+        dir.path(),
+        &[
+            "wait",
+            "--for",
+            "condition=established",
+            "--timeout=10s",
+            "crd/gadgets.example.com",
+        ],
+    )
+    .await;
+    let listed = kubectl(dir.path(), &["get", "gadgets", "-n", "default"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stderr).contains("No resources found"));
+}

@@ -11,6 +11,7 @@ use crate::registry;
 use crate::ssa::{self, UpdateRequest};
 use crate::status::{Cause, Error, Result};
 use crate::store::ObjKey;
+use crate::validation;
 
 /// Whether managed fields still need recording (non-apply writes) or were set by an apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +49,37 @@ fn ns_key(ns: &str) -> ObjKey {
     (String::new(), "namespaces".into(), String::new(), ns.into())
 }
 
-fn crd_checked(ctx: &Ctx<'_>, obj: &mut Value) -> Result<()> {
+/// Whether a stored CRD's condition `Established` is True.
+pub(crate) fn crd_established(crd: &Value) -> bool {
+    crd.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Established" && c["status"] == "True")
+}
+
+fn crd_conditions(established: bool, now: &str) -> Value {
+    let (status, reason, message) = if established {
+        (
+            "True",
+            "InitialNamesAccepted",
+            "the initial names have been accepted",
+        )
+    } else {
+        (
+            "False",
+            "Installing",
+            "the initial names have been accepted",
+        )
+    };
+    json!([
+        {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now},
+        {"type": "Established", "status": status, "reason": reason, "message": message, "lastTransitionTime": now},
+    ])
+}
+
+/// Checks a CRD and sets its status: names accepted, and Established as `established` says.
+fn crd_checked(ctx: &Ctx<'_>, obj: &mut Value, established: bool) -> Result<()> {
     if !ctx.rt.is_crd() {
         return Ok(());
     }
@@ -73,12 +104,67 @@ fn crd_checked(ctx: &Ctx<'_>, obj: &mut Value) -> Result<()> {
     obj["status"] = json!({
         "acceptedNames": names,
         "storedVersions": [t.storage_version()],
-        "conditions": [
-            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": ctx.now},
-            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": ctx.now},
-        ],
+        "conditions": crd_conditions(established, &ctx.now),
     });
     Ok(())
+}
+
+/// Establishes the CRD `name` (if it is still the one with `uid` and is not yet): its
+/// condition turns True, a new resourceVersion and a watch event say so, and its kind is
+/// served and in discovery from now on.
+pub(crate) fn establish_crd(state: &mut ClusterState, name: &str, uid: &str, now: &str) {
+    let key: ObjKey = (
+        "apiextensions.k8s.io".into(),
+        "customresourcedefinitions".into(),
+        String::new(),
+        name.into(),
+    );
+    let Some(crd) = state.store.get(&key) else {
+        return;
+    };
+    if meta_str(crd, "uid") != Some(uid) || crd_established(crd) {
+        return;
+    }
+    let mut crd = crd.clone();
+    crd["status"]["conditions"] = crd_conditions(true, now);
+    let stored = state.store.put(key, crd);
+    if let Err(e) = state.registry.register_crd(&stored) {
+        tracing::warn!(crd = name, error = %e, "cannot serve the established CRD's kind");
+    }
+}
+
+/// Refuses `obj` as a real server's validation would: 422 Invalid naming each field
+/// ([`validation`]). A custom resource is checked against the schema of the version the
+/// request used.
+fn validated(state: &ClusterState, ctx: &Ctx<'_>, obj: &Value) -> Result<()> {
+    let schema = ctx.rt.crd.as_ref().and_then(|crd| {
+        let key: ObjKey = (
+            "apiextensions.k8s.io".into(),
+            "customresourcedefinitions".into(),
+            String::new(),
+            crd.clone(),
+        );
+        let versions = state
+            .store
+            .get(&key)?
+            .pointer("/spec/versions")?
+            .as_array()?;
+        versions
+            .iter()
+            .find(|v| v.get("name").and_then(Value::as_str) == Some(&ctx.path.version))?
+            .pointer("/schema/openAPIV3Schema")
+            .cloned()
+    });
+    let causes = validation::validate(&ctx.rt, obj, schema.as_ref());
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid {
+        group: ctx.rt.group.clone(),
+        kind: ctx.rt.kind.clone(),
+        name: meta_str(obj, "name").unwrap_or_default().to_string(),
+        causes,
+    })
 }
 
 /// Stores a new object; `obj` already has its name and namespace.
@@ -150,12 +236,14 @@ pub(crate) fn create(
             },
         );
     }
-    crd_checked(ctx, &mut obj)?;
+    let established = state.crd_establish_delay.is_zero();
+    crd_checked(ctx, &mut obj, established)?;
+    validated(state, ctx, &obj)?;
     if ctx.dry_run {
         return Ok(obj);
     }
     let stored = state.store.put(key, obj);
-    if ctx.rt.is_crd() {
+    if ctx.rt.is_crd() && established {
         state
             .registry
             .register_crd(&stored)
@@ -237,11 +325,12 @@ pub(crate) fn update(
         meta_mut(&mut new).insert("generation".into(), json!(generation + 1));
     }
     if ctx.rt.is_crd() && object::spec_part(old) != object::spec_part(&new) {
-        crd_checked(ctx, &mut new)?;
+        crd_checked(ctx, &mut new, crd_established(old))?;
     }
     if new == *old {
         return Ok((new, false));
     }
+    validated(state, ctx, &new)?;
     if ctx.dry_run {
         return Ok((new, false));
     }
@@ -251,7 +340,7 @@ pub(crate) fn update(
         return Ok((removed, true));
     }
     let stored = state.store.put(key.clone(), new);
-    if ctx.rt.is_crd() {
+    if ctx.rt.is_crd() && crd_established(&stored) {
         state
             .registry
             .register_crd(&stored)

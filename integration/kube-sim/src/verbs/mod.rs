@@ -20,7 +20,7 @@ use crate::status::{Error, Result};
 use crate::store::ObjKey;
 use crate::writelog::WriteVerb;
 
-pub(crate) use commit::finalize_namespace;
+pub(crate) use commit::{establish_crd, finalize_namespace};
 pub(crate) use read::list_selectors;
 
 /// One request on a resource, resolved against the cluster's kinds.
