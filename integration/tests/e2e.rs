@@ -225,6 +225,48 @@ async fn an_invalid_manifest_fails_at_once_with_the_api_servers_reason() {
 }
 
 #[tokio::test]
+async fn an_invalid_deployment_fails_in_one_attempt_with_the_api_servers_field_cause() {
+    let system = System::start(&["prod"], 1, 1).await.unwrap();
+    let deployment = |replicas: serde_json::Value, port: u32| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx:1.27",
+                        "ports": [{"containerPort": port}]}]}}}})
+    };
+    // The two most common mistakes in manifests: a quoted number, a port out of range.
+    for (key, manifest, cause) in [
+        (
+            "replicas-three",
+            deployment(json!("three"), 8080),
+            "spec.replicas: Invalid value: \"string\": spec.replicas in body must be of type integer",
+        ),
+        (
+            "port-70000",
+            deployment(json!(2), 70000),
+            "spec.template.spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 and 65535, inclusive",
+        ),
+    ] {
+        let body = json!({"cluster": "prod", "action": "apply", "manifests": [manifest]});
+        let id = system.accept(0, &body, Some(key)).await.unwrap();
+        let record = system.wait_terminal(&id, WAIT).await.unwrap();
+        assert_eq!(record["state"], "failed", "{record}");
+        assert_eq!(record["error"]["class"], "invalid", "{record}");
+        assert_eq!(record["attempts"], 1, "a permanent error is not retried");
+        let message = record["error"]["message"].as_str().unwrap();
+        assert!(message.contains(cause), "{message}");
+    }
+    assert!(
+        system
+            .cluster("prod")
+            .get("apps/v1", "Deployment", Some("default"), "web")
+            .is_none(),
+        "nothing invalid was stored"
+    );
+}
+
+#[tokio::test]
 async fn transient_api_server_errors_are_retried_until_applied() {
     let system = System::start(&["prod"], 1, 1).await.unwrap();
     system.cluster("prod").set_faults(Faults {

@@ -121,6 +121,11 @@ pub struct ClustersConfig {
     /// it is reachable; an observation is kept for three of these.
     #[serde(with = "longshore_contract::duration")]
     pub probe_interval: Duration,
+    /// How long an operation that applies a CustomResourceDefinition waits for it to be
+    /// Established (and its kind served) before applying custom resources of that kind; past
+    /// it the operation fails with the CRD's condition.
+    #[serde(with = "longshore_contract::duration")]
+    pub crd_established_timeout: Duration,
 }
 
 /// Backoff for transient failures: `base * 2^(delivery - 1)`, capped at `max`, with jitter
@@ -440,6 +445,7 @@ impl Default for ClustersConfig {
             reload_interval: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(600),
             probe_interval: Duration::from_secs(30),
+            crd_established_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -465,6 +471,11 @@ impl ClustersConfig {
             self.probe_interval >= Duration::from_secs(1),
             "clusters.probe_interval",
             "must be at least 1s",
+        )?;
+        check(
+            !self.crd_established_timeout.is_zero(),
+            "clusters.crd_established_timeout",
+            "must be positive",
         )?;
         check(
             self.contexts.is_empty() || self.kubeconfig.is_some(),

@@ -67,6 +67,17 @@ pub enum OpError {
         kind: String,
         expected_soon: bool,
     },
+    /// A CustomResourceDefinition the operation applied was not Established (or its kind
+    /// not served) within `clusters.crd_established_timeout`.
+    #[error(
+        "CustomResourceDefinition {crd} was not Established within {}s ({state}); its custom resources were not applied",
+        after.as_secs()
+    )]
+    NotEstablished {
+        crd: String,
+        after: Duration,
+        state: String,
+    },
     /// `create` found an object this operation did not create.
     #[error("create {object}: already exists and was not created by this operation")]
     AlreadyExists { object: String },

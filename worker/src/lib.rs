@@ -16,7 +16,8 @@
 //! - [`clusters`]: the cluster registry (a client per kubeconfig context or in-cluster)
 //!   and each cluster's cache of discovered kinds;
 //! - [`plan`]: an operation's objects, in the dependency order of [`ordering`], with
-//!   their fence keys, and carrying the action out on each; [`actions`] the actions, a
+//!   their fence keys, and carrying the action out on each ([`establish`]: a CRD it applied
+//!   Established before its custom resources); [`actions`] the actions, a
 //!   file each (apply, create, replace, patch, delete, scale, rollout, run-job), over the
 //!   pieces they share; [`diff`] what a dry run would change;
 //! - [`wait`]: waiting for the objects to become stable, by the rules of [`readiness`];
@@ -45,6 +46,7 @@ pub mod consumer;
 pub mod deadletter;
 pub mod diff;
 pub mod error;
+pub mod establish;
 pub mod fence;
 pub mod inventory;
 pub mod membership;

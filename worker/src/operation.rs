@@ -363,7 +363,7 @@ async fn fenced(
         }
     };
     if envelope.spec.options.dry_run {
-        return plan::carry_out(cluster, envelope, &steps, None).await;
+        return plan::carry_out(cluster, envelope, &steps, None, None).await;
     }
     let objects: BTreeMap<String, String> = steps
         .iter()
@@ -421,7 +421,11 @@ async fn carry_out_and_wait(
     steps: &[plan::Step<'_>],
     guard: &crate::fence::Guard,
 ) -> plan::Report {
-    let mut report = plan::carry_out(cluster, envelope, steps, Some(guard)).await;
+    let crd_wait = plan::CrdWait {
+        status: &ctx.status,
+        timeout: ctx.config.clusters.crd_established_timeout,
+    };
+    let mut report = plan::carry_out(cluster, envelope, steps, Some(guard), Some(&crd_wait)).await;
     if let (None, Some(wait)) = (&report.error, &envelope.spec.options.wait) {
         let waited = crate::wait::until_stable(
             cluster,

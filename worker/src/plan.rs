@@ -1,7 +1,8 @@
 //! An operation's steps: which objects it acts on, in which order and under which fence
 //! keys ([`plan`], before any fence is taken), and carrying its action out on each in
-//! turn, stopping at the first error ([`carry_out`]). The actions themselves are in
-//! [`crate::actions`].
+//! turn, stopping at the first error ([`carry_out`]), waiting for a CustomResourceDefinition
+//! it applied to be Established before its custom resources ([`crate::establish`]). The
+//! actions themselves are in [`crate::actions`].
 
 use kube::discovery::Scope;
 use longshore_contract::Envelope;
@@ -110,17 +111,29 @@ fn defined_scope(envelope: &Envelope, object: &ObjectRef) -> Option<Scope> {
     })
 }
 
+/// Waiting for a CustomResourceDefinition the operation applied before applying objects
+/// of its kind: up to `timeout`, with progress written to the operation's record.
+pub struct CrdWait<'a> {
+    pub status: &'a crate::status::StatusStore,
+    pub timeout: std::time::Duration,
+}
+
 /// Carries out `envelope`'s action on the planned `steps` of `cluster`, in order, stopping
 /// at the first error. Superseded steps are reported, not touched. With a fence `guard`,
-/// each write first checks the lease is still trusted.
+/// each write first checks the lease is still trusted. With `crd_wait`, an object whose
+/// kind a CRD applied earlier in the operation defines waits for that CRD to be served
+/// (a dry run has none: its CRDs are not created).
 pub async fn carry_out(
     cluster: &Cluster,
     envelope: &Envelope,
     steps: &[Step<'_>],
     guard: Option<&crate::fence::Guard>,
+    crd_wait: Option<&CrdWait<'_>>,
 ) -> Report {
     let mut report = Report::default();
     let mut defines_kinds = false;
+    // The CRDs applied so far that may not be served yet.
+    let mut defined: Vec<crate::establish::Defined> = Vec::new();
     for step in steps {
         let object = &step.object;
         if step.superseded {
@@ -131,6 +144,24 @@ pub async fn carry_out(
             continue;
         }
         tracing::debug!(object = %object, "acting on object");
+        if let Some(wait) = crd_wait
+            && let Some(i) = defined.iter().position(|d| d.defines(object))
+        {
+            let waited = crate::establish::until_served(
+                cluster,
+                &defined[i],
+                object,
+                wait.timeout,
+                |progress| async move { wait.status.progress(&envelope.id, &progress).await },
+            )
+            .await;
+            if let Err(e) = waited {
+                report.error = Some(e);
+                return report;
+            }
+            // Served now: its other objects need not wait.
+            defined.remove(i);
+        }
         let result = match guard.map_or(Ok(()), crate::fence::Guard::check) {
             Ok(()) => match target(cluster, object, defines_kinds).await {
                 Ok(target) => {
@@ -154,6 +185,7 @@ pub async fn carry_out(
             }
         }
         defines_kinds |= object.kind == "CustomResourceDefinition";
+        defined.extend(step.manifest.and_then(crate::establish::Defined::of));
     }
     report
 }

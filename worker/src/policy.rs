@@ -104,9 +104,15 @@ fn classify(err: &OpError) -> Class {
         OpError::Malformed(_) => Permanent(ErrorClass::Malformed),
         // The change is in; waiting again would not change how the rollout went.
         OpError::Rollout { .. } => Permanent(ErrorClass::Rollout),
-        OpError::WaitTimeout { .. } => Permanent(ErrorClass::Timeout),
+        OpError::WaitTimeout { .. } | OpError::NotEstablished { .. } => {
+            Permanent(ErrorClass::Timeout)
+        }
     }
 }
+
+/// How the API server's message begins when a server-side apply's patch does not fit the
+/// kind's schema (answered 500 by current releases).
+const TYPED_PATCH_REFUSED: &str = "failed to create typed patch object";
 
 fn classify_kube(verb: Verb, err: &kube::Error) -> Class {
     use Class::*;
@@ -129,6 +135,9 @@ fn classify_kube(verb: Verb, err: &kube::Error) -> Class {
         .filter(|s| *s > 0)
         .map(|s| Duration::from_secs(u64::from(s)));
     match status.code {
+        // A server-side apply whose manifest does not fit the kind's schema (a string where
+        // a number goes): the API server answers 500, but no retry can make it fit.
+        500 if status.message.starts_with(TYPED_PATCH_REFUSED) => Permanent(ErrorClass::Invalid),
         408 | 429 | 500 | 502 | 503 | 504 => Transient { retry_after },
         // A stale resourceVersion on replace: read again and write again.
         409 if verb == Verb::Replace && status.reason != "AlreadyExists" => {
@@ -211,6 +220,25 @@ mod tests {
             let delay = retry_delay(decide1(&api(Verb::Apply, code, "", "busy")));
             assert!(delay <= Duration::from_millis(100), "{code}: {delay:?}");
         }
+    }
+
+    #[test]
+    fn a_server_side_apply_that_does_not_fit_the_schema_fails_at_once_though_answered_500() {
+        let refused = api(
+            Verb::Apply,
+            500,
+            "",
+            "failed to create typed patch object (default/web; apps/v1, Kind=Deployment): .spec.replicas: expected numeric (int or float), got string",
+        );
+        assert_eq!(fail_class(decide1(&refused)), ErrorClass::Invalid);
+        // Any other 500 is the server's trouble: retried.
+        let busy = api(
+            Verb::Apply,
+            500,
+            "InternalError",
+            "etcdserver: request timed out",
+        );
+        assert!(matches!(decide1(&busy), Decision::Retry(_)));
     }
 
     #[test]
