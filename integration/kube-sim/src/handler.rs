@@ -18,6 +18,7 @@ use crate::patch::PatchType;
 use crate::request::{self, Query, ResourcePath, Target};
 use crate::server::{ConnAbort, Shared};
 use crate::status::{self, Error, Result};
+use crate::table;
 use crate::verbs::{self, Ctx};
 use crate::watch;
 use crate::writelog::{self, WriteRecord, WriteVerb};
@@ -228,9 +229,50 @@ pub(crate) async fn cluster_request(State(shared): State<Arc<Shared>>, req: Requ
         return reset(abort).await;
     }
     match result {
-        Ok(answer) => json_response(&answer.body, answer.code),
+        Ok(answer) => {
+            let table = (method == Method::GET && path.subresource.is_none())
+                .then(|| table::wanted(&accept))
+                .flatten();
+            match table {
+                Some(version) => {
+                    let include = query.get("includeObject").unwrap_or("Metadata");
+                    json_response(
+                        &as_table(&cluster, &path, &answer.body, version, include),
+                        200,
+                    )
+                }
+                None => json_response(&answer.body, answer.code),
+            }
+        }
         Err(e) => e.into_response(),
     }
+}
+
+/// `body`, the answer to a GET of `path`, as the Table kubectl asked for.
+fn as_table(
+    cluster: &Cluster,
+    path: &ResourcePath,
+    body: &Value,
+    version: &str,
+    include: &str,
+) -> Value {
+    let state = cluster.lock();
+    let Some(rt) = state
+        .registry
+        .find(&path.group, &path.version, &path.plural)
+    else {
+        return body.clone();
+    };
+    let crd = rt.crd.as_ref().and_then(|name| {
+        let key = (
+            "apiextensions.k8s.io".to_owned(),
+            "customresourcedefinitions".to_owned(),
+            String::new(),
+            name.clone(),
+        );
+        state.store.get(&key).cloned()
+    });
+    table::of(&rt, crd.as_ref(), &path.version, body, version, include)
 }
 
 /// Runs a resource request under the cluster lock and logs it if it is a write.

@@ -58,6 +58,7 @@ mod server;
 mod ssa;
 mod status;
 mod store;
+mod table;
 mod validation;
 mod verbs;
 mod watch;

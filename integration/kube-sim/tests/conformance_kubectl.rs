@@ -486,3 +486,383 @@ spec:
     );
     assert!(String::from_utf8_lossy(&listed.stderr).contains("No resources found"));
 }
+
+const EVERY_KIND: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: c, namespace: default}
+data: {a: "1", b: "2"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: s, namespace: default}
+type: Opaque
+stringData: {token: x}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, protocol: TCP}]
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: sa, namespace: default}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: default}
+spec:
+  containers: [{name: app, image: nginx:1.27}]
+---
+apiVersion: v1
+kind: Event
+metadata: {name: e, namespace: default}
+involvedObject: {kind: Pod, name: p, namespace: default}
+reason: Started
+message: started the container
+type: Normal
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: app, image: nginx:1.27}]}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db, namespace: default}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: db, image: postgres:16}]}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent, namespace: default}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: agent, image: busybox:1.36}]}
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: rs, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: rs}}
+  template:
+    metadata: {labels: {app: rs}}
+    spec: {containers: [{name: app, image: nginx:1.27}]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: migrate, namespace: default}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: migrate, image: busybox:1.36}]
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: nightly, namespace: default}
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: job, image: busybox:1.36}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: reader, namespace: default}
+rules: [{apiGroups: [""], resources: [pods], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: reader, namespace: default}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: reader}
+subjects: [{kind: ServiceAccount, name: sa, namespace: default}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: viewer}
+rules: [{apiGroups: [""], resources: [namespaces], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: viewer}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: viewer}
+subjects: [{kind: Group, name: devs, apiGroup: rbac.authorization.k8s.io}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: default}
+spec:
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web, namespace: default}
+spec:
+  minAvailable: 1
+  selector: {matchLabels: {app: web}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web, namespace: default}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 2
+  maxReplicas: 5
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+    additionalPrinterColumns:
+    - {name: Size, type: integer, jsonPath: .spec.size}
+    - {name: Mode, type: string, jsonPath: .spec.mode, priority: 1}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_prints_the_real_servers_columns_for_every_kind() {
+    if !kubectl_present() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kubectl is required in CI"
+        );
+        eprintln!("SKIPPED: kubectl is not installed");
+        return;
+    }
+    let sim = start(&["prod"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_kubeconfig(dir.path().join("kubeconfig")).unwrap();
+    let file = dir.path().join("all.yaml");
+    std::fs::write(&file, EVERY_KIND).unwrap();
+    run(
+        dir.path(),
+        &["apply", "--server-side", "-f", file.to_str().unwrap()],
+    )
+    .await;
+    let widget = dir.path().join("widget.yaml");
+    std::fs::write(
+        &widget,
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: default}\nspec: {size: 3, mode: fast}\n",
+    )
+    .unwrap();
+    run(
+        dir.path(),
+        &["apply", "--server-side", "-f", widget.to_str().unwrap()],
+    )
+    .await;
+    let header = |printed: &str| -> Vec<String> {
+        let line = printed.lines().next().unwrap_or_default();
+        // Columns are separated by at least two spaces ("LAST SEEN" is one column).
+        line.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let cases: &[(&str, &str, &[&str])] = &[
+        ("namespaces", "default", &["NAME", "STATUS", "AGE"]),
+        ("configmaps", "c", &["NAME", "DATA", "AGE"]),
+        ("secrets", "s", &["NAME", "TYPE", "DATA", "AGE"]),
+        (
+            "services",
+            "web",
+            &[
+                "NAME",
+                "TYPE",
+                "CLUSTER-IP",
+                "EXTERNAL-IP",
+                "PORT(S)",
+                "AGE",
+            ],
+        ),
+        ("serviceaccounts", "sa", &["NAME", "SECRETS", "AGE"]),
+        ("pods", "p", &["NAME", "READY", "STATUS", "RESTARTS", "AGE"]),
+        (
+            "events",
+            "",
+            &["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
+        ),
+        (
+            "deployments",
+            "web",
+            &["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        ),
+        ("statefulsets", "db", &["NAME", "READY", "AGE"]),
+        (
+            "daemonsets",
+            "agent",
+            &[
+                "NAME",
+                "DESIRED",
+                "CURRENT",
+                "READY",
+                "UP-TO-DATE",
+                "AVAILABLE",
+                "NODE SELECTOR",
+                "AGE",
+            ],
+        ),
+        (
+            "replicasets",
+            "rs",
+            &["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+        ),
+        (
+            "jobs",
+            "migrate",
+            &["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+        ),
+        (
+            "cronjobs",
+            "nightly",
+            &[
+                "NAME",
+                "SCHEDULE",
+                "TIMEZONE",
+                "SUSPEND",
+                "ACTIVE",
+                "LAST SCHEDULE",
+                "AGE",
+            ],
+        ),
+        ("roles", "reader", &["NAME", "CREATED AT"]),
+        ("rolebindings", "reader", &["NAME", "ROLE", "AGE"]),
+        ("clusterroles", "viewer", &["NAME", "CREATED AT"]),
+        ("clusterrolebindings", "viewer", &["NAME", "ROLE", "AGE"]),
+        (
+            "ingresses",
+            "web",
+            &["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"],
+        ),
+        (
+            "poddisruptionbudgets",
+            "web",
+            &[
+                "NAME",
+                "MIN AVAILABLE",
+                "MAX UNAVAILABLE",
+                "ALLOWED DISRUPTIONS",
+                "AGE",
+            ],
+        ),
+        (
+            "horizontalpodautoscalers",
+            "web",
+            &[
+                "NAME",
+                "REFERENCE",
+                "TARGETS",
+                "MINPODS",
+                "MAXPODS",
+                "REPLICAS",
+                "AGE",
+            ],
+        ),
+        (
+            "customresourcedefinitions",
+            "widgets.example.com",
+            &["NAME", "CREATED AT"],
+        ),
+        ("widgets", "w", &["NAME", "SIZE", "AGE"]),
+    ];
+    for (resource, name, columns) in cases {
+        let mut args = vec!["get", resource, "-n", "default"];
+        if !name.is_empty() {
+            args.push(name);
+        }
+        let printed = run(dir.path(), &args).await;
+        assert_eq!(
+            header(&printed),
+            *columns,
+            "kubectl get {resource}:\n{printed}"
+        );
+    }
+    // Cells, and the wide columns.
+    let printed = run(
+        dir.path(),
+        &["get", "deploy", "web", "-n", "default", "-o", "wide"],
+    )
+    .await;
+    assert_eq!(
+        header(&printed),
+        [
+            "NAME",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "AGE",
+            "CONTAINERS",
+            "IMAGES",
+            "SELECTOR"
+        ]
+    );
+    let row: Vec<&str> = printed.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[0], "web");
+    assert_eq!(row[1], "0/2", "{printed}");
+    assert_eq!(&row[5..], ["app", "nginx:1.27", "app=web"], "{printed}");
+    let printed = run(dir.path(), &["get", "svc", "web", "-n", "default"]).await;
+    assert!(
+        printed.contains("80/TCP") && printed.contains("ClusterIP"),
+        "{printed}"
+    );
+    let printed = run(
+        dir.path(),
+        &["get", "widgets", "-n", "default", "-o", "wide"],
+    )
+    .await;
+    assert_eq!(
+        header(&printed),
+        ["NAME", "SIZE", "MODE", "AGE"],
+        "{printed}"
+    );
+    let row: Vec<&str> = printed.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..3], ["w", "3", "fast"], "{printed}");
+    // Across namespaces, kubectl adds the namespace from each row's object.
+    let printed = run(dir.path(), &["get", "configmaps", "-A"]).await;
+    assert!(
+        printed.lines().next().unwrap().starts_with("NAMESPACE"),
+        "{printed}"
+    );
+    assert!(
+        printed
+            .lines()
+            .any(|l| l.starts_with("default ") && l.contains(" c ")),
+        "{printed}"
+    );
+    // --show-labels reads the row's metadata.
+    let printed = run(dir.path(), &["get", "ns", "default", "--show-labels"]).await;
+    assert!(
+        printed.contains("kubernetes.io/metadata.name=default"),
+        "{printed}"
+    );
+}
