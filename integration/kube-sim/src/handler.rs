@@ -15,6 +15,7 @@ use crate::faults::Decision;
 use crate::object;
 use crate::openapi;
 use crate::patch::PatchType;
+use crate::protobuf;
 use crate::request::{self, Query, ResourcePath, Target};
 use crate::server::{ConnAbort, Shared};
 use crate::status::{self, Error, Result};
@@ -100,6 +101,16 @@ async fn reset(abort: Option<ConnAbort>) -> Response {
     }
 }
 
+fn protobuf_response(bytes: Vec<u8>, code: u16) -> Response {
+    let mut r = Response::new(Body::from(bytes));
+    *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::OK);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(protobuf::MEDIA_TYPE),
+    );
+    r
+}
+
 fn json_response(v: &Value, code: u16) -> Response {
     let mut r = status::json_body(v);
     *r.status_mut() = http::StatusCode::from_u16(code).unwrap_or(http::StatusCode::OK);
@@ -171,6 +182,24 @@ pub(crate) async fn cluster_request(State(shared): State<Arc<Shared>>, req: Requ
                 .into_response();
         }
     };
+    // A protobuf body (kubectl's imperative commands, Go typed clients) is the JSON object
+    // it stands for from here on.
+    let (body, content_type) = if protobuf::is_protobuf(&content_type) && !body.is_empty() {
+        match protobuf::to_json(&body) {
+            Ok(object) => (
+                axum::body::Bytes::from(serde_json::to_vec(&object).unwrap_or_default()),
+                "application/json".to_owned(),
+            ),
+            Err(why) => {
+                return Error::BadRequest(format!(
+                    "the body of the request could not be decoded as protobuf: {why}"
+                ))
+                .into_response();
+            }
+        }
+    } else {
+        (body, content_type)
+    };
 
     let path = match target {
         Target::Resource(p) => p,
@@ -241,6 +270,10 @@ pub(crate) async fn cluster_request(State(shared): State<Arc<Shared>>, req: Requ
                         200,
                     )
                 }
+                None if protobuf::preferred(&accept) => match protobuf::from_json(&answer.body) {
+                    Some(bytes) => protobuf_response(bytes, answer.code),
+                    None => json_response(&answer.body, answer.code),
+                },
                 None => json_response(&answer.body, answer.code),
             }
         }

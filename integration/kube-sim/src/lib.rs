@@ -50,6 +50,7 @@ mod kubeconfig;
 mod object;
 mod openapi;
 mod patch;
+mod protobuf;
 mod registry;
 mod request;
 mod rollout;

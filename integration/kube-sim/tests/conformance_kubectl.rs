@@ -1,5 +1,7 @@
 //! kubectl 1.32 as a real subprocess against kube-sim: discovery, server-side apply of a
-//! multi-document file, managed fields, scale, rollout restart, delete and watch.
+//! multi-document file, managed fields, scale, rollout restart, delete and watch; the
+//! imperative commands, which send protobuf; `kubectl get`'s columns for every kind; a 422
+//! with its field for each validation rule; and CRDs established after a delay.
 
 mod common;
 
@@ -864,5 +866,266 @@ async fn kubectl_get_prints_the_real_servers_columns_for_every_kind() {
     assert!(
         printed.contains("kubernetes.io/metadata.name=default"),
         "{printed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_imperative_commands_work_over_protobuf() {
+    if !kubectl_present() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "kubectl is required in CI"
+        );
+        eprintln!("SKIPPED: kubectl is not installed");
+        return;
+    }
+    let sim = start(&["prod"]).await;
+    let prod = sim.cluster("prod").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    sim.write_kubeconfig(dir.path().join("kubeconfig")).unwrap();
+    let d = dir.path();
+    run(d, &["create", "namespace", "shop"]).await;
+    assert!(prod.get("v1", "Namespace", None, "shop").is_some());
+    run(
+        d,
+        &[
+            "-n",
+            "shop",
+            "create",
+            "configmap",
+            "web-config",
+            "--from-literal=color=blue",
+        ],
+    )
+    .await;
+    let cm = prod
+        .get("v1", "ConfigMap", Some("shop"), "web-config")
+        .unwrap();
+    assert_eq!(cm["data"]["color"], "blue");
+    run(
+        d,
+        &[
+            "-n",
+            "shop",
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "--from-literal=token=s3cr3t",
+        ],
+    )
+    .await;
+    let secret = prod.get("v1", "Secret", Some("shop"), "creds").unwrap();
+    assert_eq!(
+        secret["data"]["token"], "czNjcjN0",
+        "base64 of the value: {secret}"
+    );
+    assert_eq!(secret["type"], "Opaque");
+    run(
+        d,
+        &[
+            "-n",
+            "shop",
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx:1.27",
+            "--replicas=2",
+            "--port=8080",
+        ],
+    )
+    .await;
+    let deploy = prod
+        .get("apps/v1", "Deployment", Some("shop"), "web")
+        .unwrap();
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    assert_eq!(deploy["spec"]["selector"]["matchLabels"]["app"], "web");
+    let container = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "nginx:1.27");
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+    run(
+        d,
+        &[
+            "-n",
+            "shop",
+            "create",
+            "service",
+            "clusterip",
+            "web",
+            "--tcp=80:8080",
+        ],
+    )
+    .await;
+    let svc = prod.get("v1", "Service", Some("shop"), "web").unwrap();
+    assert_eq!(svc["spec"]["ports"][0]["port"], 80);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    run(
+        d,
+        &["-n", "shop", "label", "deployment", "web", "tier=front"],
+    )
+    .await;
+    run(
+        d,
+        &[
+            "-n",
+            "shop",
+            "annotate",
+            "deployment",
+            "web",
+            "owner=team-a",
+        ],
+    )
+    .await;
+    run(
+        d,
+        &[
+            "-n",
+            "shop",
+            "set",
+            "image",
+            "deployment/web",
+            "nginx=nginx:1.28",
+        ],
+    )
+    .await;
+    let deploy = prod
+        .get("apps/v1", "Deployment", Some("shop"), "web")
+        .unwrap();
+    assert_eq!(deploy["metadata"]["labels"]["tier"], "front");
+    assert_eq!(deploy["metadata"]["annotations"]["owner"], "team-a");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.28"
+    );
+    run(
+        d,
+        &[
+            "-n",
+            "shop",
+            "expose",
+            "deployment",
+            "web",
+            "--name=web-public",
+            "--port=443",
+            "--target-port=8080",
+        ],
+    )
+    .await;
+    let exposed = prod
+        .get("v1", "Service", Some("shop"), "web-public")
+        .unwrap();
+    assert_eq!(exposed["spec"]["ports"][0]["port"], 443);
+    assert_eq!(exposed["spec"]["selector"]["app"], "web");
+    // A typed client reading back gets what it wrote, over protobuf.
+    let printed = run(
+        d,
+        &[
+            "-n",
+            "shop",
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ],
+    )
+    .await;
+    assert_eq!(printed, "2");
+    run(d, &["-n", "shop", "delete", "deployment", "web"]).await;
+    assert!(
+        prod.get("apps/v1", "Deployment", Some("shop"), "web")
+            .is_none()
+    );
+    run(d, &["delete", "namespace", "shop"]).await;
+    // Protobuf writes are logged as any write is.
+    let writes = prod.writes();
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.verb == longshore_kube_sim::WriteVerb::Create),
+        "the creates were logged as writes"
+    );
+}
+
+/// One raw HTTP/1.1 exchange with the given headers: the status line and headers, and the
+/// body's bytes.
+async fn raw(
+    sim: &longshore_kube_sim::KubeSim,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &[u8],
+) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(sim.addr()).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let at = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    (
+        String::from_utf8_lossy(&out[..at]).into_owned(),
+        out[at + 4..].to_vec(),
+    )
+}
+
+#[tokio::test]
+async fn protobuf_is_negotiated_and_a_garbled_body_is_refused() {
+    let sim = start(&["prod"]).await;
+    let pb = "application/vnd.kubernetes.protobuf";
+    // A client preferring protobuf gets it; one preferring JSON gets JSON.
+    let (head, body) = raw(
+        &sim,
+        "GET",
+        "/clusters/prod/api/v1/namespaces/default",
+        &format!("Accept: {pb}, */*\r\n"),
+        b"",
+    )
+    .await;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-type: {pb}")),
+        "{head}"
+    );
+    assert!(body.starts_with(b"k8s\0"), "the protobuf envelope");
+    assert!(body.windows(7).any(|w| w == b"default"));
+    let (head, body) = raw(
+        &sim,
+        "GET",
+        "/clusters/prod/api/v1/namespaces/default",
+        &format!("Accept: application/json, {pb}\r\n"),
+        b"",
+    )
+    .await;
+    assert!(head.contains("application/json"), "{head}");
+    assert!(body.starts_with(b"{"));
+    // Not protobuf at all, under the protobuf content type: 400, and nothing created.
+    let (head, body) = raw(
+        &sim,
+        "POST",
+        "/clusters/prod/api/v1/namespaces",
+        &format!("Content-Type: {pb}\r\n"),
+        b"{\"metadata\":{\"name\":\"shop\"}}",
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status["reason"], "BadRequest");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not be decoded as protobuf"),
+        "{status}"
+    );
+    assert!(
+        sim.cluster("prod")
+            .unwrap()
+            .get("v1", "Namespace", None, "shop")
+            .is_none()
     );
 }

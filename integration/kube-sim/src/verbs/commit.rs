@@ -216,6 +216,16 @@ pub(crate) fn create(
     if ctx.rt.scale.is_some() && obj.pointer("/spec/replicas").is_none() && ctx.rt.crd.is_none() {
         obj["spec"]["replicas"] = json!(1);
     }
+    // The one type default every client relies on.
+    if ctx.rt.group.is_empty()
+        && ctx.rt.kind == "Secret"
+        && obj
+            .get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+    {
+        obj["type"] = json!("Opaque");
+    }
     if ctx.rt.is_namespace() {
         let labels = meta_mut(&mut obj)
             .entry("labels")
