@@ -352,6 +352,16 @@ spec:
             widget("0"),
             "spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1",
         ),
+        (
+            "a custom resource without a required field",
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: default}\nspec: {}\n".to_owned(),
+            "spec.size: Required value",
+        ),
+        (
+            "a name that is not a DNS subdomain",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: Web_1, namespace: default}\n".to_owned(),
+            "metadata.name: Invalid value: \"Web_1\": a lowercase RFC 1123 subdomain must consist of",
+        ),
     ];
     let crd_file = dir.path().join("crd.yaml");
     std::fs::write(&crd_file, crd).unwrap();
