@@ -64,6 +64,20 @@ fn kubectl_present() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether the test is skipped for want of kubectl; CI installs it (integration/test.sh),
+/// so there its absence is a failure.
+fn skipped_without_kubectl() -> bool {
+    if kubectl_present() {
+        return false;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "kubectl is required in CI"
+    );
+    eprintln!("SKIPPED: kubectl is not installed");
+    true
+}
+
 fn kubectl(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("kubectl");
     c.arg("--kubeconfig")
@@ -92,13 +106,7 @@ async fn run(dir: &Path, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_apply_scale_restart_delete() {
-    if !kubectl_present() {
-        // CI installs kubectl (integration/test.sh): there, its absence is a failure.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kubectl is required in CI"
-        );
-        eprintln!("SKIPPED: kubectl is not installed");
+    if skipped_without_kubectl() {
         return;
     }
     let sim = start(&["prod", "staging"]).await;
@@ -181,13 +189,7 @@ async fn kubectl_apply_scale_restart_delete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_watch_sees_an_update() {
-    if !kubectl_present() {
-        // CI installs kubectl (integration/test.sh): there, its absence is a failure.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kubectl is required in CI"
-        );
-        eprintln!("SKIPPED: kubectl is not installed");
+    if skipped_without_kubectl() {
         return;
     }
     let sim = start(&["prod"]).await;
@@ -268,12 +270,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_gets_422_with_the_field_for_each_validation_rule() {
-    if !kubectl_present() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kubectl is required in CI"
-        );
-        eprintln!("SKIPPED: kubectl is not installed");
+    if skipped_without_kubectl() {
         return;
     }
     let sim = start(&["prod"]).await;
@@ -413,12 +410,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_sees_a_crd_served_only_once_established_after_the_delay() {
-    if !kubectl_present() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kubectl is required in CI"
-        );
-        eprintln!("SKIPPED: kubectl is not installed");
+    if skipped_without_kubectl() {
         return;
     }
     let sim = start(&["prod"]).await;
@@ -663,12 +655,7 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_get_prints_the_real_servers_columns_for_every_kind() {
-    if !kubectl_present() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kubectl is required in CI"
-        );
-        eprintln!("SKIPPED: kubectl is not installed");
+    if skipped_without_kubectl() {
         return;
     }
     let sim = start(&["prod"]).await;
@@ -881,12 +868,7 @@ async fn kubectl_get_prints_the_real_servers_columns_for_every_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_imperative_commands_work_over_protobuf() {
-    if !kubectl_present() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "kubectl is required in CI"
-        );
-        eprintln!("SKIPPED: kubectl is not installed");
+    if skipped_without_kubectl() {
         return;
     }
     let sim = start(&["prod"]).await;
