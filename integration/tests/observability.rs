@@ -724,6 +724,8 @@ async fn the_dispatcher_reports_dead_letters_clusters_not_ready_and_a_queue_nobo
         json!({"cluster": cluster, "action": "apply", "manifests": [
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}}]})
     };
+    // Seconds, as the gauge has them: the last delivery is this operation's, or later.
+    let submitted = jiff::Timestamp::now().as_second();
     let id = system
         .accept(0, &cm("staging", "lost"), None)
         .await
@@ -756,7 +758,7 @@ async fn the_dispatcher_reports_dead_letters_clusters_not_ready_and_a_queue_nobo
         r#"longshore_dispatcher_queue_last_delivery_timestamp_seconds{pool="workers"}"#,
     );
     assert!(
-        last > 0.0 && last <= before_stop as f64 + 1.0,
-        "the last delivery was before the worker stopped: {last} vs {before_stop}"
+        last >= submitted as f64 && last <= before_stop as f64 + 1.0,
+        "the last delivery was after the first submission and before the worker stopped: {last} vs {submitted}..{before_stop}"
     );
 }
