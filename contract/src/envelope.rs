@@ -15,6 +15,15 @@ pub const SCHEMA_HEADER: &str = "Longshore-Schema";
 /// W3C trace context headers, carried so an operation's trace crosses the queue.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 pub const TRACESTATE_HEADER: &str = "tracestate";
+/// The revision of the `queued` record the dispatcher wrote just before publishing, so the
+/// worker can claim the record with one compare-and-set instead of a read and then one
+/// (a stale or missing value only costs the failed compare-and-set and the read after it).
+pub const RECORD_REVISION_HEADER: &str = "Longshore-Record-Revision";
+
+/// The record revision a message carries ([`RECORD_REVISION_HEADER`]), if any.
+pub fn record_revision(headers: Option<&HeaderMap>) -> Option<u64> {
+    headers?.get(RECORD_REVISION_HEADER)?.as_str().parse().ok()
+}
 
 /// One operation as it travels through the work queue.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -78,7 +78,7 @@ pub async fn submit(
             Err(e) => return Err(Error::Unavailable(format!("recording the operation: {e}"))),
         };
 
-        if let Err(e) = publish(ctx, &envelope).await {
+        if let Err(e) = publish(ctx, &envelope, Some(revision)).await {
             if let Err(withdraw) = store.delete_if(id.as_str(), revision).await {
                 tracing::warn!(op_id = %id, error = %withdraw, "could not withdraw the record of an unpublished operation");
             }
@@ -110,7 +110,8 @@ async fn replay(ctx: &Context, envelope: &Envelope, existing: OperationRecord) -
         // The first publish may have been lost with its dispatcher: publish again. Within the
         // dedup window this is dropped by the stream; beyond it, the worker's claim on the
         // record makes a second copy a no-op.
-        publish(ctx, envelope).await?;
+        // Without the record's revision: it may be another replica's, with another trace.
+        publish(ctx, envelope, None).await?;
     }
     Ok(Accepted {
         id: existing.id,
@@ -123,13 +124,25 @@ async fn replay(ctx: &Context, envelope: &Envelope, existing: OperationRecord) -
 }
 
 /// Publishes the envelope, retrying with the same `Nats-Msg-Id` on errors a stream leader
-/// election or a brief disconnect produce. async-nats does not retry these itself.
-async fn publish(ctx: &Context, envelope: &Envelope) -> Result<jetstream::publish::PublishAck> {
+/// election or a brief disconnect produce. async-nats does not retry these itself. With
+/// `revision`, the `queued` record this replica just wrote: the worker claims it without
+/// reading it first.
+async fn publish(
+    ctx: &Context,
+    envelope: &Envelope,
+    revision: Option<u64>,
+) -> Result<jetstream::publish::PublishAck> {
     // To the pool that serves the cluster now (a replay after a move goes to the new one).
     let pool = crate::fleet::route(ctx, &envelope.spec.cluster)?;
-    let (subject, headers, payload) = envelope
+    let (subject, mut headers, payload) = envelope
         .to_message(&pool)
         .map_err(|e| Error::Unavailable(format!("encoding the envelope: {e}")))?;
+    if let Some(revision) = revision {
+        headers.insert(
+            longshore_contract::envelope::RECORD_REVISION_HEADER,
+            revision.to_string().as_str(),
+        );
+    }
     publish_message(ctx, envelope.id.as_str(), subject, headers, payload).await
 }
 

@@ -233,7 +233,11 @@ async fn carry_out(
     };
     let claimed = ctx
         .status
-        .claim(envelope, order)
+        .claim(
+            envelope,
+            order,
+            longshore_contract::envelope::record_revision(message.headers.as_ref()),
+        )
         .instrument(kv_span("claim", js_defs::OPERATIONS_BUCKET))
         .await;
     let running = match claimed {

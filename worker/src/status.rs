@@ -36,11 +36,26 @@ impl StatusStore {
 
     /// Marks the operation `running` by this worker, creating the record if it is missing
     /// (the dispatcher writes it first, but a record may have expired or been lost).
-    pub async fn claim(&self, envelope: &Envelope, sequence: u64) -> Result<Claim, OpError> {
+    pub async fn claim(
+        &self,
+        envelope: &Envelope,
+        sequence: u64,
+        queued_revision: Option<u64>,
+    ) -> Result<Claim, OpError> {
         let now = jiff::Timestamp::now();
+        // The dispatcher's `queued` record, as it wrote it at that revision (what it holds
+        // follows from the envelope and the trace the message carries): with it the claim is
+        // one compare-and-set, not a read and one. If the record has moved on since (a
+        // redelivery, a retry from the dead letters), the compare-and-set fails and the
+        // record is read: nothing is lost but that request.
+        let known = queued_revision.map(|revision| {
+            let mut value = OperationRecord::queued(envelope);
+            value.trace_id = longshore_contract::telemetry::trace_id(&tracing::Span::current());
+            Versioned { value, revision }
+        });
         let modified = self
             .records
-            .modify(envelope.id.as_str(), None, |current| {
+            .modify(envelope.id.as_str(), known, |current| {
                 let mut record = match current {
                     Some(record) if record.state.is_terminal() => return Ok(Change::Keep),
                     Some(record) => record.clone(),
