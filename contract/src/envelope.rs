@@ -20,9 +20,28 @@ pub const TRACESTATE_HEADER: &str = "tracestate";
 /// (a stale or missing value only costs the failed compare-and-set and the read after it).
 pub const RECORD_REVISION_HEADER: &str = "Longshore-Record-Revision";
 
-/// The record revision a message carries ([`RECORD_REVISION_HEADER`]), if any.
-pub fn record_revision(headers: Option<&HeaderMap>) -> Option<u64> {
-    headers?.get(RECORD_REVISION_HEADER)?.as_str().parse().ok()
+/// The `queued` record a message says its dispatcher wrote: the revision
+/// ([`RECORD_REVISION_HEADER`]) and the trace id, which the record takes from the request's
+/// trace and the message's `traceparent` carries (none without one, as the record has none
+/// then). `None` without the revision.
+pub fn written_record(headers: Option<&HeaderMap>) -> Option<(u64, Option<String>)> {
+    let headers = headers?;
+    let revision = headers.get(RECORD_REVISION_HEADER)?.as_str().parse().ok()?;
+    Some((revision, traceparent_trace_id(headers)))
+}
+
+/// The trace id of a W3C `traceparent` header (`00-<trace id>-<span id>-<flags>`), if it is
+/// one.
+fn traceparent_trace_id(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(TRACEPARENT_HEADER)?.as_str().to_owned();
+    let mut parts = value.split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    let valid = trace.len() == 32
+        && trace
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && trace.bytes().any(|b| b != b'0');
+    valid.then(|| trace.to_owned())
 }
 
 /// One operation as it travels through the work queue.
@@ -128,6 +147,36 @@ pub(crate) mod tests_support {
 mod tests {
     use super::tests_support::sample;
     use super::*;
+
+    #[test]
+    fn a_written_record_is_its_revision_and_the_trace_the_message_carries() {
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            written_record(Some(&h)),
+            None,
+            "no revision, no known record"
+        );
+        h.insert(RECORD_REVISION_HEADER, "42");
+        assert_eq!(written_record(Some(&h)), Some((42, None)));
+        h.insert(
+            TRACEPARENT_HEADER,
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+        assert_eq!(
+            written_record(Some(&h)),
+            Some((42, Some("4bf92f3577b34da6a3ce929d0e0e4736".into())))
+        );
+        for bad in [
+            "00-0000000000000000000000000000000000-x-01",
+            "garbage",
+            "00-XYZ-1-01",
+        ] {
+            h.insert(TRACEPARENT_HEADER, bad);
+            assert_eq!(written_record(Some(&h)), Some((42, None)), "{bad}");
+        }
+        h.insert(RECORD_REVISION_HEADER, "not a number");
+        assert_eq!(written_record(Some(&h)), None);
+    }
 
     #[test]
     fn round_trips_through_a_message() {

@@ -184,3 +184,56 @@ async fn a_stale_record_revision_costs_a_read_and_loses_nothing() {
         "the record as it was, not as the message said"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_without_a_read_keeps_the_trace_the_dispatcher_recorded() {
+    use longshore_contract::envelope::{
+        RECORD_REVISION_HEADER, SCHEMA_VERSION, TRACEPARENT_HEADER,
+    };
+    use longshore_contract::{Envelope, IdempotencyKey, OperationId, OperationRecord};
+    // In-process workers export no traces: the trace id can only come from the message.
+    let system = System::start(&["prod"], 1, 1).await.unwrap();
+    let client = async_nats::connect(system.nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let records = js.get_key_value("LONGSHORE_OPERATIONS").await.unwrap();
+    let key = IdempotencyKey::new("traced").unwrap();
+    let envelope = Envelope {
+        schema_version: SCHEMA_VERSION,
+        id: OperationId::derive("api", &key),
+        idempotency_key: key,
+        source: "api".into(),
+        fingerprint: "f".into(),
+        submitted_at: jiff::Timestamp::now(),
+        spec: serde_json::from_value(json!({"cluster": "prod", "action": "apply", "manifests": [
+            {"apiVersion": "v1", "kind": "ConfigMap",
+             "metadata": {"name": "traced", "namespace": "default"}, "data": {"v": "1"}}]}))
+        .unwrap(),
+        rollout: None,
+    };
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut queued = OperationRecord::queued(&envelope);
+    queued.trace_id = Some(trace.into());
+    let revision = records
+        .create(envelope.id.as_str(), queued.to_bytes())
+        .await
+        .unwrap();
+    let (subject, mut headers, payload) = envelope
+        .to_message(&longshore_contract::PoolName::default_pool())
+        .unwrap();
+    headers.insert(RECORD_REVISION_HEADER, revision.to_string().as_str());
+    headers.insert(
+        TRACEPARENT_HEADER,
+        format!("00-{trace}-00f067aa0ba902b7-01").as_str(),
+    );
+    js.publish_with_headers(subject, headers, payload)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let record = system
+        .wait_terminal(envelope.id.as_str(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(record["state"], "succeeded", "{record}");
+    assert_eq!(record["traceId"], trace, "{record}");
+}

@@ -236,7 +236,7 @@ async fn carry_out(
         .claim(
             envelope,
             order,
-            longshore_contract::envelope::record_revision(message.headers.as_ref()),
+            longshore_contract::envelope::written_record(message.headers.as_ref()),
         )
         .instrument(kv_span("claim", js_defs::OPERATIONS_BUCKET))
         .await;

@@ -40,17 +40,17 @@ impl StatusStore {
         &self,
         envelope: &Envelope,
         sequence: u64,
-        queued_revision: Option<u64>,
+        written: Option<(u64, Option<String>)>,
     ) -> Result<Claim, OpError> {
         let now = jiff::Timestamp::now();
         // The dispatcher's `queued` record, as it wrote it at that revision (what it holds
-        // follows from the envelope and the trace the message carries): with it the claim is
-        // one compare-and-set, not a read and one. If the record has moved on since (a
+        // follows from the envelope and the trace id the message carries): with it the claim
+        // is one compare-and-set, not a read and one. If the record has moved on since (a
         // redelivery, a retry from the dead letters), the compare-and-set fails and the
         // record is read: nothing is lost but that request.
-        let known = queued_revision.map(|revision| {
+        let known = written.map(|(revision, trace_id)| {
             let mut value = OperationRecord::queued(envelope);
-            value.trace_id = longshore_contract::telemetry::trace_id(&tracing::Span::current());
+            value.trace_id = trace_id;
             Versioned { value, revision }
         });
         let modified = self
