@@ -682,7 +682,6 @@ async fn the_dispatcher_reports_dead_letters_clusters_not_ready_and_a_queue_nobo
         .workers
         .push(longshore_integration::worker::Worker::start_with(config));
     let d = system.dispatchers[0].url.clone();
-    let value = |text: &str, series: &str| sample(text, series);
     let until = |what: &'static str, check: fn(&str) -> bool| {
         let d = d.clone();
         async move {
@@ -699,7 +698,7 @@ async fn the_dispatcher_reports_dead_letters_clusters_not_ready_and_a_queue_nobo
     };
     let text = scrape(&d).await;
     assert_eq!(
-        value(&text, "longshore_dispatcher_dead_letters"),
+        sample(&text, "longshore_dispatcher_dead_letters"),
         0.0,
         "{text}"
     );
@@ -753,7 +752,7 @@ async fn the_dispatcher_reports_dead_letters_clusters_not_ready_and_a_queue_nobo
         sample(t, r#"longshore_dispatcher_queue_pending{pool="workers"}"#) == 3.0
     })
     .await;
-    let last = value(
+    let last = sample(
         &text,
         r#"longshore_dispatcher_queue_last_delivery_timestamp_seconds{pool="workers"}"#,
     );

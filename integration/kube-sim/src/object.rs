@@ -17,6 +17,11 @@ pub fn time(ts: jiff::Timestamp) -> String {
         .unwrap_or_else(|_| ts.to_string())
 }
 
+/// The value at a dotted path (`spec.template.metadata.labels`).
+pub fn at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(obj, |v, k| v.get(k))
+}
+
 pub fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
 }
@@ -53,7 +58,7 @@ fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn is_dns_subdomain(s: &str) -> bool {
+pub(crate) fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 

@@ -6,6 +6,7 @@
 
 use serde_json::{Value, json};
 
+use crate::object::at;
 use crate::registry::ResourceType;
 
 /// The Table version `accept` asks for (`v1` or `v1beta1`), if it asks for one.
@@ -40,6 +41,8 @@ enum Cell {
     Name,
     Age,
     Fn(fn(&Value) -> Value),
+    /// A field (`name`, `image`) of each container of the pod template at a path.
+    Containers(&'static str, &'static str),
     /// A CRD printer column's JSON path.
     Path(String, String),
 }
@@ -72,10 +75,6 @@ fn age() -> Column {
         priority: 0,
         cell: Cell::Age,
     }
-}
-
-fn at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(obj, |v, k| v.get(k))
 }
 
 fn int(obj: &Value, path: &str) -> i64 {
@@ -129,20 +128,6 @@ fn containers_of(obj: &Value, template: &str, field: &str) -> Value {
     json!(names.join(","))
 }
 
-fn selector(obj: &Value) -> Value {
-    let labels = at(obj, "spec.selector.matchLabels").and_then(Value::as_object);
-    let shown: Vec<String> = labels
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-        .collect();
-    json!(if shown.is_empty() {
-        "<none>".to_owned()
-    } else {
-        shown.join(",")
-    })
-}
-
 /// The columns for `rt`'s objects; `crd` is the CRD of a custom resource.
 fn columns(rt: &ResourceType, crd: Option<&Value>, version: &str) -> Vec<Column> {
     if rt.crd.is_some() {
@@ -150,22 +135,19 @@ fn columns(rt: &ResourceType, crd: Option<&Value>, version: &str) -> Vec<Column>
     }
     // The workloads' wide columns: their template's containers and images, and selector.
     let wide = |template: &'static str| -> [Column; 3] {
-        let containers = match template {
-            "spec.template" => {
-                (|o: &Value| containers_of(o, "spec.template", "name")) as fn(&Value) -> Value
-            }
-            _ => |o: &Value| containers_of(o, "spec.jobTemplate.spec.template", "name"),
-        };
-        let images = match template {
-            "spec.template" => {
-                (|o: &Value| containers_of(o, "spec.template", "image")) as fn(&Value) -> Value
-            }
-            _ => |o: &Value| containers_of(o, "spec.jobTemplate.spec.template", "image"),
+        let containers = |name, field| Column {
+            name: std::borrow::Cow::Borrowed(name),
+            kind: "string",
+            format: "",
+            priority: 1,
+            cell: Cell::Containers(template, field),
         };
         [
-            col("Containers", "string", 1, containers),
-            col("Images", "string", 1, images),
-            col("Selector", "string", 1, selector),
+            containers("Containers", "name"),
+            containers("Images", "image"),
+            col("Selector", "string", 1, |o| {
+                json!(pairs(o, "spec.selector.matchLabels"))
+            }),
         ]
     };
     let created_at = || {
@@ -726,6 +708,7 @@ fn row(columns: &[Column], obj: &Value, include: &str) -> Value {
             Cell::Name => json!(text(obj, "metadata.name", "")),
             Cell::Age => json!(since(&text(obj, "metadata.creationTimestamp", ""))),
             Cell::Fn(f) => f(obj),
+            Cell::Containers(template, field) => containers_of(obj, template, field),
             Cell::Path(path, kind) => match (json_path(obj, path), kind.as_str()) {
                 (Some(v), "date") => json!(since(v.as_str().unwrap_or_default())),
                 (Some(Value::String(s)), _) => json!(s),

@@ -17,6 +17,7 @@
 
 use serde_json::Value;
 
+use crate::object::{at, is_dns_subdomain};
 use crate::registry::ResourceType;
 use crate::status::Cause;
 
@@ -72,11 +73,6 @@ pub fn validate(rt: &ResourceType, obj: &Value, schema: Option<&Value>) -> Vec<C
         selector(obj, &mut causes);
     }
     causes
-}
-
-/// The value at a dotted path (`spec.template.metadata.labels`).
-fn at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(obj, |v, k| v.get(k))
 }
 
 /// `value` as the real server prints it in a cause: strings quoted, numbers as they are.
@@ -340,18 +336,6 @@ fn is_label_part(s: &str) -> bool {
         && b[b.len() - 1].is_ascii_alphanumeric()
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
 }
 
 fn labels(labels: Option<&Value>, field: &str, causes: &mut Vec<Cause>) {
