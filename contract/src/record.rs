@@ -222,6 +222,11 @@ pub struct OperationRecord {
     /// The fleet rollout it is one cluster's part of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::rollout::RolloutLink>,
+    /// In a final record: the fence keys of the objects whose effect is in. This record
+    /// releases those fences (and the others it held): the next operation on each object
+    /// reads it to learn that the holder ended and whether the object has its intent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied_fences: Vec<String>,
 }
 
 impl OperationRecord {
@@ -248,6 +253,7 @@ impl OperationRecord {
             trace_id: None,
             pipeline: envelope.spec.pipeline.clone(),
             rollout: envelope.rollout.clone(),
+            applied_fences: Vec::new(),
         }
     }
 

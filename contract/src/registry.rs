@@ -106,7 +106,15 @@ pub struct Member {
     pub worker: String,
     pub started_at: Timestamp,
     pub heartbeat_at: Timestamp,
+    /// How the member lets go of the object fences it took: [`FENCES_RELEASED_BY_RECORD`]
+    /// when its operation's final record does it; absent (a version before that) when it
+    /// writes each fence back. While any member writes them back, every worker does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fences: Option<u32>,
 }
+
+/// A [`Member::fences`] value: the member's fences are released by its final records.
+pub const FENCES_RELEASED_BY_RECORD: u32 = 2;
 
 impl Member {
     /// Its key in `LONGSHORE_MEMBERS`.
@@ -418,6 +426,7 @@ mod tests {
             worker: worker.into(),
             started_at: now,
             heartbeat_at: now,
+            fences: None,
         }
     }
 

@@ -339,6 +339,24 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
         }
     }
 
+    /// The value of `key` (if a `Put`) and the revision of its last entry, 0 if it never
+    /// had one: where a [`Store::write_if`] must start, whatever the entry is.
+    pub async fn read_at(&self, key: &str) -> Result<(Option<T>, u64), StoreError> {
+        let slot = self.slot(key).await?;
+        Ok((slot.value, slot.revision.unwrap_or(0)))
+    }
+
+    /// Writes `value` under `key` only if the key's last entry is still at `revision` (0:
+    /// the key never had one); the new revision, or [`StoreErrorKind::Changed`]. For
+    /// callers that decide between attempts with requests of their own, which
+    /// [`Store::modify`]'s closure cannot make.
+    pub async fn write_if(&self, key: &str, value: &T, revision: u64) -> Result<u64, StoreError> {
+        self.kv
+            .update(key, self.encode(key, value)?, revision)
+            .await
+            .map_err(|e| self.update_error(key, e))
+    }
+
     /// Deletes `key` if its value is still at `revision`; [`StoreErrorKind::Changed`] if not.
     pub async fn delete_if(&self, key: &str, revision: u64) -> Result<(), StoreError> {
         self.kv

@@ -46,39 +46,75 @@ fn count(
     handle
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_operation_is_claimed_without_reading_its_record() {
-    let system = System::start(&["prod"], 1, 1).await.unwrap();
+/// The requests a round of operations made, by kind.
+#[derive(Debug, Default, PartialEq)]
+struct Requests {
+    record_reads: usize,
+    record_writes: usize,
+    fence_reads: usize,
+    fence_writes: usize,
+    publishes: usize,
+    acks: usize,
+}
+
+impl Requests {
+    fn total(&self) -> usize {
+        self.record_reads
+            + self.record_writes
+            + self.fence_reads
+            + self.fence_writes
+            + self.publishes
+            + self.acks
+    }
+
+    fn per_operation(&self) -> String {
+        let per = |n: usize| n as f64 / OPS as f64;
+        format!(
+            "record reads {}, record writes {}, fence reads {}, fence writes {}, publishes {}, acks {}: {} in all",
+            per(self.record_reads),
+            per(self.record_writes),
+            per(self.fence_reads),
+            per(self.fence_writes),
+            per(self.publishes),
+            per(self.acks),
+            per(self.total())
+        )
+    }
+}
+
+/// Applies ConfigMaps `cm-0`..`cm-4` (each its own object) with `value`, counting every
+/// request the operations make until they all succeeded and the work queue is empty.
+async fn round(system: &System, label: &str, value: usize) -> Requests {
     let client = async_nats::connect(system.nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client.clone());
     let records = js.get_key_value("LONGSHORE_OPERATIONS").await.unwrap();
     // Ended operations are seen through a watch (one consumer), not by reading records.
     let mut ended = records.watch_all().await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let reads = count(
-        &client,
-        "$JS.API.DIRECT.GET.KV_LONGSHORE_OPERATIONS.>",
-        &stop,
-    );
-    let stream_reads = count(
-        &client,
+    let reads = |bucket: &'static str, direct: &'static str| {
+        (count(&client, direct, &stop), count(&client, bucket, &stop))
+    };
+    let record_reads = reads(
         "$JS.API.STREAM.MSG.GET.KV_LONGSHORE_OPERATIONS",
-        &stop,
+        "$JS.API.DIRECT.GET.KV_LONGSHORE_OPERATIONS.>",
     );
-    let writes = count(&client, "$KV.LONGSHORE_OPERATIONS.>", &stop);
+    let fence_reads = reads(
+        "$JS.API.STREAM.MSG.GET.KV_LONGSHORE_OBJECTS",
+        "$JS.API.DIRECT.GET.KV_LONGSHORE_OBJECTS.>",
+    );
+    let record_writes = count(&client, "$KV.LONGSHORE_OPERATIONS.>", &stop);
+    let fence_writes = count(&client, "$KV.LONGSHORE_OBJECTS.>", &stop);
     let publishes = count(&client, "longshore.ops.>", &stop);
     let acks = count(&client, "$JS.ACK.>", &stop);
-    let mut ids = Vec::new();
     for i in 0..OPS {
         let body = json!({"cluster": "prod", "action": "apply", "manifests": [
             {"apiVersion": "v1", "kind": "ConfigMap",
-             "metadata": {"name": format!("cm-{i}"), "namespace": "default"}, "data": {"i": i.to_string()}}]});
-        ids.push(
-            system
-                .accept(0, &body, Some(&format!("claim-{i}")))
-                .await
-                .unwrap(),
-        );
+             "metadata": {"name": format!("cm-{i}"), "namespace": "default"},
+             "data": {"v": value.to_string()}}]});
+        system
+            .accept(0, &body, Some(&format!("{label}-{i}")))
+            .await
+            .unwrap();
     }
     let mut done = std::collections::BTreeSet::new();
     tokio::time::timeout(Duration::from_secs(30), async {
@@ -106,25 +142,62 @@ async fn a_new_operation_is_claimed_without_reading_its_record() {
     .await
     .unwrap();
     stop.cancel();
-    let (reads, stream_reads, writes, publishes, acks) = (
-        reads.await.unwrap(),
-        stream_reads.await.unwrap(),
-        writes.await.unwrap(),
-        publishes.await.unwrap(),
-        acks.await.unwrap(),
-    );
-    eprintln!(
-        "per operation: record reads {}, record writes {}, publishes {}, acks {}",
-        (reads + stream_reads) as f64 / OPS as f64,
-        writes as f64 / OPS as f64,
-        publishes as f64 / OPS as f64,
-        acks as f64 / OPS as f64
-    );
-    assert_eq!(reads + stream_reads, 0, "the claim read no record");
-    // queued (the dispatcher), running (the claim), succeeded (the end).
-    assert_eq!(writes, 3 * OPS);
-    assert_eq!(publishes, OPS);
-    assert_eq!(acks, OPS);
+    let both = |(a, b): (
+        tokio::task::JoinHandle<usize>,
+        tokio::task::JoinHandle<usize>,
+    )| async { a.await.unwrap() + b.await.unwrap() };
+    let requests = Requests {
+        record_reads: both(record_reads).await,
+        record_writes: record_writes.await.unwrap(),
+        fence_reads: both(fence_reads).await,
+        fence_writes: fence_writes.await.unwrap(),
+        publishes: publishes.await.unwrap(),
+        acks: acks.await.unwrap(),
+    };
+    eprintln!("{label}, per operation: {}", requests.per_operation());
+    for i in 0..OPS {
+        let cm = system
+            .cluster("prod")
+            .get("v1", "ConfigMap", Some("default"), &format!("cm-{i}"));
+        assert_eq!(
+            cm.and_then(|cm| cm["data"]["v"].as_str().map(str::to_owned)),
+            Some(value.to_string()),
+            "{label}: cm-{i} has the round's value"
+        );
+    }
+    requests
+}
+
+/// The common path (one object, no contention, no redelivery) in five requests: the
+/// `queued` record and the publish (the dispatcher), the fence, the final record and the
+/// acknowledgement (the worker). Again five for the next operation on each object when
+/// the worker that carried out the last one takes it; eight on a worker that has not seen
+/// the object, which reads the fence and the record of the operation holding it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_makes_five_jetstream_requests() {
+    let mut system = System::start(&["prod"], 1, 1).await.unwrap();
+    let per = |record_reads, record_writes, fence_reads, fence_writes| Requests {
+        record_reads: record_reads * OPS,
+        record_writes: record_writes * OPS,
+        fence_reads: fence_reads * OPS,
+        fence_writes: fence_writes * OPS,
+        publishes: OPS,
+        acks: OPS,
+    };
+    // New objects: the fence is created without reading it first.
+    let first = round(&system, "first apply", 1).await;
+    assert_eq!(first, per(0, 2, 0, 1), "{}", first.per_operation());
+    assert_eq!(first.total(), 5 * OPS);
+    // The same objects on the same worker: it knows each fence as its last operation left it.
+    let again = round(&system, "re-apply, same worker", 2).await;
+    assert_eq!(again, per(0, 2, 0, 1), "{}", again.per_operation());
+    // The same objects on a worker that has not seen them: its guess (a new object) is
+    // refused, it reads the fence, then the final record of the operation holding it.
+    system.workers.remove(0).stop().await.unwrap();
+    system.add_worker("worker-1");
+    let other = round(&system, "re-apply, another worker", 3).await;
+    assert_eq!(other, per(1, 2, 1, 2), "{}", other.per_operation());
+    assert_eq!(other.total(), 8 * OPS);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -53,19 +53,28 @@
 //! the *same* operation (a redelivery while the first worker is stalled) may both hold the
 //! fence: they carry the same intent, and every action is idempotent.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use longshore_contract::OperationId;
-use longshore_contract::jetstream::OBJECTS_BUCKET;
+use longshore_contract::backoff::Backoff;
+use longshore_contract::jetstream::{OBJECTS_BUCKET, OPERATIONS_BUCKET};
+use longshore_contract::record::OperationRecord;
 use longshore_contract::spec::ObjectRef;
-use longshore_contract::store::{Change, Modified, Store, Versioned};
+use longshore_contract::store::{ATTEMPTS, Change, Modified, Store, StoreErrorKind, Versioned};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::error::OpError;
+
+/// Fences a worker remembers as it left them, at most (a few hundred bytes each).
+const KNOWN: usize = 8192;
+
+/// The pause after losing a race for a fence to another writer.
+const CONFLICT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(2), Duration::from_millis(50));
 
 /// The fence key of `object` (namespace already settled) in `cluster`.
 pub fn key(cluster: &str, object: &ObjectRef) -> String {
@@ -114,8 +123,16 @@ pub struct Holder {
 #[derive(Clone)]
 pub struct Fences {
     store: Store<Fence>,
+    /// The status records, where an ended holder's final record released its fences.
+    records: Store<OperationRecord>,
     worker: String,
     lease: Duration,
+    /// Fences as this worker's own operations left them (holder ended), so the next
+    /// operation it carries out on the object takes the fence without reading it.
+    known: Arc<std::sync::Mutex<Known>>,
+    /// Whether a worker that writes its fences back (a version before records released
+    /// them) may be running: then this one writes them back too.
+    write_back: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 /// What acquiring one fence found.
@@ -127,12 +144,30 @@ enum Taken {
 }
 
 impl Fences {
-    pub fn new(kv: kv::Store, worker: String, lease: Duration) -> Self {
+    pub fn new(objects: kv::Store, records: kv::Store, worker: String, lease: Duration) -> Self {
         Self {
-            store: Store::new(kv, OBJECTS_BUCKET),
+            store: Store::new(objects, OBJECTS_BUCKET),
+            records: Store::new(records, OPERATIONS_BUCKET),
             worker,
             lease,
+            known: Arc::default(),
+            write_back: Arc::new(|| false),
         }
+    }
+
+    /// Writes fences back on release whenever `write_back` says a worker that expects it
+    /// may be running (a rolling upgrade from a version before records released them).
+    pub fn writing_back_while(
+        mut self,
+        write_back: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.write_back = Arc::new(write_back);
+        self
+    }
+
+    /// Whether a release must write each fence back now.
+    pub fn writes_back(&self) -> bool {
+        (self.write_back)()
     }
 
     /// Takes the fences of `objects` (fence key -> object, for messages) for operation `op`
@@ -189,37 +224,132 @@ impl Fences {
         self.lease - self.lease / 4
     }
 
-    async fn take(&self, key: &str, op: &OperationId, seq: u64) -> Result<Taken, OpError> {
-        let mut found = None;
-        let modified = self
-            .store
-            .modify(key, None, |current| {
-                let current = current.cloned().unwrap_or_default();
-                let now = jiff::Timestamp::now();
-                if current.applied_seq > seq {
-                    found = Some(Taken::Superseded);
-                    return Ok(Change::Keep);
-                }
-                if let Some(holder) = &current.holder
-                    && holder.op != *op
-                    && holder.lease_until > now
-                {
-                    found = Some(Taken::Busy(holder.clone()));
-                    return Ok(Change::Keep);
-                }
-                Ok::<_, OpError>(Change::Write(Fence {
-                    holder: Some(self.holder(op, seq, now)?),
-                    ..current
-                }))
-            })
-            .await?;
-        match (modified, found) {
-            (Modified::Written(held), _) => Ok(Taken::Held(held)),
-            (_, Some(taken)) => Ok(taken),
-            (_, None) => Err(OpError::Fence(format!(
-                "fence {key}: neither taken nor refused"
-            ))),
+    /// The fence of `key` as it stands: its holder let go if that holder's final record
+    /// is written, with `applied_seq` advanced if the record says its effect is in.
+    pub async fn effective(&self, key: &str) -> Result<Option<Fence>, OpError> {
+        let (value, _) = self.store.read_at(key).await?;
+        match value {
+            Some(fence) => Ok(Some(self.resolve(key, fence, None).await?)),
+            None => Ok(None),
         }
+    }
+
+    /// Takes one fence. The first attempt starts from what this worker knows without
+    /// reading: the fence as its own last operation on the object left it, or none at
+    /// all (an object no operation has fenced yet). A wrong guess costs the refused
+    /// compare-and-set; then the fence is read, its holder resolved, and decided again.
+    async fn take(&self, key: &str, op: &OperationId, seq: u64) -> Result<Taken, OpError> {
+        let mut guess = Some(self.known_fence(key).unwrap_or(Versioned {
+            value: Fence::default(),
+            revision: 0,
+        }));
+        for attempt in 0..ATTEMPTS {
+            let (current, revision) = match guess.take() {
+                Some(known) => (known.value, known.revision),
+                None => {
+                    if attempt > 1 {
+                        tokio::time::sleep(CONFLICT_BACKOFF.delay(attempt as u64)).await;
+                    }
+                    let (value, revision) = self.store.read_at(key).await?;
+                    let value = self
+                        .resolve(key, value.unwrap_or_default(), Some(op))
+                        .await?;
+                    (value, revision)
+                }
+            };
+            let now = jiff::Timestamp::now();
+            if current.applied_seq > seq {
+                if current.holder.is_none() {
+                    self.remember(
+                        key,
+                        Versioned {
+                            value: current,
+                            revision,
+                        },
+                    );
+                }
+                return Ok(Taken::Superseded);
+            }
+            if let Some(holder) = &current.holder
+                && holder.op != *op
+                && holder.lease_until > now
+            {
+                return Ok(Taken::Busy(holder.clone()));
+            }
+            let held = Fence {
+                holder: Some(self.holder(op, seq, now)?),
+                ..current
+            };
+            match self.store.write_if(key, &held, revision).await {
+                Ok(revision) => {
+                    self.forget(key);
+                    return Ok(Taken::Held(Versioned {
+                        value: held,
+                        revision,
+                    }));
+                }
+                Err(e) if e.kind() == StoreErrorKind::Changed => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(OpError::Fence(format!(
+            "fence {key}: changed by other writers {ATTEMPTS} times in a row"
+        )))
+    }
+
+    /// `fence` with its holder let go if that holder (another operation than `taker`)
+    /// has ended: its final record is written. The record names the fences whose object
+    /// has its effect (`applied_fences`), and `applied_seq` advances for those. A holder
+    /// whose record is not final (it is still running, or will be redelivered), or
+    /// missing, is left: its lease decides, as for a holder that died.
+    async fn resolve(
+        &self,
+        key: &str,
+        mut fence: Fence,
+        taker: Option<&OperationId>,
+    ) -> Result<Fence, OpError> {
+        let Some(holder) = fence.holder.clone() else {
+            return Ok(fence);
+        };
+        if taker == Some(&holder.op) {
+            return Ok(fence);
+        }
+        let Some(record) = self.records.read(holder.op.as_str()).await? else {
+            return Ok(fence);
+        };
+        if !record.value.state.is_terminal() {
+            return Ok(fence);
+        }
+        fence.holder = None;
+        if holder.seq > fence.applied_seq && record.value.applied_fences.iter().any(|k| k == key) {
+            fence.applied_seq = holder.seq;
+            fence.applied_op = Some(holder.op);
+        }
+        Ok(fence)
+    }
+
+    fn known_fence(&self, key: &str) -> Option<Versioned<Fence>> {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fences
+            .get(key)
+            .cloned()
+    }
+
+    fn remember(&self, key: &str, fence: Versioned<Fence>) {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .put(key, fence);
+    }
+
+    fn forget(&self, key: &str) {
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fences
+            .remove(key);
     }
 
     fn holder(&self, op: &OperationId, seq: u64, now: jiff::Timestamp) -> Result<Holder, OpError> {
@@ -232,6 +362,34 @@ impl Fences {
             worker: self.worker.clone(),
             lease_until,
         })
+    }
+}
+
+/// Fences by key as this worker's operations left them, the oldest forgotten first.
+#[derive(Default)]
+struct Known {
+    fences: HashMap<String, Versioned<Fence>>,
+    order: VecDeque<String>,
+}
+
+impl Known {
+    fn put(&mut self, key: &str, fence: Versioned<Fence>) {
+        if self.fences.insert(key.to_owned(), fence).is_none() {
+            self.order.push_back(key.to_owned());
+        }
+        while self.fences.len() > KNOWN {
+            match self.order.pop_front() {
+                Some(oldest) => {
+                    self.fences.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+        // Keys forgotten since they were put leave their place in the order behind.
+        if self.order.len() > 2 * KNOWN {
+            let fences = &self.fences;
+            self.order.retain(|k| fences.contains_key(k));
+        }
     }
 }
 
@@ -326,8 +484,32 @@ impl Guard {
         self.held.lock().await.remove(key);
     }
 
-    /// Lets go of every held fence, advancing `applied_seq` on those in `applied`. Best
-    /// effort: a fence that cannot be released now expires with its lease.
+    /// The operation's final record, naming `applied`, is written: that let go of every
+    /// fence still held, with no write to them. What they now are is remembered, so this
+    /// worker's next operation on one of the objects takes its fence without a read.
+    pub async fn ended(&self, applied: &BTreeSet<String>) {
+        let held = std::mem::take(&mut *self.held.lock().await);
+        for (key, known) in held {
+            let mut fence = known.value;
+            fence.holder = None;
+            if applied.contains(&key) && self.seq > fence.applied_seq {
+                fence.applied_seq = self.seq;
+                fence.applied_op = Some(self.op.clone());
+            }
+            self.fences.remember(
+                &key,
+                Versioned {
+                    value: fence,
+                    revision: known.revision,
+                },
+            );
+        }
+    }
+
+    /// Lets go of every held fence by writing it back, advancing `applied_seq` on those in
+    /// `applied`: for an operation that is not over (it goes back to the queue, its record
+    /// not final), and while workers that expect it may run. Best effort: a fence that
+    /// cannot be released now expires with its lease.
     pub async fn release(&self, applied: &BTreeSet<String>) {
         let held = std::mem::take(&mut *self.held.lock().await);
         for (key, known) in held {
@@ -352,8 +534,14 @@ impl Guard {
                     Ok(Change::Write(fence))
                 })
                 .await;
-            if let Err(e) = released {
-                tracing::warn!(error = %e, fence = %key, "fence not released; it will expire with its lease");
+            match released {
+                Ok(Modified::Written(free)) if free.value.holder.is_none() => {
+                    self.fences.remember(&key, free);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, fence = %key, "fence not released; it will expire with its lease");
+                }
             }
         }
     }

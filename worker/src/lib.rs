@@ -255,12 +255,19 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
         });
         tokio::spawn(stepper.run(steps, shutdown.clone()))
     });
+    let write_back = older_members(&ready.fleet);
     let ctx = Arc::new(operation::Context {
         pool,
         fleet: ready.fleet,
         clusters,
         status,
-        fences: fence::Fences::new(ready.objects, config.worker_id.clone(), config.fence.lease),
+        fences: fence::Fences::new(
+            ready.objects,
+            ready.records.clone(),
+            config.worker_id.clone(),
+            config.fence.lease,
+        )
+        .writing_back_while(write_back),
         js,
         rollouts,
         config,
@@ -474,4 +481,30 @@ fn refused(err: &ProvisionError) -> bool {
                 | ConsumerErrorKind::InvalidConsumerType
         )
     })
+}
+
+/// Whether any live member of any pool is of a version that writes its fences back
+/// rather than releasing them with its final record (it does not say how it releases
+/// them): while one is, this worker writes them back too, so the older one never waits
+/// for a lease on a fence that only a record released. Read from the followed member
+/// keys, again only when they changed.
+fn older_members(
+    fleet: &longshore_contract::registry::fleet::Fleet,
+) -> impl Fn() -> bool + Send + Sync + 'static {
+    let members = fleet.member_view.clone();
+    let seen = std::sync::Mutex::new((u64::MAX, true));
+    move || {
+        let version = members.version();
+        let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.0 != version {
+            let mut older = false;
+            members.scan(None, |_, member| {
+                older = member.fences.unwrap_or(0)
+                    < longshore_contract::registry::FENCES_RELEASED_BY_RECORD;
+                !older
+            });
+            *seen = (version, older);
+        }
+        seen.1
+    }
 }

@@ -82,6 +82,7 @@ pub fn start(
             worker: config.worker_id.clone(),
             started_at: jiff::Timestamp::now(),
             heartbeat_at: jiff::Timestamp::now(),
+            fences: Some(longshore_contract::registry::FENCES_RELEASED_BY_RECORD),
         };
         let key = Member::key(&pool, &config.worker_id);
         let liveness = Liveness {

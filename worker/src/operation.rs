@@ -236,11 +236,12 @@ async fn carry_out(
         .claim(
             envelope,
             order,
+            delivered,
             longshore_contract::envelope::written_record(message.headers.as_ref()),
         )
         .instrument(kv_span("claim", js_defs::OPERATIONS_BUCKET))
         .await;
-    let running = match claimed {
+    let claimed = match claimed {
         Ok(Claim::Terminal(state)) => {
             tracing::info!(
                 state = state.as_str(),
@@ -248,13 +249,13 @@ async fn carry_out(
             );
             return settle::already_done();
         }
-        Ok(Claim::Running(running)) => *running,
+        Ok(Claim::Held(claimed)) => claimed,
         Err(e) => return unrecorded(ctx, &e, delivered),
     };
     // A rollout that is over starts none of its operations; one already started (this is a
     // later attempt: its worker died, or it is retrying) finishes, as running ones do.
     if let Some(link) = &envelope.rollout
-        && running.value.attempts <= 1
+        && claimed.attempts_before == 0
     {
         match crate::rollouts::stopped(&ctx.rollouts, link).await {
             Ok(None) => {}
@@ -262,8 +263,12 @@ async fn carry_out(
                 tracing::info!(%reason, "not started: its rollout is over");
                 let verdict = settle::cancelled(reason);
                 let end = verdict.end.clone().unwrap_or(End::Succeeded);
-                return match ctx.status.finish(running, end, Vec::new()).await {
-                    Ok(state) => verdict.recorded(state),
+                return match ctx
+                    .status
+                    .finish(claimed, end, Vec::new(), Vec::new())
+                    .await
+                {
+                    Ok((state, _)) => verdict.recorded(state),
                     Err(e) => unrecorded(ctx, &e, delivered),
                 };
             }
@@ -274,12 +279,15 @@ async fn carry_out(
         }
     }
 
-    let report = match cluster {
+    let (report, fences) = match cluster {
         Ok(cluster) => fenced(ctx, &cluster, envelope, order).await,
-        Err(e) => plan::Report {
-            results: Vec::new(),
-            error: Some(e),
-        },
+        Err(e) => (
+            plan::Report {
+                results: Vec::new(),
+                error: Some(e),
+            },
+            None,
+        ),
     };
     let worked = match &report.error {
         None => Worked::Done {
@@ -310,6 +318,11 @@ async fn carry_out(
     };
     let verdict = settle::verdict(worked);
     let Some(end) = verdict.end.clone() else {
+        // Back to the queue, its record not final: the fences it does not keep are
+        // written back, so others need not wait for this operation's next delivery.
+        if let Some(fences) = &fences {
+            fences.guard.release(&fences.applied).await;
+        }
         return verdict;
     };
     if let End::DeadLettered(info) = &end {
@@ -328,16 +341,36 @@ async fn carry_out(
             // This was the last delivery: handing it back makes JetStream announce it
             // exhausted, and the sweeper dead-letters it.
             tracing::warn!(error = %e, "cannot dead-letter now; leaving it to the sweeper");
+            if let Some(fences) = &fences {
+                fences.guard.release(&fences.applied).await;
+            }
             return Verdict::hand_back(Delivery::Retried, Some(ErrorClass::Transient));
         }
     }
+    // The final record releases the fences (the next operation on an object reads it),
+    // unless a worker that expects them written back may be running.
+    let applied: Vec<String> = fences
+        .as_ref()
+        .map(|f| f.applied.iter().cloned().collect())
+        .unwrap_or_default();
+    let by_record = match &fences {
+        Some(fences) if ctx.fences.writes_back() => {
+            fences.guard.release(&fences.applied).await;
+            false
+        }
+        Some(_) => true,
+        None => false,
+    };
     let finished = ctx
         .status
-        .finish(running, end, report.results)
+        .finish(claimed, end, report.results, applied)
         .instrument(kv_span("finish", js_defs::OPERATIONS_BUCKET))
         .await;
+    if let (Some(fences), Ok((_, true)), true) = (&fences, &finished, by_record) {
+        fences.guard.ended(&fences.applied).await;
+    }
     match finished {
-        Ok(state) => {
+        Ok((state, _)) => {
             tracing::info!(state = state.as_str(), "operation finished");
             verdict.recorded(state)
         }
@@ -347,27 +380,41 @@ async fn carry_out(
     }
 }
 
+/// The fences an operation holds when its effects are done, and the objects whose effect
+/// is in (those whose fence `applied_seq` advances).
+struct Held {
+    guard: crate::fence::Guard,
+    applied: BTreeSet<String>,
+}
+
 /// Plans the operation, takes its objects' fences (not for a dry run, which changes
-/// nothing), carries it out while renewing their leases, and releases them. Fences are
-/// released before the record is written: if the worker dies in between, the redelivered
-/// operation takes them again and redoes its (idempotent) effects.
+/// nothing) and carries it out while renewing their leases. The fences are still held
+/// when this returns: the operation's final record releases them (or, when it is not
+/// over, [`crate::fence::Guard::release`]). If the worker dies before that record, the
+/// redelivered operation takes them again at once and redoes its (idempotent) effects.
 async fn fenced(
     ctx: &Context,
     cluster: &crate::clusters::Cluster,
     envelope: &Envelope,
     sequence: u64,
-) -> plan::Report {
+) -> (plan::Report, Option<Held>) {
     let mut steps = match plan::plan(cluster, envelope).await {
         Ok(steps) => steps,
         Err(e) => {
-            return plan::Report {
-                results: Vec::new(),
-                error: Some(e),
-            };
+            return (
+                plan::Report {
+                    results: Vec::new(),
+                    error: Some(e),
+                },
+                None,
+            );
         }
     };
     if envelope.spec.options.dry_run {
-        return plan::carry_out(cluster, envelope, &steps, None, None).await;
+        return (
+            plan::carry_out(cluster, envelope, &steps, None, None).await,
+            None,
+        );
     }
     let objects: BTreeMap<String, String> = steps
         .iter()
@@ -376,10 +423,13 @@ async fn fenced(
     let guard = match ctx.fences.acquire(&envelope.id, sequence, &objects).await {
         Ok(guard) => guard,
         Err(e) => {
-            return plan::Report {
-                results: Vec::new(),
-                error: Some(e),
-            };
+            return (
+                plan::Report {
+                    results: Vec::new(),
+                    error: Some(e),
+                },
+                None,
+            );
         }
     };
     for step in &mut steps {
@@ -412,8 +462,7 @@ async fn fenced(
     if let Some(key) = uncertain {
         guard.keep(key).await;
     }
-    guard.release(&applied).await;
-    report
+    (report, Some(Held { guard, applied }))
 }
 
 /// Carries the operation out and, if it asks to wait, waits for its objects to become

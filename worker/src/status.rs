@@ -4,17 +4,29 @@
 //! changes themselves are the record's methods ([`OperationRecord::start`], `finish`, ...).
 
 use longshore_contract::jetstream::OPERATIONS_BUCKET;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
 use longshore_contract::record::{End, ErrorInfo, ObjectResult, OperationRecord, State};
 use longshore_contract::store::{Change, Modified, Store, Versioned};
 use longshore_contract::{Envelope, OperationId};
 
 use crate::error::OpError;
 
+/// How long an operation carried out on its first delivery shows `queued` before its
+/// record says `running`: most end sooner, and their record goes from `queued` to its end
+/// in one write.
+pub const SHOW_RUNNING_AFTER: Duration = Duration::from_millis(500);
+
 /// The operations bucket, as one worker writes it.
 #[derive(Clone)]
 pub struct StatusStore {
     records: Store<OperationRecord>,
     worker_id: String,
+    /// Operations held without a `running` record yet, so that a progress line (which
+    /// only a running record shows) writes it first.
+    unstarted: Arc<std::sync::Mutex<HashMap<OperationId, Weak<Held>>>>,
 }
 
 /// What claiming an operation found.
@@ -22,8 +34,26 @@ pub struct StatusStore {
 pub enum Claim {
     /// The operation already finished: acknowledge without touching the cluster.
     Terminal(State),
-    /// This worker now holds the operation; its record is `running`.
-    Running(Box<Versioned<OperationRecord>>),
+    /// This worker now holds the operation.
+    Held(Claimed),
+}
+
+/// An operation this worker holds: its record as last written, `running` or, on a first
+/// delivery, still `queued` as the dispatcher wrote it until [`SHOW_RUNNING_AFTER`] passes.
+#[derive(Debug)]
+pub struct Claimed {
+    held: Arc<Held>,
+    /// Starts before this delivery (0 on a first one).
+    pub attempts_before: u32,
+    /// Ends the timer that shows the record `running` when the operation is over.
+    _over: tokio::sync::oneshot::Sender<()>,
+}
+
+#[derive(Debug)]
+struct Held {
+    id: OperationId,
+    sequence: u64,
+    record: tokio::sync::Mutex<Versioned<OperationRecord>>,
 }
 
 impl StatusStore {
@@ -31,49 +61,59 @@ impl StatusStore {
         Self {
             records: Store::new(kv, OPERATIONS_BUCKET),
             worker_id,
+            unstarted: Arc::default(),
         }
     }
 
-    /// Marks the operation `running` by this worker, creating the record if it is missing
-    /// (the dispatcher writes it first, but a record may have expired or been lost).
+    /// Holds the operation for this delivery. On a first delivery of the message the
+    /// dispatcher published with the revision of its `queued` record (`written`), nothing
+    /// is written now: the record still is what the dispatcher wrote (no other delivery
+    /// has had the message), and the final record is written from it; an operation still
+    /// going after [`SHOW_RUNNING_AFTER`] is shown `running` then. Any other delivery
+    /// marks the record `running` by compare-and-set, creating it if missing (a record
+    /// may have expired or been lost), and finds out if the operation already ended.
     pub async fn claim(
         &self,
         envelope: &Envelope,
         sequence: u64,
+        delivered: u64,
         written: Option<(u64, Option<String>)>,
     ) -> Result<Claim, OpError> {
-        let now = jiff::Timestamp::now();
         // The dispatcher's `queued` record, as it wrote it at that revision (what it holds
-        // follows from the envelope and the trace id the message carries): with it the claim
-        // is one compare-and-set, not a read and one. If the record has moved on since (a
-        // redelivery, a retry from the dead letters), the compare-and-set fails and the
-        // record is read: nothing is lost but that request.
+        // follows from the envelope and the trace id the message carries).
         let known = written.map(|(revision, trace_id)| {
             let mut value = OperationRecord::queued(envelope);
             value.trace_id = trace_id;
             Versioned { value, revision }
         });
-        let modified = self
-            .records
-            .modify(envelope.id.as_str(), known, |current| {
-                let mut record = match current {
-                    Some(record) if record.state.is_terminal() => return Ok(Change::Keep),
-                    Some(record) => record.clone(),
-                    None => {
-                        // A record the dispatcher did not write (lost or expired): this
-                        // delivery's trace stands for the operation's.
-                        let mut record = OperationRecord::queued(envelope);
-                        record.trace_id =
-                            longshore_contract::telemetry::trace_id(&tracing::Span::current());
-                        record
-                    }
-                };
-                record.start(&self.worker_id, sequence, now);
-                Ok::<_, OpError>(Change::Write(record))
-            })
-            .await?;
-        match modified {
-            Modified::Written(running) => Ok(Claim::Running(Box::new(running))),
+        if delivered <= 1
+            && let Some(queued) = known
+        {
+            return Ok(Claim::Held(self.hold(
+                envelope.id.clone(),
+                sequence,
+                queued,
+            )));
+        }
+        // If the record has moved on since (a redelivery, a retry from the dead letters),
+        // the compare-and-set fails and the record is read: nothing is lost but that
+        // request.
+        match self
+            .start(&envelope.id, sequence, known, Some(envelope))
+            .await?
+        {
+            Modified::Written(running) => {
+                let (over, _) = tokio::sync::oneshot::channel();
+                Ok(Claim::Held(Claimed {
+                    attempts_before: running.value.attempts.saturating_sub(1),
+                    held: Arc::new(Held {
+                        id: envelope.id.clone(),
+                        sequence,
+                        record: tokio::sync::Mutex::new(running),
+                    }),
+                    _over: over,
+                }))
+            }
             Modified::Kept(Some(done)) => Ok(Claim::Terminal(done.value.state)),
             Modified::Kept(None) | Modified::Deleted => Err(OpError::Status(format!(
                 "record {} vanished while being claimed",
@@ -82,24 +122,122 @@ impl StatusStore {
         }
     }
 
-    /// Writes the terminal record, starting from the `running` one this worker wrote. If
-    /// another worker finished the operation first, its record stands: its state is
-    /// returned.
+    /// Holds an operation whose record is `queued` at a known revision, and shows it
+    /// `running` if it is still held after [`SHOW_RUNNING_AFTER`].
+    fn hold(&self, id: OperationId, sequence: u64, queued: Versioned<OperationRecord>) -> Claimed {
+        let held = Arc::new(Held {
+            id: id.clone(),
+            sequence,
+            record: tokio::sync::Mutex::new(queued),
+        });
+        let (over, ended) = tokio::sync::oneshot::channel::<()>();
+        {
+            let mut unstarted = self.unstarted_map();
+            // Operations handed back before their end leave their entry behind.
+            if unstarted.len() >= 1024 {
+                unstarted.retain(|_, held| held.strong_count() > 0);
+            }
+            unstarted.insert(id, Arc::downgrade(&held));
+        }
+        let (status, weak) = (self.clone(), Arc::downgrade(&held));
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = ended => {}
+                () = tokio::time::sleep(SHOW_RUNNING_AFTER) => {
+                    if let Some(held) = weak.upgrade() {
+                        status.show_running(&held).await;
+                    }
+                }
+            }
+        });
+        Claimed {
+            held,
+            attempts_before: 0,
+            _over: over,
+        }
+    }
+
+    fn unstarted_map(&self) -> std::sync::MutexGuard<'_, HashMap<OperationId, Weak<Held>>> {
+        self.unstarted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `running` for a held operation whose record is still `queued`. Best effort:
+    /// the final record is written whether or not this was.
+    async fn show_running(&self, held: &Held) {
+        let mut record = held.record.lock().await;
+        self.unstarted_map().remove(&held.id);
+        if record.value.state != State::Queued {
+            return;
+        }
+        match self
+            .start(&held.id, held.sequence, Some(record.clone()), None)
+            .await
+        {
+            Ok(Modified::Written(running)) => *record = running,
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "running not recorded"),
+        }
+    }
+
+    /// Moves the record to `running` from `known` (read if `None` or stale); a final one
+    /// is kept. A missing record is made from `envelope`, if given.
+    async fn start(
+        &self,
+        id: &OperationId,
+        sequence: u64,
+        known: Option<Versioned<OperationRecord>>,
+        envelope: Option<&Envelope>,
+    ) -> Result<Modified<OperationRecord>, OpError> {
+        let now = jiff::Timestamp::now();
+        self.records
+            .modify(id.as_str(), known, |current| {
+                let mut record = match (current, envelope) {
+                    (Some(record), _) if record.state.is_terminal() => return Ok(Change::Keep),
+                    (Some(record), _) => record.clone(),
+                    (None, Some(envelope)) => {
+                        // A record the dispatcher did not write (lost or expired): this
+                        // delivery's trace stands for the operation's.
+                        let mut record = OperationRecord::queued(envelope);
+                        record.trace_id =
+                            longshore_contract::telemetry::trace_id(&tracing::Span::current());
+                        record
+                    }
+                    (None, None) => return Ok(Change::Keep),
+                };
+                record.start(&self.worker_id, sequence, now);
+                Ok::<_, OpError>(Change::Write(record))
+            })
+            .await
+    }
+
+    /// Writes the final record, from the one this worker last wrote or knows (`running`,
+    /// or `queued` if it never had to show it running), naming the fences whose object
+    /// has its effect (`applied_fences`: writing it releases them). If another worker
+    /// finished the operation first, its record stands: its state is returned, with
+    /// `false` (this worker's record was not written).
     pub async fn finish(
         &self,
-        running: Versioned<OperationRecord>,
+        claimed: Claimed,
         end: End,
         results: Vec<ObjectResult>,
-    ) -> Result<State, OpError> {
-        let id = running.value.id.clone();
+        applied_fences: Vec<String>,
+    ) -> Result<(State, bool), OpError> {
+        let held = &claimed.held;
+        let id = held.id.clone();
+        let mut known = held.record.lock().await;
+        self.unstarted_map().remove(&id);
         let now = jiff::Timestamp::now();
         let modified = self
             .records
-            .modify(id.as_str(), Some(running), |current| match current {
+            .modify(id.as_str(), Some(known.clone()), |current| match current {
                 Some(theirs) if theirs.state.is_terminal() => Ok(Change::Keep),
                 Some(record) => {
                     let mut record = record.clone();
+                    if record.state == State::Queued {
+                        record.start(&self.worker_id, held.sequence, now);
+                    }
                     record.finish(end.clone(), results.clone(), &self.worker_id, now);
+                    record.applied_fences = applied_fences.clone();
                     Ok(Change::Write(record))
                 }
                 None => Err(OpError::Status(format!(
@@ -108,7 +246,12 @@ impl StatusStore {
             })
             .await?;
         match modified {
-            Modified::Written(v) | Modified::Kept(Some(v)) => Ok(v.value.state),
+            Modified::Written(v) => {
+                let state = v.value.state;
+                *known = v;
+                Ok((state, true))
+            }
+            Modified::Kept(Some(v)) => Ok((v.value.state, false)),
             Modified::Kept(None) | Modified::Deleted => Err(OpError::Status(format!(
                 "record {id} disappeared while running"
             ))),
@@ -161,6 +304,10 @@ impl StatusStore {
     /// Shows how far a running operation's wait is. Best effort: a terminal record is left
     /// alone, and a failure only costs the pipeline a progress line.
     pub async fn progress(&self, id: &OperationId, progress: &str) {
+        let unstarted = self.unstarted_map().get(id).and_then(Weak::upgrade);
+        if let Some(held) = unstarted {
+            self.show_running(&held).await;
+        }
         let now = jiff::Timestamp::now();
         let shown = self
             .records

@@ -4,14 +4,13 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
 use longshore_contract::record::{Outcome, State};
 use longshore_contract::spec::{Action, ObjectRef, PatchSpec, PatchType};
 use longshore_contract::{IdempotencyKey, OperationId};
 use longshore_kube_sim::{FaultScope, Faults, Latency, Trigger, WriteVerb};
-use longshore_worker::fence::{Fence, Fences, Holder};
+use longshore_worker::fence::{Fence, Holder};
 use serde_json::json;
 use support::{Fixture, RunningWorker, configmap, configmap_fence, envelope, eventually, pull_one};
 
@@ -165,7 +164,7 @@ async fn an_expired_lease_is_taken_over() {
 #[tokio::test]
 async fn fences_are_taken_in_key_order_and_given_back_when_one_is_busy() {
     let fx = Fixture::start().await;
-    let fences = Fences::new(fx.objects().await, "w1".into(), Duration::from_secs(60));
+    let fences = fx.fences("w1").await;
     let (a, b) = (configmap_fence("a"), configmap_fence("b"));
     let (first, second) = if a < b { (a, b) } else { (b, a) };
     let in_an_hour = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);

@@ -238,9 +238,30 @@ impl Fixture {
             .expect("objects bucket")
     }
 
+    /// The fence of `key` as it stands: its holder let go if its final record is written
+    /// (as a worker taking it would see it).
     pub async fn fence(&self, key: &str) -> Option<longshore_worker::fence::Fence> {
+        self.fences("reader")
+            .await
+            .effective(key)
+            .await
+            .expect("readable fence")
+    }
+
+    /// The fence of `key` as stored, holder and all.
+    pub async fn stored_fence(&self, key: &str) -> Option<longshore_worker::fence::Fence> {
         let bytes = self.objects().await.get(key).await.expect("kv get")?;
         Some(serde_json::from_slice(&bytes).expect("readable fence"))
+    }
+
+    /// The fences as a worker named `worker` uses them (lease 60 s).
+    pub async fn fences(&self, worker: &str) -> longshore_worker::fence::Fences {
+        longshore_worker::fence::Fences::new(
+            self.objects().await,
+            self.records.clone(),
+            worker.into(),
+            Duration::from_secs(60),
+        )
     }
 
     pub async fn set_fence(&self, key: &str, fence: &longshore_worker::fence::Fence) {
