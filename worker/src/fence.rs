@@ -11,14 +11,21 @@
 //! - **Value** ([`Fence`], JSON): `holder` (operation id, its stream sequence, worker,
 //!   `lease_until`) while an operation is changing the object; `applied_seq`/`applied_op`,
 //!   the stream sequence and id of the latest operation whose effect reached the object.
-//! - **Acquire**, for an operation delivered with stream sequence `seq`: read the fence.
-//!   If `applied_seq > seq` the object is *superseded* for this operation (see below) and is
-//!   left alone. If another operation holds it with a lease in the future, the object is
-//!   busy: the operation releases what it took and goes back to the queue
-//!   ([`OpError::Fenced`], retried with backoff). Otherwise (free, lease expired, or held by
-//!   this same operation, i.e. a redelivery after a crash) compare-and-set the fence to hold
-//!   it (`create` if missing, `update` at the read revision otherwise), re-reading on a
+//! - **Acquire**, for an operation delivered with stream sequence `seq`: start from what
+//!   this worker knows without reading (the fence as its own last operation on the object
+//!   left it, or none: a new object); after a refused compare-and-set, read the fence and
+//!   *resolve* its holder (below). If `applied_seq > seq` the object is *superseded* for
+//!   this operation (see below) and is left alone. If another operation holds it with a
+//!   lease in the future, the object is busy: the operation releases what it took and goes
+//!   back to the queue ([`OpError::Fenced`], retried with backoff). Otherwise (free, lease
+//!   expired, or held by this same operation, i.e. a redelivery after a crash)
+//!   compare-and-set the fence to hold it at the revision it was known at, re-reading on a
 //!   conflict (bounded).
+//! - **Resolve**: a fence that names a holder other than the taker is free if that
+//!   holder's final record is written; the record's `appliedFences` says whether its
+//!   effect reached this object, and if so `applied_seq` advances to the holder's sequence
+//!   first. A holder whose record is not final (running, or going to be redelivered) or
+//!   missing is left to its lease.
 //! - **Order**: an operation takes its fences one at a time in the order of their keys and
 //!   never waits while holding some: two operations over the same objects cannot deadlock.
 //! - **Lease**: `fence.lease` (default 60 s, at least `pool.ack_wait`). The holder renews
@@ -27,11 +34,15 @@
 //!   workers, which compare `lease_until` with their own clocks). A dead worker's fences
 //!   expire with their lease; its own operation, redelivered after `ack_wait`, takes them
 //!   back at once because the holder is the same operation.
-//! - **Release**, after the effects: compare-and-set the holder to none and, for each object
-//!   whose effect is in (written, found unchanged, deleted or already absent), `applied_seq`
-//!   to `max(applied_seq, seq)` and `applied_op` to this operation. Objects that were
-//!   superseded or not reached (the operation stopped at an error first) are released
-//!   without advancing. Dry runs take no fences and so never supersede nor advance.
+//! - **Release**, after the effects: the operation's final record names the fences whose
+//!   object has its effect (written, found unchanged, deleted or already absent) and so
+//!   releases every fence it held, with no write to them ([`Guard::ended`]). Objects that
+//!   were superseded or not reached (the operation stopped at an error first) are not
+//!   named. An operation that is not over (handed back to the queue) writes its fences
+//!   back instead ([`Guard::release`]): holder none, `applied_seq` to `max(applied_seq,
+//!   seq)` where its effect is in; and so does every release while a worker of a version
+//!   that expects it (one whose member key does not say `fences`) is alive. Dry runs take
+//!   no fences and so never supersede nor advance.
 //! - **Unknown outcome**: when the operation stops at a transient error on an object (a
 //!   5xx, a timeout, a connection reset that may have come *after* the API server committed
 //!   the write), that object's fence is kept held ([`Guard::keep`]): its redelivery retakes

@@ -99,7 +99,7 @@ impl StatusStore {
         // the compare-and-set fails and the record is read: nothing is lost but that
         // request.
         match self
-            .start(&envelope.id, sequence, known, Some(envelope))
+            .start(&envelope.id, sequence, delivered, known, Some(envelope))
             .await?
         {
             Modified::Written(running) => {
@@ -170,7 +170,7 @@ impl StatusStore {
             return;
         }
         match self
-            .start(&held.id, held.sequence, Some(record.clone()), None)
+            .start(&held.id, held.sequence, 1, Some(record.clone()), None)
             .await
         {
             Ok(Modified::Written(running)) => *record = running,
@@ -180,11 +180,14 @@ impl StatusStore {
     }
 
     /// Moves the record to `running` from `known` (read if `None` or stale); a final one
-    /// is kept. A missing record is made from `envelope`, if given.
+    /// is kept. A missing record is made from `envelope`, if given. Its attempts count this
+    /// one, and at least the `delivered` deliveries so far (a first delivery handed back
+    /// before it wrote anything still counts).
     async fn start(
         &self,
         id: &OperationId,
         sequence: u64,
+        delivered: u64,
         known: Option<Versioned<OperationRecord>>,
         envelope: Option<&Envelope>,
     ) -> Result<Modified<OperationRecord>, OpError> {
@@ -205,6 +208,9 @@ impl StatusStore {
                     (None, None) => return Ok(Change::Keep),
                 };
                 record.start(&self.worker_id, sequence, now);
+                record.attempts = record
+                    .attempts
+                    .max(u32::try_from(delivered).unwrap_or(u32::MAX));
                 Ok::<_, OpError>(Change::Write(record))
             })
             .await

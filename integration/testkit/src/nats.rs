@@ -291,6 +291,14 @@ impl NatsCluster {
             .collect()
     }
 
+    /// The process ids of the running nodes, in node order.
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.child.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// `http://127.0.0.1:<port>` of node `i`'s monitoring endpoint (`/connz`, `/jsz`).
     pub fn monitoring_url(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.nodes[i].monitoring_port)

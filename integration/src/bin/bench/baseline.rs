@@ -14,15 +14,26 @@ const STREAM: &str = "BENCH";
 
 pub async fn run(messages: usize, concurrency: usize, payload: usize) -> anyhow::Result<Value> {
     let nats = NatsServer::start().await?;
-    let client = async_nats::connect(nats.url()).await?;
+    run_at(&nats.url(), 1, messages, concurrency, payload).await
+}
+
+/// [`run`] against the servers at `url`, the stream at `replicas`.
+pub async fn run_at(
+    url: &str,
+    replicas: usize,
+    messages: usize,
+    concurrency: usize,
+    payload: usize,
+) -> anyhow::Result<Value> {
+    let client = async_nats::connect(url).await?;
     let js = jetstream::new(client);
     let body = Bytes::from(vec![b'x'; payload]);
 
-    let publish = phase(&js, messages, concurrency, &body, true, false).await?;
-    let consume = phase(&js, messages, concurrency, &body, false, true).await?;
-    let both = phase(&js, messages, concurrency, &body, true, true).await?;
+    let publish = phase(&js, replicas, messages, concurrency, &body, true, false).await?;
+    let consume = phase(&js, replicas, messages, concurrency, &body, false, true).await?;
+    let both = phase(&js, replicas, messages, concurrency, &body, true, true).await?;
     Ok(json!({
-        "messages": messages, "payload_bytes": payload, "concurrency": concurrency,
+        "replicas": replicas, "messages": messages, "payload_bytes": payload, "concurrency": concurrency,
         "publish_msgs_per_s": publish, "pull_double_ack_msgs_per_s": consume, "loop_msgs_per_s": both,
     }))
 }
@@ -30,6 +41,7 @@ pub async fn run(messages: usize, concurrency: usize, payload: usize) -> anyhow:
 /// Publishes and/or consumes `messages`; returns messages per second.
 async fn phase(
     js: &jetstream::Context,
+    replicas: usize,
     messages: usize,
     concurrency: usize,
     body: &Bytes,
@@ -44,6 +56,7 @@ async fn phase(
             subjects: vec!["bench.>".into()],
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
+            num_replicas: replicas,
             ..Default::default()
         })
         .await?;

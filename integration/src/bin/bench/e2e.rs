@@ -23,10 +23,12 @@ pub struct Params {
     pub worker_concurrency: usize,
     /// Whether the workers watch the cluster (their default).
     pub watch: bool,
+    /// Replicas of the stream and buckets: 1 (one server) or 3 (a 3-node cluster).
+    pub replicas: usize,
 }
 
 pub async fn run(p: &Params) -> anyhow::Result<Value> {
-    let mut rig = Rig::start(vec!["prod".into()], p.dispatchers).await?;
+    let mut rig = Rig::start_replicated(vec!["prod".into()], p.dispatchers, p.replicas).await?;
     for _ in 0..p.workers {
         rig.add_worker(&[
             (
@@ -99,7 +101,7 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
     rig.stop_workers().await;
 
     Ok(json!({
-        "dispatchers": p.dispatchers, "workers": p.workers, "worker_concurrency": p.worker_concurrency,
+        "replicas": p.replicas, "dispatchers": p.dispatchers, "workers": p.workers, "worker_concurrency": p.worker_concurrency,
         "idle_rss_mib": idle,
         "light": {"offered_ops_per_s": p.light_rate, "ops": n, "latency": percentiles(&mut light), "resources": light_resources},
         "saturation": {

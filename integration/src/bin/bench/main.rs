@@ -19,7 +19,8 @@
 //! against a hub worker, interleaved), `rollouts` (2,000 clusters in waves `1, 10%, 100%`:
 //! the coordination's cost per cluster against the same operations submitted
 //! independently, and a run with 50 ms writes against its lower bound), `all`, and `smoke` (every mode, tiny, to check they run: no figure is
-//! asserted).
+//! asserted), and `protocol` (the per-operation cost on one server and on a 3-node
+//! cluster, each against the bare loop on the same servers, medians of `--runs`).
 
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,7 @@ mod agents;
 mod baseline;
 mod e2e;
 mod fleet;
+mod protocol;
 mod registry;
 mod rig;
 mod rollouts;
@@ -49,6 +51,9 @@ enum Mode {
     Watching,
     Agents,
     Rollouts,
+    /// The per-operation cost on one server and on three (R3): each against the bare
+    /// loop on the same servers, medians of `--runs`, with `--compare-bins` beside.
+    Protocol,
     All,
     Smoke,
 }
@@ -84,6 +89,9 @@ struct Args {
     /// Watched clusters in the watching run.
     #[arg(long, default_value_t = 2000)]
     watch_clusters: usize,
+    /// Runs per configuration in the protocol mode (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
 #[tokio::main]
@@ -101,6 +109,29 @@ async fn main() -> anyhow::Result<()> {
         println!("baseline: {r}");
         out.insert("baseline".into(), r);
     }
+    if args.mode == Mode::Protocol || smoke {
+        let r = protocol::run(&protocol::Params {
+            runs: if smoke { 1 } else { args.runs },
+            replicas: if smoke { vec![1] } else { vec![1, 3] },
+            messages: if smoke { 200 } else { args.ops * 4 },
+            payload,
+            e2e: e2e::Params {
+                light_rate: if smoke { 20 } else { args.light_rate },
+                light_seconds: if smoke { 1 } else { 10 },
+                saturation_ops: if smoke { 50 } else { args.ops },
+                concurrency: args.concurrency,
+                dispatchers: 1,
+                workers: if smoke { 1 } else { 2 },
+                worker_concurrency: 64,
+                watch: true,
+                replicas: 1,
+            },
+            compare: args.compare_bins.clone(),
+        })
+        .await?;
+        println!("protocol: {r}");
+        out.insert("protocol".into(), r);
+    }
     if wants(Mode::E2e) {
         let p = e2e::Params {
             light_rate: if smoke { 20 } else { args.light_rate },
@@ -111,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
             workers: args.workers,
             worker_concurrency: 64,
             watch: true,
+            replicas: 1,
         };
         if let Some(dir) = &args.compare_bins {
             rig::use_binaries(Some(dir.clone()));
@@ -191,6 +223,7 @@ async fn main() -> anyhow::Result<()> {
                 workers: 1,
                 worker_concurrency: 64,
                 watch: true,
+                replicas: 1,
             },
         };
         let r = watching::run(&p).await?;

@@ -43,6 +43,10 @@ pub struct Rig {
     /// Where the dispatchers and workers reach NATS.
     pub nats_url: String,
     nats_pid: Option<u32>,
+    /// The other nodes of a JetStream cluster, measured as `nats-server-<i>`.
+    other_nats: Vec<u32>,
+    /// Replicas of the stream and buckets (`nats.jetstream.replicas`).
+    replicas: usize,
     /// The servers behind `nats_url`, kept running as long as the rig.
     _servers: Box<dyn std::any::Any + Send>,
     pub sim: KubeSim,
@@ -61,9 +65,33 @@ impl Rig {
     /// Starts nats-server, kube-sim with `clusters`, and `dispatchers` dispatchers. Workers
     /// are added with [`Rig::add_worker`].
     pub async fn start(clusters: Vec<String>, dispatchers: usize) -> anyhow::Result<Self> {
-        let nats = NatsServer::start().await?;
-        let (url, pid) = (nats.url(), nats.pid());
-        Self::start_on(Box::new(nats), url, pid, clusters, dispatchers).await
+        Self::start_replicated(clusters, dispatchers, 1).await
+    }
+
+    /// [`Rig::start`] with the stream and buckets at `replicas` (1: one server; more: a
+    /// JetStream cluster of that many nodes, every one measured).
+    pub async fn start_replicated(
+        clusters: Vec<String>,
+        dispatchers: usize,
+        replicas: usize,
+    ) -> anyhow::Result<Self> {
+        if replicas <= 1 {
+            let nats = NatsServer::start().await?;
+            let (url, pid) = (nats.url(), nats.pid());
+            return Self::start_on(Box::new(nats), url, pid, clusters, dispatchers).await;
+        }
+        let nats = longshore_integration::nats::NatsCluster::start(replicas).await?;
+        let (url, pids) = (nats.url(), nats.pids());
+        Self::start_with(
+            Box::new(nats),
+            url,
+            pids.first().copied(),
+            pids.get(1..).map(<[u32]>::to_vec).unwrap_or_default(),
+            replicas,
+            clusters,
+            dispatchers,
+        )
+        .await
     }
 
     /// [`Rig::start`] on NATS servers of the caller's (`servers`, kept running), reached at
@@ -72,6 +100,27 @@ impl Rig {
         servers: Box<dyn std::any::Any + Send>,
         nats_url: String,
         nats_pid: Option<u32>,
+        clusters: Vec<String>,
+        dispatchers: usize,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(
+            servers,
+            nats_url,
+            nats_pid,
+            Vec::new(),
+            1,
+            clusters,
+            dispatchers,
+        )
+        .await
+    }
+
+    async fn start_with(
+        servers: Box<dyn std::any::Any + Send>,
+        nats_url: String,
+        nats_pid: Option<u32>,
+        other_nats: Vec<u32>,
+        replicas: usize,
         clusters: Vec<String>,
         dispatchers: usize,
     ) -> anyhow::Result<Self> {
@@ -86,6 +135,8 @@ impl Rig {
         let mut rig = Self {
             nats_url,
             nats_pid,
+            other_nats,
+            replicas,
             _servers: servers,
             sim,
             kubeconfig,
@@ -109,6 +160,10 @@ impl Rig {
                 ("LONGSHORE_NATS__URL", rig.nats_url.clone()),
                 ("LONGSHORE_LISTEN", format!("127.0.0.1:{port}")),
                 ("LONGSHORE_CLUSTERS", clusters.join(",")),
+                (
+                    "LONGSHORE_NATS__JETSTREAM__REPLICAS",
+                    rig.replicas.to_string(),
+                ),
             ];
             rig.dispatchers.push(Process::spawn(
                 &format!("dispatcher-{i}"),
@@ -143,6 +198,10 @@ impl Rig {
                 self.kubeconfig.display().to_string(),
             ),
             ("LONGSHORE_LOG", "warn".to_string()),
+            (
+                "LONGSHORE_NATS__JETSTREAM__REPLICAS",
+                self.replicas.to_string(),
+            ),
         ];
         env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
         let worker = Process::spawn(
@@ -173,6 +232,12 @@ impl Rig {
             ("nats-server".to_string(), self.nats_pid.unwrap_or(0)),
             ("bench+kube-sim".to_string(), std::process::id()),
         ];
+        out.extend(
+            self.other_nats
+                .iter()
+                .enumerate()
+                .map(|(i, pid)| (format!("nats-server-{}", i + 1), *pid)),
+        );
         out.extend(
             self.dispatchers
                 .iter()
