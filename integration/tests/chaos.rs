@@ -18,7 +18,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -89,6 +89,30 @@ async fn chaos() {
     let kubeconfig = logs.0.as_path().join("kubeconfig");
     sim.write_kubeconfig(&kubeconfig).unwrap();
     let prod = sim.cluster("prod").unwrap();
+    // The protocol's slower paths, seen on the wire (a plain subscriber; a message sent
+    // while it reconnects after a node kill is missed, so these are lower bounds): fence
+    // reads follow a refused guess (the fence had moved since the worker knew it, or was
+    // not new), record reads are claims of redeliveries and fence holders resolved.
+    let seen = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .connect(nats.url())
+        .await
+        .unwrap();
+    let on_wire = |subject: &'static str| {
+        let seen = seen.clone();
+        let n = Arc::new(AtomicUsize::new(0));
+        let counted = n.clone();
+        tokio::spawn(async move {
+            let mut sub = seen.subscribe(subject).await.unwrap();
+            while sub.next().await.is_some() {
+                counted.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        n
+    };
+    let fence_reads = on_wire("$JS.API.DIRECT.GET.KV_LONGSHORE_OBJECTS.>");
+    let record_reads = on_wire("$JS.API.DIRECT.GET.KV_LONGSHORE_OPERATIONS.>");
+    seen.flush().await.unwrap();
 
     let common = |extra: Vec<(&'static str, String)>| {
         let mut env = vec![
@@ -413,6 +437,13 @@ async fn chaos() {
         faults("status"),
         faults("reset_after_commit"),
     );
+    let (fence_reads, record_reads) = (
+        fence_reads.load(Ordering::Relaxed),
+        record_reads.load(Ordering::Relaxed),
+    );
+    println!(
+        "chaos: protocol: at least {fence_reads} fence reads after a refused guess, {record_reads} record reads (redeliveries' claims, holders resolved)"
+    );
     println!(
         "chaos: operations applied twice: {}; objects not at their latest intent: {}",
         twice.len(),
@@ -427,6 +458,11 @@ async fn chaos() {
         }
     );
 
+    // The guesses were wrong often enough to exercise the read-and-resolve path.
+    assert!(
+        fence_reads > 0 && record_reads > 0,
+        "slow paths never taken"
+    );
     assert!(
         twice.is_empty(),
         "operations applied twice: {twice:?} (logs in {})",

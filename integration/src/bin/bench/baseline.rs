@@ -25,7 +25,7 @@ pub async fn run_at(
     concurrency: usize,
     payload: usize,
 ) -> anyhow::Result<Value> {
-    let client = async_nats::connect(url).await?;
+    let client = async_nats::connect(crate::rig::server_addrs(url)?).await?;
     let js = jetstream::new(client);
     let body = Bytes::from(vec![b'x'; payload]);
 

@@ -92,6 +92,9 @@ struct Args {
     /// Runs per configuration in the protocol mode (medians are reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Replicas the protocol mode measures: 1 (one server), 3 (a 3-node cluster), or both.
+    #[arg(long, value_delimiter = ',', default_value = "1,3")]
+    replicas: Vec<usize>,
 }
 
 #[tokio::main]
@@ -112,7 +115,11 @@ async fn main() -> anyhow::Result<()> {
     if args.mode == Mode::Protocol || smoke {
         let r = protocol::run(&protocol::Params {
             runs: if smoke { 1 } else { args.runs },
-            replicas: if smoke { vec![1] } else { vec![1, 3] },
+            replicas: if smoke {
+                vec![1]
+            } else {
+                args.replicas.clone()
+            },
             messages: if smoke { 200 } else { args.ops * 4 },
             payload,
             e2e: e2e::Params {

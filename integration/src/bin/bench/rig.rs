@@ -253,7 +253,7 @@ impl Rig {
 
     /// Timestamps every record's first terminal state, from a watch on the status bucket.
     async fn watch(&self) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-        let client = async_nats::connect(self.nats_url.clone()).await?;
+        let client = async_nats::connect(server_addrs(&self.nats_url)?).await?;
         let kv = async_nats::jetstream::new(client)
             .get_key_value(names::OPERATIONS_BUCKET)
             .await?;
@@ -347,6 +347,14 @@ impl Drop for Rig {
     fn drop(&mut self) {
         self.watcher.abort();
     }
+}
+
+/// The servers of a comma-separated URL list (one server, or a cluster), as async-nats
+/// takes them.
+pub fn server_addrs(urls: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    urls.split(',')
+        .map(|u| u.parse().with_context(|| format!("NATS URL {u:?}")))
+        .collect()
 }
 
 /// An apply of one small ConfigMap, the unit of work of most benchmarks.
