@@ -163,12 +163,14 @@ async fn run(max: usize) -> (Run, longshore_kube_sim::ClusterHandle, KubeSim, Na
     let kubeconfig = logs.path().join("kubeconfig");
     sim.write_kubeconfig(&kubeconfig).unwrap();
     let prod = sim.cluster("prod").unwrap();
-    // Slow writes, so the burst outlasts a few polls and workers are the bottleneck.
+    // Slow writes, so the burst outlasts a few polls and workers are the bottleneck, and
+    // every operation lasts long enough (over half a second) for its record to show it
+    // running, which is how the scale-in below finds the work each worker holds.
     prod.set_faults(Faults {
         scope: FaultScope::Writes,
         latency: Some(Latency {
-            min_ms: 300,
-            max_ms: Some(600),
+            min_ms: 600,
+            max_ms: Some(900),
         }),
         ..Default::default()
     });

@@ -95,7 +95,7 @@ async fn chaos() {
     // not new), record reads are claims of redeliveries and fence holders resolved.
     let seen = async_nats::ConnectOptions::new()
         .retry_on_initial_connect()
-        .connect(nats.url())
+        .connect(nats.urls())
         .await
         .unwrap();
     let on_wire = |subject: &'static str| {
