@@ -117,8 +117,10 @@ pub async fn handle(ctx: Arc<Context>, message: Message, abort: CancellationToke
         span.record("action", envelope.spec.action.as_str());
         let action = envelope.spec.action.as_str();
         let every = ctx.config.pool.ack_wait / 3;
+        // Boxed, so the task spawned for each message stays small: a large future costs a
+        // copy each time it is moved (into the task, and by each future that awaits it).
         let work = with_progress(
-            timed(&ctx, &message, sequence, delivered, &envelope),
+            Box::pin(timed(&ctx, &message, sequence, delivered, &envelope)),
             &message,
             every,
         );
@@ -280,7 +282,7 @@ async fn carry_out(
     }
 
     let (report, fences) = match cluster {
-        Ok(cluster) => fenced(ctx, &cluster, envelope, order).await,
+        Ok(cluster) => Box::pin(fenced(ctx, &cluster, envelope, order)).await,
         Err(e) => (
             plan::Report {
                 results: Vec::new(),
@@ -570,4 +572,28 @@ async fn with_progress<T>(work: impl Future<Output = T>, message: &Message, ever
             }
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future an `async fn` of three arguments returns.
+    fn future_size<A, B, C, F: Future>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Each message is handled by a task of its own, whose future is copied into place
+    /// when it is spawned. With nothing boxed, the Kubernetes calls nested in it made that
+    /// future 66 KB in a release build (8 KB boxed; 26 KB with only the inner boxes).
+    #[test]
+    fn the_future_spawned_for_each_message_stays_small() {
+        let size = future_size(handle);
+        assert!(
+            size <= LIMIT,
+            "handle's future is {size} bytes, over {LIMIT}"
+        );
+    }
+
+    const LIMIT: usize = 16 * 1024;
 }

@@ -163,7 +163,7 @@ pub async fn carry_out(
             defined.remove(i);
         }
         let result = match guard.map_or(Ok(()), crate::fence::Guard::check) {
-            Ok(()) => match target(cluster, object, defines_kinds).await {
+            Ok(()) => match Box::pin(target(cluster, object, defines_kinds)).await {
                 Ok(target) => {
                     let act = Act {
                         cluster,
@@ -171,7 +171,9 @@ pub async fn carry_out(
                         target: &target,
                         manifest: step.manifest,
                     };
-                    actions::act(&act).await
+                    // Boxed: the Kubernetes calls' futures are the largest part of an
+                    // operation's, and every future that holds one is moved on each await.
+                    Box::pin(actions::act(&act)).await
                 }
                 Err(e) => Err(e),
             },
