@@ -172,7 +172,7 @@ pub async fn carry_out(
                         manifest: step.manifest,
                     };
                     // Boxed: the Kubernetes calls' futures are the largest part of an
-                    // operation's, and every future that holds one is moved on each await.
+                    // operation's; inline, they made every future awaiting them as large.
                     Box::pin(actions::act(&act)).await
                 }
                 Err(e) => Err(e),
