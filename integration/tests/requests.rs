@@ -168,6 +168,22 @@ async fn round(system: &System, label: &str, value: usize) -> Requests {
     requests
 }
 
+/// The Kubernetes API requests `worker` has made with `method`, from its metrics.
+async fn kube_requests(system: &System, worker: usize, method: &str) -> f64 {
+    let url = &system.workers[worker].metrics_url;
+    let text = reqwest::get(format!("{url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series =
+        format!("longshore_worker_kube_request_duration_seconds_count{{method=\"{method}\"}}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// The common path (one object, no contention, no redelivery) in five requests: the
 /// `queued` record and the publish (the dispatcher), the fence, the final record and the
 /// acknowledgement (the worker). Again five for the next operation on each object when
@@ -189,8 +205,21 @@ async fn an_apply_makes_five_jetstream_requests() {
     assert_eq!(first, per(0, 2, 0, 1), "{}", first.per_operation());
     assert_eq!(first.total(), 5 * OPS);
     // The same objects on the same worker: it knows each fence as its last operation left it.
+    // And one Kubernetes request each, the apply: a first attempt does not read the object
+    // first (its kind is known from the round before). The worker's watches are GETs too,
+    // and one may be opened again meanwhile: fewer GETs than operations, not none.
+    let (gets, patches) = (
+        kube_requests(&system, 0, "GET").await,
+        kube_requests(&system, 0, "PATCH").await,
+    );
     let again = round(&system, "re-apply, same worker", 2).await;
     assert_eq!(again, per(0, 2, 0, 1), "{}", again.per_operation());
+    let read = kube_requests(&system, 0, "GET").await - gets;
+    assert!(read < OPS as f64, "{read} GETs for {OPS} applies");
+    assert_eq!(
+        kube_requests(&system, 0, "PATCH").await - patches,
+        OPS as f64
+    );
     // The same objects on a worker that has not seen them: its guess (a new object) is
     // refused, it reads the fence, then the final record of the operation holding it.
     system.workers.remove(0).stop().await.unwrap();

@@ -282,7 +282,12 @@ async fn carry_out(
     }
 
     let (report, fences) = match cluster {
-        Ok(cluster) => Box::pin(fenced(ctx, &cluster, envelope, order)).await,
+        Ok(cluster) => {
+            // Nothing can have written for this operation yet: its first delivery, queued
+            // here (not forwarded from another pool), no earlier attempt recorded.
+            let first_attempt = delivered == 1 && order == sequence && claimed.attempts_before == 0;
+            Box::pin(fenced(ctx, &cluster, envelope, order, first_attempt)).await
+        }
         Err(e) => (
             plan::Report {
                 results: Vec::new(),
@@ -399,6 +404,7 @@ async fn fenced(
     cluster: &crate::clusters::Cluster,
     envelope: &Envelope,
     sequence: u64,
+    first_attempt: bool,
 ) -> (plan::Report, Option<Held>) {
     let mut steps = match plan::plan(cluster, envelope).await {
         Ok(steps) => steps,
@@ -414,7 +420,7 @@ async fn fenced(
     };
     if envelope.spec.options.dry_run {
         return (
-            plan::carry_out(cluster, envelope, &steps, None, None).await,
+            plan::carry_out(cluster, envelope, &steps, None, None, first_attempt).await,
             None,
         );
     }
@@ -443,7 +449,7 @@ async fn fenced(
     let every = ctx.config.pool.ack_wait / 3;
     let report = guard
         .renewing(
-            carry_out_and_wait(ctx, cluster, envelope, &steps, &guard),
+            carry_out_and_wait(ctx, cluster, envelope, &steps, &guard, first_attempt),
             every,
         )
         .await;
@@ -475,12 +481,21 @@ async fn carry_out_and_wait(
     envelope: &Envelope,
     steps: &[plan::Step<'_>],
     guard: &crate::fence::Guard,
+    first_attempt: bool,
 ) -> plan::Report {
     let crd_wait = plan::CrdWait {
         status: &ctx.status,
         timeout: ctx.config.clusters.crd_established_timeout,
     };
-    let mut report = plan::carry_out(cluster, envelope, steps, Some(guard), Some(&crd_wait)).await;
+    let mut report = plan::carry_out(
+        cluster,
+        envelope,
+        steps,
+        Some(guard),
+        Some(&crd_wait),
+        first_attempt,
+    )
+    .await;
     if let (None, Some(wait)) = (&report.error, &envelope.spec.options.wait) {
         let waited = crate::wait::until_stable(
             cluster,

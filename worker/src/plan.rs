@@ -4,6 +4,8 @@
 //! it applied to be Established before its custom resources ([`crate::establish`]). The
 //! actions themselves are in [`crate::actions`].
 
+use std::collections::HashSet;
+
 use kube::discovery::Scope;
 use longshore_contract::Envelope;
 use longshore_contract::record::{ObjectResult, Outcome};
@@ -122,16 +124,20 @@ pub struct CrdWait<'a> {
 /// at the first error. Superseded steps are reported, not touched. With a fence `guard`,
 /// each write first checks the lease is still trusted. With `crd_wait`, an object whose
 /// kind a CRD applied earlier in the operation defines waits for that CRD to be served
-/// (a dry run has none: its CRDs are not created).
+/// (a dry run has none: its CRDs are not created). `first_attempt`: no earlier attempt of
+/// the operation can have written anything.
 pub async fn carry_out(
     cluster: &Cluster,
     envelope: &Envelope,
     steps: &[Step<'_>],
     guard: Option<&crate::fence::Guard>,
     crd_wait: Option<&CrdWait<'_>>,
+    first_attempt: bool,
 ) -> Report {
     let mut report = Report::default();
     let mut defines_kinds = false;
+    // The objects written so far in this attempt (an operation may name one twice).
+    let mut written: HashSet<String> = HashSet::new();
     // The CRDs applied so far that may not be served yet.
     let mut defined: Vec<crate::establish::Defined> = Vec::new();
     for step in steps {
@@ -170,6 +176,7 @@ pub async fn carry_out(
                         envelope,
                         target: &target,
                         manifest: step.manifest,
+                        first_write: written.insert(target.object.to_string()) && first_attempt,
                     };
                     // Boxed: the Kubernetes calls' futures are the largest part of an
                     // operation's; inline, they made every future awaiting them as large.

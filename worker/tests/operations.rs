@@ -100,6 +100,30 @@ async fn a_new_operation_reconfigures_and_redoing_the_same_one_changes_nothing()
     worker.stop().await.expect("clean drain");
 }
 
+/// A first attempt does not read an object before applying it (nothing can have stamped it
+/// for the operation yet), but an operation that names the object twice has written it
+/// once already by its second manifest: that one is read first and found unchanged.
+#[tokio::test]
+async fn an_object_named_twice_in_one_operation_is_unchanged_the_second_time() {
+    let fx = Fixture::start().await;
+    let worker = RunningWorker::start(fx.config("w1"));
+
+    let op = envelope(
+        Action::Apply,
+        vec![configmap("twice", "1"), configmap("twice", "1")],
+    );
+    fx.submit(&op).await;
+    let record = fx.finished(&op.id).await;
+    assert_eq!(record.state, State::Succeeded, "{record:?}");
+    let outcomes: Vec<_> = record.results.iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Created, Outcome::Unchanged]);
+    assert_eq!(
+        record.results[0].resource_version,
+        record.results[1].resource_version
+    );
+    worker.stop().await.expect("clean drain");
+}
+
 #[tokio::test]
 async fn an_invalid_manifest_fails_at_once_with_the_api_servers_reason() {
     let fx = Fixture::start().await;

@@ -48,6 +48,11 @@ pub struct Act<'a> {
     pub target: &'a Target,
     /// The object's manifest, for the actions that take manifests.
     pub manifest: Option<&'a Value>,
+    /// Nothing may have written this object for this operation yet: the operation's first
+    /// attempt (its first delivery, no earlier attempt recorded), and the first of its steps
+    /// on the object. An action may then skip reads that only tell its own earlier write
+    /// apart.
+    pub first_write: bool,
 }
 
 /// Carries out the operation's action on one object.
