@@ -1,6 +1,8 @@
 //! The bare JetStream limit on this machine: awaited publishes from concurrent tasks, then
 //! pull and double ack, then both at once, on the same nats-server configuration and
-//! payload size as longshore's work queue.
+//! payload size as longshore's work queue. For the loop (both at once) it also reports the
+//! CPU milliseconds per message of each nats-server and of the client (this process): what
+//! moving one message costs when nothing else runs.
 
 use std::time::Instant;
 
@@ -10,16 +12,21 @@ use futures::StreamExt;
 use longshore_integration::nats::NatsServer;
 use serde_json::{Value, json};
 
+use crate::stats::Meter;
+
 const STREAM: &str = "BENCH";
 
 pub async fn run(messages: usize, concurrency: usize, payload: usize) -> anyhow::Result<Value> {
     let nats = NatsServer::start().await?;
-    run_at(&nats.url(), 1, messages, concurrency, payload).await
+    let pids: Vec<u32> = nats.pid().into_iter().collect();
+    run_at(&nats.url(), &pids, 1, messages, concurrency, payload).await
 }
 
-/// [`run`] against the servers at `url`, the stream at `replicas`.
+/// [`run`] against the servers at `url` (processes `pids`, each measured), the stream at
+/// `replicas`.
 pub async fn run_at(
     url: &str,
+    pids: &[u32],
     replicas: usize,
     messages: usize,
     concurrency: usize,
@@ -31,11 +38,47 @@ pub async fn run_at(
 
     let publish = phase(&js, replicas, messages, concurrency, &body, true, false).await?;
     let consume = phase(&js, replicas, messages, concurrency, &body, false, true).await?;
+    let mut processes = vec![("client".to_string(), std::process::id())];
+    processes.extend(pids.iter().enumerate().map(|(i, pid)| {
+        let name = if i == 0 {
+            "nats-server".to_string()
+        } else {
+            format!("nats-server-{i}")
+        };
+        (name, *pid)
+    }));
+    let meter = Meter::start(&processes);
     let both = phase(&js, replicas, messages, concurrency, &body, true, true).await?;
+    let cpu = cpu_ms_per(&meter.finish(), messages);
     Ok(json!({
         "replicas": replicas, "messages": messages, "payload_bytes": payload, "concurrency": concurrency,
         "publish_msgs_per_s": publish, "pull_double_ack_msgs_per_s": consume, "loop_msgs_per_s": both,
+        "loop_cpu_ms_per_msg": cpu,
     }))
+}
+
+/// CPU milliseconds per one of `n` by process, from a [`Meter::finish`], with their
+/// `total`.
+pub fn cpu_ms_per(resources: &Value, n: usize) -> Value {
+    let n = n.max(1) as f64;
+    let mut out: serde_json::Map<String, Value> = resources
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(name, r)| {
+                    let ms = r["cpu_s"].as_f64().unwrap_or(0.0) * 1000.0 / n;
+                    (name.clone(), json!(round3(ms)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let total: f64 = out.values().filter_map(Value::as_f64).sum();
+    out.insert("total".into(), json!(round3(total)));
+    out.into()
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// Publishes and/or consumes `messages`; returns messages per second.

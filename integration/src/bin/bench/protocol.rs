@@ -3,13 +3,22 @@
 //! servers (fresh ones each time), optionally the binaries of another build too, in the
 //! same round, so each ratio compares figures taken minutes apart on a noisy machine.
 //! Medians are reported, with the CPU milliseconds each process spent per operation at
-//! saturation.
+//! saturation and per message in the bare loop.
+//!
+//! The figures are CPU-bound on a small machine, so each round also reports the budget: how
+//! much CPU per operation the goal ratio ([`GOAL_RATIO`]) leaves on this machine's cores,
+//! how much of it the processes that are not longshore's take (nats-server, and kube-sim
+//! with the load generator, in the benchmark process), and the ratio the system would reach
+//! if the dispatcher and workers cost nothing at all.
 
 use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
 use crate::{baseline, e2e, rig};
+
+/// The ratio to the bare loop the budget is worked out for (the single-server goal).
+pub const GOAL_RATIO: f64 = 0.12;
 
 pub struct Params {
     pub runs: usize,
@@ -28,6 +37,10 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
         let mut rounds = Vec::new();
         for round in 0..p.runs {
             let base = bare_loop(p, replicas).await?;
+            let (base, base_cpu) = (
+                base["loop_msgs_per_s"].as_f64().unwrap_or(0.0),
+                base["loop_cpu_ms_per_msg"].clone(),
+            );
             let e2e = e2e::Params {
                 replicas,
                 ..p.e2e.clone()
@@ -47,7 +60,10 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
                 round + 1,
                 compared.as_ref().map_or("-".into(), Value::to_string)
             );
-            rounds.push(json!({"loop_msgs_per_s": base, "now": now, "compared": compared}));
+            rounds.push(json!({
+                "loop_msgs_per_s": base, "loop_cpu_ms_per_msg": base_cpu,
+                "now": now, "compared": compared,
+            }));
         }
         let median = |path: &[&str]| {
             let mut v: Vec<f64> = rounds
@@ -76,6 +92,13 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
                     "ratio_to_loop": now_ratio,
                     "light_p50_ms": median(&["now", "light_p50_ms"]),
                     "light_p99_ms": median(&["now", "light_p99_ms"]),
+                    "loop_cpu_ms_per_msg": median(&["loop_cpu_ms_per_msg", "total"]),
+                    "cpu_ms_per_op_total": median(&["now", "cpu_ms_per_op_total"]),
+                    "longshore_cpu_ms_per_op": median(&["now", "budget", "longshore_cpu_ms_per_op"]),
+                    "others_cpu_ms_per_op": median(&["now", "budget", "others_cpu_ms_per_op"]),
+                    "goal_cpu_ms_per_op": median(&["now", "budget", "goal_cpu_ms_per_op"]),
+                    "goal_leaves_longshore_ms_per_op": median(&["now", "budget", "goal_leaves_longshore_ms_per_op"]),
+                    "ratio_if_longshore_free": median(&["now", "budget", "ratio_if_longshore_free"]),
                     "compared_ops_per_s": median(&["compared", "ops_per_s"]),
                     "compared_ratio_to_loop": before_ratio,
                     "compared_light_p50_ms": median(&["compared", "light_p50_ms"]),
@@ -88,47 +111,93 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
     Ok(out.into())
 }
 
-/// The bare loop on fresh servers like the system's: msgs/s.
-async fn bare_loop(p: &Params, replicas: usize) -> anyhow::Result<f64> {
-    let r = if replicas <= 1 {
-        baseline::run(p.messages, p.e2e.concurrency, p.payload).await?
-    } else {
-        let cluster = longshore_integration::nats::NatsCluster::start(replicas).await?;
-        baseline::run_at(
-            &cluster.url(),
-            replicas,
-            p.messages,
-            p.e2e.concurrency,
-            p.payload,
-        )
-        .await?
-    };
-    Ok(r["loop_msgs_per_s"].as_f64().unwrap_or(0.0))
+/// The bare loop on fresh servers like the system's: msgs/s and CPU ms per message.
+async fn bare_loop(p: &Params, replicas: usize) -> anyhow::Result<Value> {
+    if replicas <= 1 {
+        return baseline::run(p.messages, p.e2e.concurrency, p.payload).await;
+    }
+    let cluster = longshore_integration::nats::NatsCluster::start(replicas).await?;
+    baseline::run_at(
+        &cluster.url(),
+        &cluster.pids(),
+        replicas,
+        p.messages,
+        p.e2e.concurrency,
+        p.payload,
+    )
+    .await
 }
 
-/// Throughput, its ratio to the loop, light-load latency and CPU ms per operation at
-/// saturation, by process.
+/// Throughput, its ratio to the loop, light-load latency, CPU ms per operation at
+/// saturation by process, and the [`budget`].
 fn summary(e2e: &Value, base: f64) -> Value {
     let ops_per_s = e2e["saturation"]["ops_per_s"].as_f64().unwrap_or(0.0);
-    let ops = e2e["saturation"]["ops"].as_f64().unwrap_or(1.0).max(1.0);
-    let cpu: serde_json::Map<String, Value> = e2e["saturation"]["resources"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(name, r)| {
-                    let ms = r["cpu_s"].as_f64().unwrap_or(0.0) * 1000.0 / ops;
-                    (name.clone(), json!((ms * 1000.0).round() / 1000.0))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let total: f64 = cpu.values().filter_map(Value::as_f64).sum();
+    let ops = e2e["saturation"]["ops"].as_f64().unwrap_or(1.0) as usize;
+    let mut cpu = baseline::cpu_ms_per(&e2e["saturation"]["resources"], ops);
+    let total = cpu
+        .as_object_mut()
+        .and_then(|m| m.remove("total"))
+        .unwrap_or(json!(0.0));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     json!({
         "ops_per_s": ops_per_s,
-        "ratio_to_loop": if base > 0.0 { ((ops_per_s / base) * 1000.0).round() / 1000.0 } else { 0.0 },
+        "ratio_to_loop": if base > 0.0 { round3(ops_per_s / base) } else { 0.0 },
         "light_p50_ms": e2e["light"]["latency"]["p50_ms"],
         "light_p99_ms": e2e["light"]["latency"]["p99_ms"],
+        "budget": budget(&cpu, cores, base),
         "cpu_ms_per_op": cpu,
-        "cpu_ms_per_op_total": (total * 1000.0).round() / 1000.0,
+        "cpu_ms_per_op_total": total,
     })
+}
+
+/// Where the CPU of one operation goes against what [`GOAL_RATIO`] allows on `cores`
+/// cores, given the bare loop's `base` msgs/s: the goal's operations per second can spend
+/// `cores` seconds of CPU each second between them, and of that the processes that are not
+/// longshore's (nats-server, the benchmark process with kube-sim) take what they take.
+fn budget(cpu_ms_per_op: &Value, cores: usize, base: f64) -> Value {
+    let (mut longshore, mut others) = (0.0, 0.0);
+    for (name, ms) in cpu_ms_per_op.as_object().into_iter().flatten() {
+        let ms = ms.as_f64().unwrap_or(0.0);
+        if name.starts_with("dispatcher") || name.starts_with("worker") {
+            longshore += ms;
+        } else {
+            others += ms;
+        }
+    }
+    let cores_ms = cores as f64 * 1000.0;
+    let goal = if base > 0.0 {
+        cores_ms / (GOAL_RATIO * base)
+    } else {
+        0.0
+    };
+    json!({
+        "cores": cores,
+        "longshore_cpu_ms_per_op": round3(longshore),
+        "others_cpu_ms_per_op": round3(others),
+        "goal_cpu_ms_per_op": round3(goal),
+        "goal_leaves_longshore_ms_per_op": round3(goal - others),
+        "ratio_if_longshore_free": if others > 0.0 && base > 0.0 { round3(cores_ms / others / base) } else { 0.0 },
+    })
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_splits_longshore_from_the_rest() {
+        let cpu = json!({"nats-server": 0.2, "bench+kube-sim": 0.2, "dispatcher-0": 0.1, "worker-0": 0.2, "worker-1": 0.2});
+        // 2 cores, a loop of 40,000 msgs/s: the goal is 4,800 ops/s, 2,000 ms / 4,800.
+        let b = budget(&cpu, 2, 40_000.0);
+        assert_eq!(b["longshore_cpu_ms_per_op"], 0.5);
+        assert_eq!(b["others_cpu_ms_per_op"], 0.4);
+        assert_eq!(b["goal_cpu_ms_per_op"], 0.417);
+        assert_eq!(b["goal_leaves_longshore_ms_per_op"], 0.017);
+        // With the dispatcher and workers free: 2,000 / 0.4 = 5,000 ops/s, 0.125 of the loop.
+        assert_eq!(b["ratio_if_longshore_free"], 0.125);
+    }
 }
