@@ -49,9 +49,9 @@ pub struct Act<'a> {
     /// The object's manifest, for the actions that take manifests.
     pub manifest: Option<&'a Value>,
     /// Nothing may have written this object for this operation yet: the operation's first
-    /// attempt (its first delivery, no earlier attempt recorded), and the first of its steps
-    /// on the object. An action may then skip reads that only tell its own earlier write
-    /// apart.
+    /// attempt (its first delivery, queued in this pool, no earlier attempt recorded), and
+    /// the first of its steps on the object. An action may then skip reads that only tell
+    /// its own earlier write apart.
     pub first_write: bool,
 }
 
