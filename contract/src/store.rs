@@ -25,6 +25,7 @@
 //! ```
 
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
@@ -153,7 +154,9 @@ impl StoreError {
 
 /// A KV bucket holding values of type `T` (as JSON).
 pub struct Store<T> {
-    kv: kv::Store,
+    /// Shared: the client's handle carries the stream's whole info, which each clone of a
+    /// store (one per fence, per status holder) would otherwise copy.
+    kv: Arc<kv::Store>,
     bucket: &'static str,
     /// For writes with a per-key TTL, which the KV client does not offer.
     js: Option<(jetstream::Context, String)>,
@@ -194,7 +197,7 @@ impl<T: Serialize + DeserializeOwned> Store<T> {
     /// The store over `kv`, named `bucket` in errors.
     pub fn new(kv: kv::Store, bucket: &'static str) -> Self {
         Self {
-            kv,
+            kv: Arc::new(kv),
             bucket,
             js: None,
             _values: PhantomData,

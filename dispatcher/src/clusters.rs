@@ -125,7 +125,7 @@ pub async fn get(
         .ok_or_else(|| Error::NotFound(format!("cluster {name}")))?;
     let watch = crate::watchers::watch_of(fleet, &name).await?;
     Ok(Json(Detail {
-        view: view(fleet, entry),
+        view: view(fleet, ClusterEntry::clone(&entry)),
         watch,
     })
     .into_response())
@@ -234,7 +234,7 @@ pub async fn put(
     fleet
         .until_seen(name.as_str(), Some(&entry), SEEN_WITHIN)
         .await;
-    if let Some(from) = before.map(|b| b.pool).filter(|p| *p != entry.pool)
+    if let Some(from) = before.map(|b| b.pool.clone()).filter(|p| *p != entry.pool)
         && fleet.members_of(&from).is_empty()
     {
         // Nobody runs the old pool to forward what is queued there: move it now.

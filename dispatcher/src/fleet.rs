@@ -83,12 +83,15 @@ impl Clusters for Fleet {
 
 /// The pool an operation for `cluster` goes to, by the registry now.
 pub fn route(ctx: &Context, cluster: &ClusterName) -> Result<PoolName> {
-    ctx.fleet()?.entry(cluster).map(|e| e.pool).ok_or_else(|| {
-        Error::field(
-            "cluster",
-            format!("cluster {:?} is not registered", cluster.as_str()),
-        )
-    })
+    ctx.fleet()?
+        .entry(cluster)
+        .map(|e| e.pool.clone())
+        .ok_or_else(|| {
+            Error::field(
+                "cluster",
+                format!("cluster {:?} is not registered", cluster.as_str()),
+            )
+        })
 }
 
 /// Messages still in the work queue for `cluster`, in any pool's subject or the legacy one.

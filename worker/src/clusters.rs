@@ -107,7 +107,8 @@ pub struct Cluster {
     /// The connections it shares with clusters that connect the same way.
     transports: Arc<crate::transport::Transports>,
     request_timeout: Duration,
-    kinds: tokio::sync::RwLock<HashMap<(String, String), Kind>>,
+    /// Kinds by `apiVersion`, then `kind`: looked up by the object's own strings.
+    kinds: tokio::sync::RwLock<HashMap<String, HashMap<String, Kind>>>,
     client: std::sync::OnceLock<kube::Client>,
     kept_clients: Arc<AtomicUsize>,
     /// Seconds since the registry started when it was last handed out.
@@ -537,8 +538,13 @@ impl Cluster {
     /// are cached, so a kind the cluster did not serve a moment ago (a CRD created earlier
     /// in the same operation) is looked up again.
     pub async fn resolve(&self, object: &ObjectRef) -> std::result::Result<Kind, OpError> {
-        let key = (object.api_version.clone(), object.kind.clone());
-        if let Some(kind) = self.kinds.read().await.get(&key) {
+        if let Some(kind) = self
+            .kinds
+            .read()
+            .await
+            .get(&object.api_version)
+            .and_then(|kinds| kinds.get(&object.kind))
+        {
             return Ok(kind.clone());
         }
         let (group, version) = match object.api_version.split_once('/') {
@@ -560,7 +566,12 @@ impl Cluster {
             .await
         {
             Ok(kind) => {
-                self.kinds.write().await.insert(key, kind.clone());
+                self.kinds
+                    .write()
+                    .await
+                    .entry(object.api_version.clone())
+                    .or_default()
+                    .insert(object.kind.clone(), kind.clone());
                 Ok(kind)
             }
             Err(OpError::Kube {
@@ -578,8 +589,9 @@ impl Cluster {
     /// Forgets a kind, so the next use discovers it again (after a 404 that may mean the
     /// kind, not the object, went away).
     pub async fn forget(&self, object: &ObjectRef) {
-        let key = (object.api_version.clone(), object.kind.clone());
-        self.kinds.write().await.remove(&key);
+        if let Some(kinds) = self.kinds.write().await.get_mut(&object.api_version) {
+            kinds.remove(&object.kind);
+        }
     }
 
     /// The API server's version, as a probe reads it (`/version`).

@@ -203,13 +203,13 @@ impl Keeper {
         let uid = text("uid").unwrap_or_default();
         let resource_version = text("resourceVersion").unwrap_or_default();
         let mut records = self.records.lock().await;
-        let known = records.get(&key).cloned();
-        if let Some(k) = &known
-            && k.value.uid == uid
-            && k.value.resource_version == resource_version
+        if records
+            .get(&key)
+            .is_some_and(|k| k.value.uid == uid && k.value.resource_version == resource_version)
         {
             return Ok(key);
         }
+        let known = records.get(&key).cloned();
         // The same name with another uid: the object seen before was deleted meanwhile.
         let prev = match &known {
             Some(k) if k.value.uid != uid => {

@@ -581,7 +581,7 @@ impl Stepper {
         let pool = self
             .fleet
             .entry(&envelope.spec.cluster)
-            .map(|e| e.pool)
+            .map(|e| e.pool.clone())
             .unwrap_or_else(PoolName::default_pool);
         let (subject, mut headers, payload) = envelope
             .to_message(&pool)

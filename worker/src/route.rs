@@ -49,14 +49,14 @@ pub fn order(message: &Message, sequence: u64) -> u64 {
 /// copy may be a moment behind a registration.
 pub async fn route(ctx: &Context, envelope: &Envelope) -> Result<Route, OpError> {
     let cluster = &envelope.spec.cluster;
-    let entry: Option<ClusterEntry> = match ctx.fleet.entry(cluster) {
+    let entry: Option<Arc<ClusterEntry>> = match ctx.fleet.entry(cluster) {
         Some(entry) => Some(entry),
         None => ctx
             .fleet
             .clusters
             .read(cluster.as_str())
             .await?
-            .map(|v| v.value),
+            .map(|v| Arc::new(v.value)),
     };
     let Some(entry) = entry else {
         return Ok(Route::Unknown(format!(
@@ -64,7 +64,7 @@ pub async fn route(ctx: &Context, envelope: &Envelope) -> Result<Route, OpError>
         )));
     };
     if entry.pool != ctx.pool {
-        return Ok(Route::Forward(entry.pool));
+        return Ok(Route::Forward(entry.pool.clone()));
     }
     Ok(Route::Here(ctx.clusters.get(&entry).await?))
 }

@@ -1,6 +1,8 @@
 //! The registry as a replica holds it: its buckets opened (created if missing), each
 //! followed live in memory, with the stores to write them through.
 
+use std::sync::Arc;
+
 use async_nats::jetstream;
 use tokio_util::sync::CancellationToken;
 
@@ -109,10 +111,9 @@ impl Fleet {
         }
     }
 
-    pub fn entry(&self, cluster: &ClusterName) -> Option<ClusterEntry> {
-        self.cluster_view
-            .get(cluster.as_str())
-            .map(|e| ClusterEntry::clone(&e))
+    /// `cluster` as this replica's copy of the registry has it (shared, not copied).
+    pub fn entry(&self, cluster: &ClusterName) -> Option<Arc<ClusterEntry>> {
+        self.cluster_view.get(cluster.as_str())
     }
 
     /// Waits (up to `within`) until this replica's copy of the registry shows `cluster` as
@@ -143,7 +144,7 @@ impl Fleet {
 
     /// `entry` as declared and observed.
     pub fn status(&self, entry: &ClusterEntry) -> Status {
-        let members = self.members_of(&entry.pool).len();
+        let members = self.member_view.count_prefix(&format!("{}.", entry.pool));
         let pool = self.pool_view.get(entry.pool.as_str());
         let observed = self
             .health_view

@@ -110,6 +110,17 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> Follower<T> {
             .collect()
     }
 
+    /// How many keys start with `prefix`.
+    pub fn count_prefix(&self, prefix: &str) -> usize {
+        self.read()
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .count()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<T>>> {
         self.values.read().unwrap_or_else(|e| e.into_inner())
     }
