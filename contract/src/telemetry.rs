@@ -27,7 +27,11 @@ use opentelemetry_sdk::{
 };
 use serde::{Deserialize, Serialize};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, Layer, filter::Targets, layer::SubscriberExt};
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    filter::{FilterExt, Targets},
+    layer::SubscriberExt,
+};
 
 /// `[telemetry]`: where traces go.
 #[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -117,6 +121,10 @@ pub struct Telemetry {
     provider: SdkTracerProvider,
 }
 
+/// Names of the spans around one call (to a KV bucket, the Kubernetes API, a publish or an
+/// acknowledgement): exported as traces, not carried in log lines.
+pub const CALL_SPANS: [&str; 4] = ["kv", "kube", "publish", "settle"];
+
 /// Installs logging (to stdout, filtered by `LONGSHORE_LOG`, default `info`) and tracing
 /// (spans of longshore's own crates at `info` and above) for `service`
 /// (`longshore-dispatcher`, `longshore-worker`). Call inside the Tokio runtime.
@@ -162,9 +170,11 @@ pub fn init(
         .with_target("longshore_dispatcher", tracing::Level::INFO)
         .with_target("longshore_worker", tracing::Level::INFO)
         .with_target("longshore_contract", tracing::Level::INFO);
-    let logs = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_filter(log_filter);
+    let logs = log_lines(
+        log_filter,
+        std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        std::io::stdout,
+    );
     let traces = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer(service))
         .with_filter(span_filter);
@@ -172,6 +182,24 @@ pub fn init(
     tracing::subscriber::set_global_default(subscriber)
         .map_err(|e| TelemetryError(e.to_string()))?;
     Ok(Telemetry { provider })
+}
+
+/// The log lines' layer: events `filter` lets through, written to `writer`, each naming
+/// the spans it is in. Spans of single calls ([`CALL_SPANS`]) are traced but left out of
+/// the lines: this layer would format their fields on every call, and a line logged within
+/// one still names the operation or request around it.
+fn log_lines<S, W>(filter: EnvFilter, ansi: bool, writer: W) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let not_a_call = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.is_span() && CALL_SPANS.contains(&meta.name()))
+    });
+    tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(writer)
+        .with_filter(filter.and(not_a_call))
 }
 
 fn exporter(config: &TelemetryConfig) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
@@ -308,5 +336,62 @@ impl Extractor for HttpHeaders<'_> {
     }
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// What the log layer wrote, shared with the test.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_line_logged_within_a_call_names_the_operation_not_the_call() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::registry().with(log_lines(
+            EnvFilter::new("info"),
+            false,
+            move || writer.clone(),
+        ));
+        tracing::subscriber::with_default(subscriber, || {
+            let operation = tracing::info_span!("operation", op_id = "op-1");
+            let _in_operation = operation.enter();
+            for name in CALL_SPANS {
+                // A span's name must be a literal: one call span of each kind, by hand.
+                let call = match name {
+                    "kv" => tracing::info_span!("kv", db.operation.name = "claim"),
+                    "kube" => tracing::info_span!("kube", k8s.resource = "configmaps"),
+                    "publish" => {
+                        tracing::info_span!("publish", messaging.operation.name = "publish")
+                    }
+                    "settle" => tracing::info_span!("settle", messaging.operation.name = "ack"),
+                    other => panic!("no test span for {other}"),
+                };
+                let _in_call = call.enter();
+                tracing::warn!(call = name, "retrying");
+            }
+        });
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let logged: Vec<&str> = text.lines().collect();
+        assert_eq!(logged.len(), CALL_SPANS.len(), "{text}");
+        for (line, name) in logged.iter().zip(CALL_SPANS) {
+            assert!(line.contains("operation{op_id=\"op-1\"}"), "{line}");
+            assert!(line.contains(&format!("call=\"{name}\"")), "{line}");
+            assert!(!line.contains(&format!("{name}{{")), "{line}");
+        }
     }
 }
