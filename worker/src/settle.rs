@@ -227,7 +227,7 @@ pub async fn send(message: &Message, reply: Reply) {
     let sent = async {
         match reply {
             // Wait for the server's confirmation: after it, the operation is settled.
-            Reply::Ack => message.double_ack().await,
+            Reply::Ack => double_ack(message).await,
             Reply::Nak(delay) if delay.is_zero() => message.ack_with(AckKind::Nak(None)).await,
             Reply::Nak(delay) => message.ack_with(AckKind::Nak(Some(delay))).await,
             Reply::Term => message.ack_with(AckKind::Term).await,
@@ -239,6 +239,21 @@ pub async fn send(message: &Message, reply: Reply) {
         // The message will be delivered again; its record decides what happens then.
         tracing::warn!(error = %e, "acknowledgement not confirmed");
     }
+}
+
+/// Acknowledges `message` and waits for the server to confirm it, as
+/// [`Message::double_ack`] does, but through the connection's shared reply subscription:
+/// the client's own subscribes to a fresh inbox for every acknowledgement, and so sends the
+/// server a subscribe and an unsubscribe around each one. Bounded by the connection's
+/// request timeout.
+pub async fn double_ack(message: &Message) -> Result<(), async_nats::Error> {
+    let reply = message
+        .reply
+        .clone()
+        .ok_or("no reply subject: not a JetStream message")?;
+    let ack: bytes::Bytes = AckKind::Ack.into();
+    message.context.client().request(reply, ack).await?;
+    Ok(())
 }
 
 /// Hands a message back for immediate redelivery (used when draining).
