@@ -2,7 +2,9 @@
 //! pull and double ack, then both at once, on the same nats-server configuration and
 //! payload size as longshore's work queue. For the loop (both at once) it also reports the
 //! CPU milliseconds per message of each nats-server and of the client (this process): what
-//! moving one message costs when nothing else runs.
+//! moving one message costs when nothing else runs. The loop is also run with the double
+//! ack the worker sends (through the connection's shared reply subscription, not a
+//! subscription per acknowledgement), so a ratio to the loop can be read against either.
 
 use std::time::Instant;
 
@@ -36,8 +38,18 @@ pub async fn run_at(
     let js = jetstream::new(client);
     let body = Bytes::from(vec![b'x'; payload]);
 
-    let publish = phase(&js, replicas, messages, concurrency, &body, true, false).await?;
-    let consume = phase(&js, replicas, messages, concurrency, &body, false, true).await?;
+    let library = Ack::Library;
+    let publish = phase(&js, replicas, messages, concurrency, &body, true, None).await?;
+    let consume = phase(
+        &js,
+        replicas,
+        messages,
+        concurrency,
+        &body,
+        false,
+        Some(library),
+    )
+    .await?;
     let mut processes = vec![("client".to_string(), std::process::id())];
     processes.extend(pids.iter().enumerate().map(|(i, pid)| {
         let name = if i == 0 {
@@ -48,12 +60,23 @@ pub async fn run_at(
         (name, *pid)
     }));
     let meter = Meter::start(&processes);
-    let both = phase(&js, replicas, messages, concurrency, &body, true, true).await?;
+    let both = phase(
+        &js,
+        replicas,
+        messages,
+        concurrency,
+        &body,
+        true,
+        Some(library),
+    )
+    .await?;
     let cpu = cpu_ms_per(&meter.finish(), messages);
+    let shared = Some(Ack::SharedReply);
+    let both_shared = phase(&js, replicas, messages, concurrency, &body, true, shared).await?;
     Ok(json!({
         "replicas": replicas, "messages": messages, "payload_bytes": payload, "concurrency": concurrency,
         "publish_msgs_per_s": publish, "pull_double_ack_msgs_per_s": consume, "loop_msgs_per_s": both,
-        "loop_cpu_ms_per_msg": cpu,
+        "loop_cpu_ms_per_msg": cpu, "loop_shared_ack_msgs_per_s": both_shared,
     }))
 }
 
@@ -81,7 +104,17 @@ fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-/// Publishes and/or consumes `messages`; returns messages per second.
+/// How the loop's consumer confirms each acknowledgement.
+#[derive(Clone, Copy)]
+enum Ack {
+    /// async-nats' `double_ack`: a subscription to a fresh inbox for each one.
+    Library,
+    /// The worker's: the connection's shared reply subscription.
+    SharedReply,
+}
+
+/// Publishes `messages` (if `publish`) and/or consumes them, acknowledged as `consume`
+/// says; returns messages per second.
 async fn phase(
     js: &jetstream::Context,
     replicas: usize,
@@ -89,7 +122,7 @@ async fn phase(
     concurrency: usize,
     body: &Bytes,
     publish: bool,
-    consume: bool,
+    consume: Option<Ack>,
 ) -> anyhow::Result<f64> {
     if publish {
         // A fresh work-queue stream like LONGSHORE_OPS for each publishing phase.
@@ -127,9 +160,9 @@ async fn phase(
         results.into_iter().collect()
     };
     let consumer = async {
-        if !consume {
+        let Some(ack) = consume else {
             return Ok::<_, anyhow::Error>(());
-        }
+        };
         let stream = js.get_stream(STREAM).await?;
         let consumer = stream
             .get_or_create_consumer(
@@ -146,10 +179,12 @@ async fn phase(
             .await?
             .take(messages)
             .map(|m| async move {
-                m.map_err(anyhow::Error::msg)?
-                    .double_ack()
-                    .await
-                    .map_err(anyhow::Error::msg)?;
+                let m = m.map_err(anyhow::Error::msg)?;
+                match ack {
+                    Ack::Library => m.double_ack().await,
+                    Ack::SharedReply => longshore_worker::settle::double_ack(&m).await,
+                }
+                .map_err(anyhow::Error::msg)?;
                 Ok(())
             })
             .buffer_unordered(concurrency)

@@ -37,9 +37,10 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
         let mut rounds = Vec::new();
         for round in 0..p.runs {
             let base = bare_loop(p, replicas).await?;
-            let (base, base_cpu) = (
+            let (base, base_cpu, shared_ack_loop) = (
                 base["loop_msgs_per_s"].as_f64().unwrap_or(0.0),
                 base["loop_cpu_ms_per_msg"].clone(),
+                base["loop_shared_ack_msgs_per_s"].as_f64().unwrap_or(0.0),
             );
             let e2e = e2e::Params {
                 replicas,
@@ -56,12 +57,17 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
             };
             let now = summary(&e2e::run(&e2e).await?, base);
             eprintln!(
-                "protocol: R{replicas} round {}: loop {base} msgs/s, now {now}, compared {}",
+                "protocol: R{replicas} round {}: loop {base} msgs/s \
+                 ({shared_ack_loop} acknowledging as the worker does), now {now}, compared {}",
                 round + 1,
                 compared.as_ref().map_or("-".into(), Value::to_string)
             );
+            // The same system against the loop acknowledging as the worker does.
+            let shared_ratio = now["ops_per_s"].as_f64().unwrap_or(0.0) / shared_ack_loop.max(1.0);
             rounds.push(json!({
                 "loop_msgs_per_s": base, "loop_cpu_ms_per_msg": base_cpu,
+                "loop_shared_ack_msgs_per_s": shared_ack_loop,
+                "ratio_to_shared_ack_loop": (shared_ratio * 1000.0).round() / 1000.0,
                 "now": now, "compared": compared,
             }));
         }
@@ -90,6 +96,8 @@ pub async fn run(p: &Params) -> anyhow::Result<Value> {
                     "loop_msgs_per_s": median(&["loop_msgs_per_s"]),
                     "ops_per_s": median(&["now", "ops_per_s"]),
                     "ratio_to_loop": now_ratio,
+                    "loop_shared_ack_msgs_per_s": median(&["loop_shared_ack_msgs_per_s"]),
+                    "ratio_to_shared_ack_loop": median(&["ratio_to_shared_ack_loop"]),
                     "light_p50_ms": median(&["now", "light_p50_ms"]),
                     "light_p99_ms": median(&["now", "light_p99_ms"]),
                     "loop_cpu_ms_per_msg": median(&["loop_cpu_ms_per_msg", "total"]),
