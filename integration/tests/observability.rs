@@ -390,7 +390,12 @@ async fn a_fleet_rollout_is_one_trace_with_a_span_per_wave_and_its_metrics_move(
             .iter()
             .filter(|s| s.trace_id == caller_trace && s.name.starts_with("start wave"))
             .count();
-        async move { (consumers >= 3 && waves == 2).then_some(spans) }
+        // The request's span ends with its response, and may be exported after the
+        // workers' spans.
+        let request = spans
+            .iter()
+            .any(|s| s.trace_id == caller_trace && s.kind == SERVER);
+        async move { (consumers >= 3 && waves == 2 && request).then_some(spans) }
     })
     .await
     .unwrap();
