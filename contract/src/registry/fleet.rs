@@ -139,12 +139,12 @@ impl Fleet {
 
     /// The live replicas of `pool`, in key order (`<pool>.<worker>`).
     pub fn members_of(&self, pool: &PoolName) -> Vec<Member> {
-        self.member_view.with_prefix(&format!("{pool}."))
+        self.member_view.with_prefix(&member_prefix(pool))
     }
 
     /// `entry` as declared and observed.
     pub fn status(&self, entry: &ClusterEntry) -> Status {
-        let members = self.member_view.count_prefix(&format!("{}.", entry.pool));
+        let members = self.member_view.count_prefix(&member_prefix(&entry.pool));
         let pool = self.pool_view.get(entry.pool.as_str());
         let observed = self
             .health_view
@@ -152,4 +152,9 @@ impl Fleet {
             .and_then(|h| h.get(entry.name.as_str()));
         Status::of(entry, members, pool.as_deref(), observed.as_deref())
     }
+}
+
+/// The keys of `pool`'s members in the members bucket start with this.
+fn member_prefix(pool: &PoolName) -> String {
+    format!("{pool}.")
 }

@@ -38,18 +38,9 @@ pub async fn run_at(
     let js = jetstream::new(client);
     let body = Bytes::from(vec![b'x'; payload]);
 
-    let library = Ack::Library;
+    let library = Some(Ack::Library);
     let publish = phase(&js, replicas, messages, concurrency, &body, true, None).await?;
-    let consume = phase(
-        &js,
-        replicas,
-        messages,
-        concurrency,
-        &body,
-        false,
-        Some(library),
-    )
-    .await?;
+    let consume = phase(&js, replicas, messages, concurrency, &body, false, library).await?;
     let mut processes = vec![("client".to_string(), std::process::id())];
     processes.extend(pids.iter().enumerate().map(|(i, pid)| {
         let name = if i == 0 {
@@ -60,16 +51,7 @@ pub async fn run_at(
         (name, *pid)
     }));
     let meter = Meter::start(&processes);
-    let both = phase(
-        &js,
-        replicas,
-        messages,
-        concurrency,
-        &body,
-        true,
-        Some(library),
-    )
-    .await?;
+    let both = phase(&js, replicas, messages, concurrency, &body, true, library).await?;
     let cpu = cpu_ms_per(&meter.finish(), messages);
     let shared = Some(Ack::SharedReply);
     let both_shared = phase(&js, replicas, messages, concurrency, &body, true, shared).await?;
