@@ -40,7 +40,8 @@ pub enum Attr {
 }
 
 impl ReceivedSpan {
-    fn value(&self, key: &str) -> Option<&Attr> {
+    /// An attribute of any type; `None` if absent.
+    pub fn value(&self, key: &str) -> Option<&Attr> {
         self.attributes
             .iter()
             .find(|(k, _)| k == key)

@@ -216,6 +216,13 @@ async fn one_trace_follows_an_operation_from_the_request_to_the_kubernetes_calls
     assert_eq!(consumer.attr("op_id"), Some(id.as_str()));
     assert!(consumer.int("seq").is_some_and(|s| s > 0), "{consumer:?}");
     assert_eq!(consumer.int("attempt"), Some(1), "{consumer:?}");
+    // Nothing on a span that costs more than it tells: a Tokio thread's id or name, or busy
+    // and idle times that read the clock on every poll.
+    for span in spans.iter().filter(|s| s.trace_id == caller_trace) {
+        for key in ["thread.id", "thread.name", "busy_ns", "idle_ns"] {
+            assert!(span.value(key).is_none(), "{key} on {span:?}");
+        }
+    }
 
     let kube: Vec<&ReceivedSpan> = spans
         .iter()
