@@ -95,6 +95,10 @@ struct Args {
     /// Replicas the protocol mode measures: 1 (one server), 3 (a 3-node cluster), or both.
     #[arg(long, value_delimiter = ',', default_value = "1,3")]
     replicas: Vec<usize>,
+    /// Whether the workers of the e2e and protocol modes watch the cluster (their
+    /// default): `--watch false` leaves out what watching costs per change.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    watch: bool,
 }
 
 #[tokio::main]
@@ -130,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
                 dispatchers: 1,
                 workers: if smoke { 1 } else { 2 },
                 worker_concurrency: 64,
-                watch: true,
+                watch: args.watch,
                 replicas: 1,
             },
             compare: args.compare_bins.clone(),
@@ -148,7 +152,7 @@ async fn main() -> anyhow::Result<()> {
             dispatchers: 1,
             workers: args.workers,
             worker_concurrency: 64,
-            watch: true,
+            watch: args.watch,
             replicas: 1,
         };
         if let Some(dir) = &args.compare_bins {
