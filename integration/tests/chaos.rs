@@ -98,21 +98,22 @@ async fn chaos() {
         .connect(nats.urls())
         .await
         .unwrap();
-    let on_wire = |subject: &'static str| {
-        let seen = seen.clone();
+    let on_wire = async |subject: &'static str| {
+        let mut sub = seen.subscribe(subject).await.unwrap();
         let n = Arc::new(AtomicUsize::new(0));
         let counted = n.clone();
         tokio::spawn(async move {
-            let mut sub = seen.subscribe(subject).await.unwrap();
             while sub.next().await.is_some() {
                 counted.fetch_add(1, Ordering::Relaxed);
             }
         });
         n
     };
-    let fence_reads = on_wire("$JS.API.DIRECT.GET.KV_LONGSHORE_OBJECTS.>");
-    let record_reads = on_wire("$JS.API.DIRECT.GET.KV_LONGSHORE_OPERATIONS.>");
-    seen.flush().await.unwrap();
+    let fence_reads = on_wire("$JS.API.DIRECT.GET.KV_LONGSHORE_OBJECTS.>").await;
+    let record_reads = on_wire("$JS.API.DIRECT.GET.KV_LONGSHORE_OPERATIONS.>").await;
+    longshore_integration::nats::round_trip(&seen)
+        .await
+        .unwrap();
 
     let common = |extra: Vec<(&'static str, String)>| {
         let mut env = vec![

@@ -14,18 +14,17 @@ const OPS: usize = 5;
 /// Counts the messages `subject` carries from now until `stop` is cancelled (and what was
 /// already on its way then: the server delivers to one connection in order, so what was
 /// sent before the event the test waited for arrives before it).
-fn count(
+async fn count(
     client: &async_nats::Client,
     subject: &'static str,
     stop: &tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<usize> {
-    let client = client.clone();
+    let mut sub = client.subscribe(subject).await.unwrap();
+    longshore_integration::nats::round_trip(client)
+        .await
+        .unwrap();
     let stop = stop.clone();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
-    let handle = tokio::spawn(async move {
-        let mut sub = client.subscribe(subject).await.unwrap();
-        client.flush().await.unwrap();
-        ready_tx.send(()).unwrap();
+    tokio::spawn(async move {
         let mut n = 0;
         loop {
             tokio::select! {
@@ -41,9 +40,7 @@ fn count(
             n += 1;
         }
         n
-    });
-    ready_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    handle
+    })
 }
 
 /// The requests a round of operations made, by kind.
@@ -91,21 +88,26 @@ async fn round(system: &System, label: &str, value: usize) -> Requests {
     // Ended operations are seen through a watch (one consumer), not by reading records.
     let mut ended = records.watch_all().await.unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let reads = |bucket: &'static str, direct: &'static str| {
-        (count(&client, direct, &stop), count(&client, bucket, &stop))
+    let reads = async |bucket: &'static str, direct: &'static str| {
+        (
+            count(&client, direct, &stop).await,
+            count(&client, bucket, &stop).await,
+        )
     };
     let record_reads = reads(
         "$JS.API.STREAM.MSG.GET.KV_LONGSHORE_OPERATIONS",
         "$JS.API.DIRECT.GET.KV_LONGSHORE_OPERATIONS.>",
-    );
+    )
+    .await;
     let fence_reads = reads(
         "$JS.API.STREAM.MSG.GET.KV_LONGSHORE_OBJECTS",
         "$JS.API.DIRECT.GET.KV_LONGSHORE_OBJECTS.>",
-    );
-    let record_writes = count(&client, "$KV.LONGSHORE_OPERATIONS.>", &stop);
-    let fence_writes = count(&client, "$KV.LONGSHORE_OBJECTS.>", &stop);
-    let publishes = count(&client, "longshore.ops.>", &stop);
-    let acks = count(&client, "$JS.ACK.>", &stop);
+    )
+    .await;
+    let record_writes = count(&client, "$KV.LONGSHORE_OPERATIONS.>", &stop).await;
+    let fence_writes = count(&client, "$KV.LONGSHORE_OBJECTS.>", &stop).await;
+    let publishes = count(&client, "longshore.ops.>", &stop).await;
+    let acks = count(&client, "$JS.ACK.>", &stop).await;
     for i in 0..OPS {
         let body = json!({"cluster": "prod", "action": "apply", "manifests": [
             {"apiVersion": "v1", "kind": "ConfigMap",

@@ -17,6 +17,22 @@ pub fn binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("nats-server"))
 }
 
+/// Returns once the server has taken in everything `client` sent before this call, its
+/// subscriptions included, so that what other connections publish from now on reaches
+/// them. `Client::flush` is not enough: it only hands the bytes to the socket, and a
+/// publish on another connection can overtake a subscription still on its way.
+pub async fn round_trip(client: &async_nats::Client) -> anyhow::Result<()> {
+    // The server answers a connection's requests in the order it sent them.
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request("$JS.API.INFO", "".into()),
+    )
+    .await
+    .context("no answer from the server within 10 s")?
+    .context("the server did not answer")?;
+    Ok(())
+}
+
 pub struct NatsServer {
     child: Option<Child>,
     port: u16,
