@@ -281,6 +281,7 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
         shutdown: shutdown.clone(),
         abort: abort.clone(),
     };
+    let pool_consumer = ready.consumer.clone();
     puller.run(ready.consumer).await;
 
     // Drain: what is running gets until the work deadline, then is handed back.
@@ -311,12 +312,18 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
     .await;
     // Hand-backs are published without waiting for the server, and the connection drops
     // whatever is still in its write buffer when the last handle goes: a message handed
-    // back just before exit would wait out ack_wait. A flush returns once the server has
-    // read everything sent before it (never, while NATS is away: hence the deadline).
-    match tokio::time::timeout_at(shutdown.deadline(), client.flush()).await {
-        Ok(Ok(())) => tracing::info!("drained"),
+    // back just before exit would wait out ack_wait. A flush only hands the buffer to the
+    // socket; an answer to a request sent after it (the pool consumer's state, which every
+    // worker's permissions allow, an agent's too) shows the server read everything before
+    // it. Never while NATS is away: hence the deadline.
+    let confirmed = async {
+        client.flush().await.map_err(|e| e.to_string())?;
+        pool_consumer.get_info().await.map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout_at(shutdown.deadline(), confirmed).await {
+        Ok(Ok(_)) => tracing::info!("drained"),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "final flush failed; JetStream will redeliver after ack_wait")
+            tracing::warn!(error = %e, "NATS did not confirm the hand-backs; JetStream will redeliver after ack_wait")
         }
         Err(_) => tracing::warn!(
             in_flight = tracker.len(),

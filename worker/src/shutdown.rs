@@ -1,9 +1,10 @@
 //! Shutdown as the worker's tasks see it: the signal, and the deadline of the drain it
 //! starts. The whole drain (the pull in flight, the operations still running, handing
-//! messages back, the last flush) fits inside `drain_grace` from the signal, whatever NATS
-//! does: Kubernetes kills a pod that overstays `terminationGracePeriodSeconds`, and a pod
-//! stuck terminating holds up rollouts and scale-ins. What misses the deadline is not lost:
-//! JetStream redelivers an unacknowledged message after `ack_wait`.
+//! messages back, NATS confirming them) fits inside `drain_grace` from the signal,
+//! whatever NATS does: Kubernetes kills a pod that overstays
+//! `terminationGracePeriodSeconds`, and a pod stuck terminating holds up rollouts and
+//! scale-ins. What misses the deadline is not lost: JetStream redelivers an unacknowledged
+//! message after `ack_wait`.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -56,12 +57,13 @@ impl Shutdown {
     }
 
     /// The deadline less what the last steps of the drain need: running operations are
-    /// given until then, so handing their messages back and flushing still fit.
+    /// given until then, so handing their messages back and NATS confirming it still fit.
     pub fn work_deadline(&self) -> Instant {
         self.deadline() - self.reserve()
     }
 
-    /// A quarter of the grace, at most two seconds: time to hand back and flush.
+    /// A quarter of the grace, at most two seconds: time to hand back, and for NATS to
+    /// confirm it.
     fn reserve(&self) -> Duration {
         (self.grace / 4).min(Duration::from_secs(2))
     }
