@@ -210,7 +210,7 @@ fn value_of(cluster: &ClusterHandle, name: &str) -> Option<String> {
 #[tokio::test]
 async fn operations_to_a_private_cluster_are_applied_by_its_agents_only() {
     let t = Topology::start().await;
-    let _agent = t.agent("agent-1", &[]);
+    let mut agent = t.agent("agent-1", &[]);
     let entry = t.agents_ready(1).await;
     // The agent registered its cluster itself, with its configuration's labels and its
     // own pool; nobody registered it through the API.
@@ -249,6 +249,14 @@ async fn operations_to_a_private_cluster_are_applied_by_its_agents_only() {
         !std::fs::read_to_string(&t.hub_kubeconfig)
             .unwrap()
             .contains(&edge.token().unwrap())
+    );
+    // Scaled in, it drains, and NATS confirms the drain: the request that does it is one
+    // an agent's permissions allow.
+    assert!(agent.terminate(Duration::from_secs(20)).await.unwrap());
+    let log = std::fs::read_to_string(agent.log_path()).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("drained")) && !log.contains("did not confirm"),
+        "{log}"
     );
 }
 
