@@ -162,11 +162,12 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
     });
     let (nats, stop) = (config.clone(), shutdown.clone());
     let connecting = start_task("reaching NATS", async move {
-        let (client, js) = nats.nats.connect(&nats.worker_id).await?;
+        // The context holds the connection; nothing else needs the client.
+        let (_, js) = nats.nats.connect(&nats.worker_id).await?;
         let ready = provision(&js, &nats, &stop).await?;
-        Ok((client, js, ready))
+        Ok((js, ready))
     });
-    let (clusters, (client, js, ready)) = tokio::try_join!(loading, connecting)?;
+    let (clusters, (js, ready)) = tokio::try_join!(loading, connecting)?;
     let clusters = Arc::new(clusters);
     tracing::info!(
         worker = %config.worker_id,
@@ -312,15 +313,11 @@ async fn serve(config: Config, shutdown: Shutdown, shared: Arc<server::Shared>) 
     .await;
     // Hand-backs are published without waiting for the server, and the connection drops
     // whatever is still in its write buffer when the last handle goes: a message handed
-    // back just before exit would wait out ack_wait. A flush only hands the buffer to the
-    // socket; an answer to a request sent after it (the pool consumer's state, which every
-    // worker's permissions allow, an agent's too) shows the server read everything before
-    // it. Never while NATS is away: hence the deadline.
-    let confirmed = async {
-        client.flush().await.map_err(|e| e.to_string())?;
-        pool_consumer.get_info().await.map_err(|e| e.to_string())
-    };
-    match tokio::time::timeout_at(shutdown.deadline(), confirmed).await {
+    // back just before exit would wait out ack_wait. A flush would only hand the buffer to
+    // the socket; an answer to a request sent after them (the pool consumer's state, which
+    // every worker's permissions allow, an agent's too) shows the server read everything
+    // before it. Never while NATS is away: hence the deadline.
+    match tokio::time::timeout_at(shutdown.deadline(), pool_consumer.get_info()).await {
         Ok(Ok(_)) => tracing::info!("drained"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "NATS did not confirm the hand-backs; JetStream will redeliver after ack_wait")
